@@ -1,0 +1,48 @@
+//! CPU twins of the kernels, in f64: the references the GPU results are tested against.
+//! Each twin has the name of its kernel wrapper and takes host slices in the same layout.
+
+pub mod gemm;
+
+pub use gemm::{CpuEpilogue, gemm};
+
+use crate::ops::Activation;
+
+/// The activation in f64 (mirrors `activate` in shaders/common.wgsl).
+pub fn activate(act: Activation, x: f64) -> f64 {
+    match act {
+        Activation::Identity => x,
+        Activation::Relu => x.max(0.0),
+        Activation::LeakyRelu(s) => {
+            if x > 0.0 {
+                x
+            } else {
+                x * s as f64
+            }
+        }
+        Activation::Tanh => x.tanh(),
+        Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+    }
+}
+
+/// The activation's derivative from its output y (mirrors `activate_grad_from_output`).
+pub fn activate_grad_from_output(act: Activation, y: f64) -> f64 {
+    match act {
+        Activation::Identity => 1.0,
+        Activation::Relu => {
+            if y > 0.0 {
+                1.0
+            } else {
+                0.0
+            }
+        }
+        Activation::LeakyRelu(s) => {
+            if y > 0.0 {
+                1.0
+            } else {
+                s as f64
+            }
+        }
+        Activation::Tanh => 1.0 - y * y,
+        Activation::Sigmoid => y * (1.0 - y),
+    }
+}

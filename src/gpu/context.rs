@@ -1,0 +1,388 @@
+//! Device ownership: adapter choice, device creation, error scopes and submission.
+
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+use crate::gpu::kernels::{KernelKey, PipelineCache};
+
+/// Which GEMM kernel family the context uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GemmVariant {
+    /// Register-blocked, one subgroup of 8 lanes per workgroup, operands shared by subgroup
+    /// shuffles instead of workgroup memory. Fastest on CPU adapters (lavapipe, llvmpipe).
+    Subgroup8,
+    /// 64×64 workgroup-memory tile, 4×4 outputs per invocation. Fastest on real GPUs; also the
+    /// fallback for shapes the subgroup kernel cannot take (dimensions not multiples of 4).
+    Tiled,
+}
+
+impl GemmVariant {
+    pub fn name(self) -> &'static str {
+        match self {
+            GemmVariant::Subgroup8 => "subgroup8",
+            GemmVariant::Tiled => "tiled",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "subgroup8" | "sg8" | "cpu" => Some(GemmVariant::Subgroup8),
+            "tiled" | "gpu" => Some(GemmVariant::Tiled),
+            _ => None,
+        }
+    }
+}
+
+/// How to pick the adapter. [`ContextOptions::from_env`] reads `WGVAE_BACKEND`,
+/// `WGVAE_ADAPTER`, `WGVAE_GEMM` and `WGVAE_SHADER_CHECKS`.
+#[derive(Clone, Debug, Default)]
+pub struct ContextOptions {
+    /// Restrict to these backends (`None`: every backend compiled in).
+    pub backends: Option<wgpu::Backends>,
+    /// Adapter index (in enumeration order) or a case-insensitive substring of its name.
+    pub adapter: Option<String>,
+    /// Force a GEMM kernel family instead of choosing by adapter class.
+    pub gemm: Option<GemmVariant>,
+    /// Keep wgpu's shader bounds checks and loop bounding (slower; for debugging kernels).
+    pub shader_checks: bool,
+}
+
+impl ContextOptions {
+    pub fn from_env() -> Result<Self> {
+        let mut opts = ContextOptions::default();
+        if let Ok(v) = std::env::var("WGVAE_BACKEND") {
+            opts.backends = Some(parse_backends(&v)?);
+        }
+        if let Ok(v) = std::env::var("WGVAE_ADAPTER")
+            && !v.trim().is_empty()
+        {
+            opts.adapter = Some(v.trim().to_string());
+        }
+        if let Ok(v) = std::env::var("WGVAE_GEMM")
+            && !v.trim().is_empty()
+        {
+            opts.gemm = Some(GemmVariant::parse(v.trim()).ok_or_else(|| {
+                Error::AdapterSelection(format!(
+                    "WGVAE_GEMM=`{v}` is not a GEMM variant (use `subgroup8` or `tiled`)"
+                ))
+            })?);
+        }
+        if let Ok(v) = std::env::var("WGVAE_SHADER_CHECKS") {
+            opts.shader_checks = matches!(v.trim(), "1" | "true" | "yes" | "on");
+        }
+        Ok(opts)
+    }
+}
+
+/// Parses `vulkan`, `metal`, `dx12`, `gl` (comma-separated lists allowed).
+pub fn parse_backends(s: &str) -> Result<wgpu::Backends> {
+    let mut out = wgpu::Backends::empty();
+    for part in s.split(',').map(|p| p.trim().to_ascii_lowercase()) {
+        if part.is_empty() {
+            continue;
+        }
+        out |= match part.as_str() {
+            "vulkan" | "vk" => wgpu::Backends::VULKAN,
+            "metal" | "mtl" => wgpu::Backends::METAL,
+            "dx12" | "d3d12" => wgpu::Backends::DX12,
+            "gl" | "gles" | "opengl" => wgpu::Backends::GL,
+            other => {
+                return Err(Error::AdapterSelection(format!(
+                    "WGVAE_BACKEND=`{s}`: unknown backend `{other}` (use vulkan, metal, dx12 or gl)"
+                )));
+            }
+        };
+    }
+    if out.is_empty() {
+        return Err(Error::AdapterSelection(format!(
+            "WGVAE_BACKEND=`{s}` names no backend (use vulkan, metal, dx12 or gl)"
+        )));
+    }
+    Ok(out)
+}
+
+/// What the library knows about the adapter it runs on.
+#[derive(Clone, Debug)]
+pub struct AdapterSummary {
+    pub name: String,
+    pub backend: wgpu::Backend,
+    pub device_type: wgpu::DeviceType,
+    pub driver: String,
+    pub driver_info: String,
+}
+
+impl std::fmt::Display for AdapterSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ({:?}, {:?}",
+            self.name, self.backend, self.device_type
+        )?;
+        if !self.driver_info.is_empty() {
+            write!(f, ", {}", self.driver_info)?;
+        }
+        write!(f, ")")
+    }
+}
+
+/// Capabilities the kernels care about.
+#[derive(Clone, Copy, Debug)]
+pub struct Caps {
+    /// `TIMESTAMP_QUERY` was granted: compute passes can carry timestamps.
+    pub timestamps: bool,
+    /// `SUBGROUP` was granted.
+    pub subgroups: bool,
+    pub subgroup_min_size: u32,
+    pub subgroup_max_size: u32,
+}
+
+/// The device, its queue and the pipeline cache. Create one per process and share it by
+/// reference; everything that allocates GPU memory takes `&GpuContext`.
+pub struct GpuContext {
+    pub adapter: wgpu::Adapter,
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: AdapterSummary,
+    pub caps: Caps,
+    pub gemm_variant: GemmVariant,
+    pub(crate) shader_checks: bool,
+    pub(crate) pipelines: Mutex<PipelineCache>,
+    /// 16 bytes bound to kernel inputs an invocation does not use.
+    pub(crate) dummy: wgpu::Buffer,
+    _instance: wgpu::Instance,
+}
+
+fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
+    let ty = match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 4,
+        wgpu::DeviceType::IntegratedGpu => 3,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 1,
+        wgpu::DeviceType::Other => 0,
+    };
+    let backend = match info.backend {
+        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 2,
+        wgpu::Backend::Gl => 1,
+        _ => 0,
+    };
+    (ty, backend)
+}
+
+impl GpuContext {
+    /// Creates a context on the adapter chosen by the environment (see [`ContextOptions`]).
+    pub fn new() -> Result<Self> {
+        Self::with_options(&ContextOptions::from_env()?)
+    }
+
+    pub fn with_options(opts: &ContextOptions) -> Result<Self> {
+        let backends = opts
+            .backends
+            .unwrap_or_else(wgpu::Instance::enabled_backend_features);
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+            backends,
+            flags: wgpu::InstanceFlags::from_env_or_default(),
+            ..wgpu::InstanceDescriptor::new_without_display_handle()
+        });
+        let adapters = pollster::block_on(instance.enumerate_adapters(backends));
+        let listing = adapters
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let info = a.get_info();
+                format!(
+                    "{i}: {} ({:?}, {:?})",
+                    info.name, info.backend, info.device_type
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        if adapters.is_empty() {
+            return Err(Error::NoAdapter {
+                detail: format!("no adapter on backends {backends:?}"),
+            });
+        }
+        let adapter = match &opts.adapter {
+            Some(sel) => {
+                if let Ok(idx) = sel.parse::<usize>() {
+                    adapters
+                        .into_iter()
+                        .nth(idx)
+                        .ok_or_else(|| Error::NoAdapter {
+                            detail: format!("WGVAE_ADAPTER={sel} but the adapters are [{listing}]"),
+                        })?
+                } else {
+                    let needle = sel.to_ascii_lowercase();
+                    adapters
+                        .into_iter()
+                        .filter(|a| a.get_info().name.to_ascii_lowercase().contains(&needle))
+                        .max_by_key(|a| rank(&a.get_info()))
+                        .ok_or_else(|| Error::NoAdapter {
+                            detail: format!(
+                                "no adapter name contains `{sel}`; the adapters are [{listing}]"
+                            ),
+                        })?
+                }
+            }
+            None => adapters
+                .into_iter()
+                .max_by_key(|a| rank(&a.get_info()))
+                .expect("adapters is not empty"),
+        };
+        Self::from_adapter(instance, adapter, opts)
+    }
+
+    fn from_adapter(
+        instance: wgpu::Instance,
+        adapter: wgpu::Adapter,
+        opts: &ContextOptions,
+    ) -> Result<Self> {
+        let ainfo = adapter.get_info();
+        let info = AdapterSummary {
+            name: ainfo.name.clone(),
+            backend: ainfo.backend,
+            device_type: ainfo.device_type,
+            driver: ainfo.driver.clone(),
+            driver_info: ainfo.driver_info.clone(),
+        };
+        let offered = adapter.features();
+        let mut features = wgpu::Features::empty();
+        for f in [
+            wgpu::Features::TIMESTAMP_QUERY,
+            wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS,
+            wgpu::Features::SUBGROUP,
+        ] {
+            if offered.contains(f) {
+                features |= f;
+            }
+        }
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("wgvae"),
+            required_features: features,
+            required_limits: adapter.limits(),
+            ..Default::default()
+        }))
+        .map_err(|e| Error::RequestDevice {
+            adapter: info.name.clone(),
+            message: e.to_string(),
+        })?;
+        let caps = Caps {
+            timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
+            subgroups: features.contains(wgpu::Features::SUBGROUP),
+            subgroup_min_size: ainfo.subgroup_min_size,
+            subgroup_max_size: ainfo.subgroup_max_size,
+        };
+        let subgroup8 =
+            caps.subgroups && caps.subgroup_min_size == 8 && caps.subgroup_max_size == 8;
+        let gemm_variant = match opts.gemm {
+            Some(GemmVariant::Subgroup8) if !subgroup8 => {
+                return Err(Error::AdapterSelection(format!(
+                    "the subgroup8 GEMM needs subgroups of exactly 8 lanes; {} has {}..{}{}",
+                    info.name,
+                    caps.subgroup_min_size,
+                    caps.subgroup_max_size,
+                    if caps.subgroups {
+                        ""
+                    } else {
+                        " and no subgroup support"
+                    }
+                )));
+            }
+            Some(v) => v,
+            None if subgroup8 && info.device_type == wgpu::DeviceType::Cpu => {
+                GemmVariant::Subgroup8
+            }
+            None => GemmVariant::Tiled,
+        };
+        log::info!(
+            "wgvae: adapter {info}, GEMM kernel {}, timestamps {}",
+            gemm_variant.name(),
+            caps.timestamps
+        );
+        let dummy = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgvae unused input"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        Ok(GpuContext {
+            dummy,
+            adapter,
+            device,
+            queue,
+            info,
+            caps,
+            gemm_variant,
+            shader_checks: opts.shader_checks,
+            pipelines: Mutex::new(PipelineCache::default()),
+            _instance: instance,
+        })
+    }
+
+    /// Runs `f` inside validation and out-of-memory error scopes and turns a caught error into
+    /// a typed [`Error`].
+    pub fn scoped<T>(&self, context: &str, f: impl FnOnce() -> T) -> Result<T> {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let val = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let internal = self.device.push_error_scope(wgpu::ErrorFilter::Internal);
+        let out = f();
+        let e_internal = pollster::block_on(internal.pop());
+        let e_val = pollster::block_on(val.pop());
+        let e_oom = pollster::block_on(oom.pop());
+        if let Some(e) = e_val {
+            return Err(Error::Validation {
+                context: context.to_string(),
+                message: e.to_string(),
+            });
+        }
+        if e_oom.is_some() {
+            return Err(Error::OutOfMemory {
+                context: context.to_string(),
+            });
+        }
+        if let Some(e) = e_internal {
+            return Err(Error::Internal {
+                context: context.to_string(),
+                message: e.to_string(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Submits one command buffer, with its validation errors returned as [`Error`].
+    pub fn submit(&self, context: &str, encoder: wgpu::CommandEncoder) -> Result<()> {
+        self.scoped(context, || {
+            self.queue.submit([encoder.finish()]);
+        })
+    }
+
+    pub fn encoder(&self, label: &str) -> wgpu::CommandEncoder {
+        self.device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) })
+    }
+
+    /// Blocks until the GPU has finished all submitted work.
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| Error::Readback(format!("waiting for the device: {e}")))
+    }
+
+    /// Returns the cached compute pipeline for `key`, compiling it on first use.
+    pub fn pipeline(&self, key: &KernelKey) -> Result<Arc<wgpu::ComputePipeline>> {
+        if let Some(p) = self.pipelines.lock().expect("pipeline cache lock").get(key) {
+            return Ok(p);
+        }
+        let p = Arc::new(crate::gpu::kernels::compile(self, key)?);
+        self.pipelines
+            .lock()
+            .expect("pipeline cache lock")
+            .insert(key.clone(), p.clone());
+        Ok(p)
+    }
+
+    /// Number of pipelines compiled so far (each is compiled once).
+    pub fn pipelines_compiled(&self) -> usize {
+        self.pipelines.lock().expect("pipeline cache lock").len()
+    }
+}

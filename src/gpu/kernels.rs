@@ -1,0 +1,195 @@
+//! The kernel registry: every WGSL file is embedded here with `include_str!`, and every
+//! (shader, entry point, defines) combination is compiled once and cached.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::error::Result;
+use crate::gpu::GpuContext;
+
+/// Helpers shared by all kernels (activations, the counter-based RNG); prepended to each file.
+const COMMON: &str = include_str!("../../shaders/common.wgsl");
+
+/// One WGSL file of `shaders/`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Shader {
+    GemmSubgroup8,
+    GemmTiled,
+    Reduce,
+    Reparam,
+    Kl,
+    Likelihood,
+    Adam,
+    Data,
+    Elementwise,
+}
+
+impl Shader {
+    pub const ALL: [Shader; 9] = [
+        Shader::GemmSubgroup8,
+        Shader::GemmTiled,
+        Shader::Reduce,
+        Shader::Reparam,
+        Shader::Kl,
+        Shader::Likelihood,
+        Shader::Adam,
+        Shader::Data,
+        Shader::Elementwise,
+    ];
+
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Shader::GemmSubgroup8 => "gemm_subgroup8.wgsl",
+            Shader::GemmTiled => "gemm_tiled.wgsl",
+            Shader::Reduce => "reduce.wgsl",
+            Shader::Reparam => "reparam.wgsl",
+            Shader::Kl => "kl.wgsl",
+            Shader::Likelihood => "likelihood.wgsl",
+            Shader::Adam => "adam.wgsl",
+            Shader::Data => "data.wgsl",
+            Shader::Elementwise => "elementwise.wgsl",
+        }
+    }
+
+    pub fn source(self) -> &'static str {
+        match self {
+            Shader::GemmSubgroup8 => include_str!("../../shaders/gemm_subgroup8.wgsl"),
+            Shader::GemmTiled => include_str!("../../shaders/gemm_tiled.wgsl"),
+            Shader::Reduce => include_str!("../../shaders/reduce.wgsl"),
+            Shader::Reparam => include_str!("../../shaders/reparam.wgsl"),
+            Shader::Kl => include_str!("../../shaders/kl.wgsl"),
+            Shader::Likelihood => include_str!("../../shaders/likelihood.wgsl"),
+            Shader::Adam => include_str!("../../shaders/adam.wgsl"),
+            Shader::Data => include_str!("../../shaders/data.wgsl"),
+            Shader::Elementwise => include_str!("../../shaders/elementwise.wgsl"),
+        }
+    }
+
+    /// Whether the file uses subgroup built-ins (needs `Features::SUBGROUP`).
+    pub fn needs_subgroups(self) -> bool {
+        matches!(self, Shader::GemmSubgroup8)
+    }
+}
+
+/// A compile-time constant prepended to a shader as `const NAME = value;`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Define {
+    U32(u32),
+    Bool(bool),
+}
+
+/// Identifies one compiled pipeline.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct KernelKey {
+    pub shader: Shader,
+    pub entry: &'static str,
+    pub defines: Vec<(&'static str, Define)>,
+}
+
+impl KernelKey {
+    pub fn new(shader: Shader, entry: &'static str) -> Self {
+        KernelKey {
+            shader,
+            entry,
+            defines: Vec::new(),
+        }
+    }
+
+    pub fn define(mut self, name: &'static str, value: Define) -> Self {
+        self.defines.push((name, value));
+        self
+    }
+
+    pub fn u32(self, name: &'static str, value: u32) -> Self {
+        self.define(name, Define::U32(value))
+    }
+
+    pub fn flag(self, name: &'static str, value: bool) -> Self {
+        self.define(name, Define::Bool(value))
+    }
+
+    /// The full WGSL text compiled for this key: defines, common helpers, the file.
+    pub fn wgsl(&self) -> String {
+        let mut src = String::new();
+        for (name, value) in &self.defines {
+            match value {
+                Define::U32(v) => src.push_str(&format!("const {name}: u32 = {v}u;\n")),
+                Define::Bool(v) => src.push_str(&format!("const {name}: bool = {v};\n")),
+            }
+        }
+        src.push_str(COMMON);
+        src.push('\n');
+        src.push_str(self.shader.source());
+        src
+    }
+
+    pub fn label(&self) -> String {
+        let mut s = format!("{}::{}", self.shader.file_name(), self.entry);
+        for (name, value) in &self.defines {
+            match value {
+                Define::U32(v) => s.push_str(&format!(" {name}={v}")),
+                Define::Bool(v) => s.push_str(&format!(" {name}={v}")),
+            }
+        }
+        s
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct PipelineCache {
+    map: HashMap<KernelKey, Arc<wgpu::ComputePipeline>>,
+}
+
+impl PipelineCache {
+    pub(crate) fn get(&self, key: &KernelKey) -> Option<Arc<wgpu::ComputePipeline>> {
+        self.map.get(key).cloned()
+    }
+    pub(crate) fn insert(&mut self, key: KernelKey, p: Arc<wgpu::ComputePipeline>) {
+        self.map.insert(key, p);
+    }
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
+pub(crate) fn compile(ctx: &GpuContext, key: &KernelKey) -> Result<wgpu::ComputePipeline> {
+    let label = key.label();
+    if key.shader.needs_subgroups() && !ctx.caps.subgroups {
+        return Err(crate::Error::AdapterSelection(format!(
+            "kernel {label} needs subgroup operations, which {} does not offer",
+            ctx.info.name
+        )));
+    }
+    let src = key.wgsl();
+    ctx.scoped(&format!("compiling {label}"), || {
+        let desc = wgpu::ShaderModuleDescriptor {
+            label: Some(&label),
+            source: wgpu::ShaderSource::Wgsl(src.as_str().into()),
+        };
+        let module = if ctx.shader_checks {
+            ctx.device.create_shader_module(desc)
+        } else {
+            // SAFETY: every kernel in shaders/ clamps or guards each index it computes, and
+            // the host wrappers check every operand's shape against the buffer it binds, so
+            // the bounds checks and loop bounding that wgpu would insert never fire. They cost
+            // up to 40% of the GEMM throughput on CPU adapters. `WGVAE_SHADER_CHECKS=1`
+            // turns them back on.
+            unsafe {
+                ctx.device
+                    .create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+            }
+        };
+        ctx.device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&label),
+                layout: None,
+                module: &module,
+                entry_point: Some(key.entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &[],
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            })
+    })
+}

@@ -1,0 +1,59 @@
+//! Shared test helpers: the GPU context (a test fails, never skips, without an adapter) and
+//! comparisons against the CPU twins.
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+
+use wgvae::gpu::GpuContext;
+
+/// The process-wide context. Panics (fails the test) with the library's install hint when no
+/// adapter exists.
+pub fn ctx() -> &'static GpuContext {
+    static CTX: OnceLock<GpuContext> = OnceLock::new();
+    CTX.get_or_init(|| match GpuContext::new() {
+        Ok(c) => {
+            eprintln!("test adapter: {} (GEMM {})", c.info, c.gemm_variant.name());
+            c
+        }
+        Err(e) => panic!("wgvae tests need a GPU adapter: {e}"),
+    })
+}
+
+/// Deterministic test data in [lo, hi).
+pub fn data(seed: u64, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+    wgvae::rng::HostRng::new(seed).uniform_vec(n, lo, hi)
+}
+
+/// Asserts |got - want| <= atol + rtol |want| elementwise. On failure prints the first
+/// mismatches, the largest error and its index.
+pub fn assert_close(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64) {
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: length {} vs {}",
+        got.len(),
+        want.len()
+    );
+    let mut bad = Vec::new();
+    let mut max_err = 0.0f64;
+    let mut max_idx = 0usize;
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let err = (g as f64 - w).abs();
+        let ok = err <= atol + rtol * w.abs() && g.is_finite() == w.is_finite();
+        if err > max_err || (!g.is_finite() && w.is_finite()) {
+            max_err = if g.is_finite() { err } else { f64::INFINITY };
+            max_idx = i;
+        }
+        if !ok && bad.len() < 8 {
+            bad.push(format!("  [{i}] got {g:e} want {w:e} err {err:e}"));
+        }
+    }
+    if !bad.is_empty() {
+        panic!(
+            "{what}: mismatches (atol {atol:e}, rtol {rtol:e}); max error {max_err:e} at [{max_idx}] (got {:e}, want {:e})\n{}",
+            got[max_idx],
+            want[max_idx],
+            bad.join("\n")
+        );
+    }
+}
