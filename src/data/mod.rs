@@ -1,0 +1,413 @@
+//! Data sets: images as bytes in host memory, read from IDX files (MNIST layout) or drawn from the
+//! procedural [`sprites`] set.
+//!
+//! Every image set is a [`Dataset`]: `n` greyscale images of `height x width` bytes (0..=255),
+//! stored contiguously as `(n, height, width)` row-major, with optional class labels and optional
+//! generative [`Factors`]. Loaders never panic on bad input: every problem is a [`DataError`]
+//! that names the file and the field or value at fault.
+
+pub mod idx;
+pub mod sprites;
+
+use std::path::{Path, PathBuf};
+
+/// What went wrong while reading, writing or generating a data set.
+///
+/// Every variant that concerns a file carries its path (as given by the caller), and its message
+/// names the header field or value at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// The operating system refused a read, write, rename or directory listing.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The file starts with the gzip magic bytes but does not decompress.
+    #[error("{}: not a valid gzip stream: {detail}", path.display())]
+    Gzip { path: PathBuf, detail: String },
+
+    /// The file (or its decompressed content) is larger than the loader accepts.
+    #[error("{}: {what} is larger than the limit of {limit} bytes", path.display())]
+    TooLarge {
+        path: PathBuf,
+        what: &'static str,
+        limit: u64,
+    },
+
+    /// Fewer bytes than the fixed-size IDX header needs.
+    #[error(
+        "{}: truncated header: {len} bytes, an IDX {kind} header needs {need} bytes",
+        path.display()
+    )]
+    TruncatedHeader {
+        path: PathBuf,
+        kind: &'static str,
+        len: usize,
+        need: usize,
+    },
+
+    /// The header field `magic` is not the one the reader expects.
+    #[error(
+        "{}: header field `magic` is 0x{found:08x} ({found_desc}), expected 0x{expected:08x} ({expected_desc})",
+        path.display()
+    )]
+    Magic {
+        path: PathBuf,
+        found: u32,
+        found_desc: String,
+        expected: u32,
+        expected_desc: &'static str,
+    },
+
+    /// A header dimension is zero.
+    #[error("{}: header field `{field}` is 0; every dimension must be at least 1", path.display())]
+    ZeroDimension { path: PathBuf, field: &'static str },
+
+    /// The payload is shorter than the header declares.
+    #[error(
+        "{}: truncated: header says {declared} ({need} bytes) but only {have} bytes follow",
+        path.display()
+    )]
+    Truncated {
+        path: PathBuf,
+        /// e.g. "6000 images of 28x28" or "6000 labels".
+        declared: String,
+        need: u128,
+        have: u128,
+    },
+
+    /// The payload is longer than the header declares.
+    #[error("{}: {extra} trailing bytes after the last {item}", path.display())]
+    Trailing {
+        path: PathBuf,
+        extra: u64,
+        item: &'static str,
+    },
+
+    /// A data directory lacks a required file.
+    #[error("{}: no {file}[.gz] file", dir.display())]
+    MissingFile { dir: PathBuf, file: &'static str },
+
+    /// An image file and its label file disagree on the number of items.
+    #[error(
+        "{}: {n_images} images but {}: {n_labels} labels; the counts must match",
+        images.display(),
+        labels.display()
+    )]
+    LabelCount {
+        images: PathBuf,
+        n_images: usize,
+        labels: PathBuf,
+        n_labels: usize,
+    },
+
+    /// A writer was handed arguments that do not describe a valid IDX file.
+    #[error("{}: cannot write: {detail}", path.display())]
+    InvalidArgument { path: PathBuf, detail: String },
+
+    /// A generator configuration cannot be satisfied.
+    #[error("{name}: {detail}")]
+    Config { name: &'static str, detail: String },
+}
+
+impl DataError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        DataError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Generative factors of a synthetic data set (one row per image).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Factors {
+    /// Factor names, e.g. `["shape", "scale", "orientation", "pos_x", "pos_y"]`.
+    pub names: Vec<String>,
+    /// Number of discrete values each factor takes.
+    pub sizes: Vec<usize>,
+    /// Actual factor values: `(n, n_factors)` row-major.
+    pub values: Vec<f32>,
+    /// Discrete index of each factor value, `0..sizes[f]`: `(n, n_factors)` row-major.
+    pub classes: Vec<u32>,
+}
+
+impl Factors {
+    /// Number of factors (columns of `values` and `classes`).
+    pub fn n_factors(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Factor values of image `i`: `(n_factors,)`.
+    pub fn values_of(&self, i: usize) -> &[f32] {
+        let k = self.n_factors();
+        &self.values[i * k..(i + 1) * k]
+    }
+
+    /// Discrete factor indices of image `i`: `(n_factors,)`.
+    pub fn classes_of(&self, i: usize) -> &[u32] {
+        let k = self.n_factors();
+        &self.classes[i * k..(i + 1) * k]
+    }
+
+    /// The rows `indices` (in that order).
+    ///
+    /// # Panics
+    /// If an index is `>=` the number of rows.
+    pub fn subset(&self, indices: &[usize]) -> Factors {
+        let k = self.n_factors();
+        let mut values = Vec::with_capacity(indices.len() * k);
+        let mut classes = Vec::with_capacity(indices.len() * k);
+        for &i in indices {
+            values.extend_from_slice(self.values_of(i));
+            classes.extend_from_slice(self.classes_of(i));
+        }
+        Factors {
+            names: self.names.clone(),
+            sizes: self.sizes.clone(),
+            values,
+            classes,
+        }
+    }
+}
+
+/// `n` greyscale images of `height x width` bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dataset {
+    /// Short name used in logs and run directories, e.g. `"mnist-8k"` or `"sprites"`.
+    pub name: String,
+    /// Number of images.
+    pub n: usize,
+    pub height: usize,
+    pub width: usize,
+    /// `(n, height, width)` row-major grey levels, 0 = black, 255 = white.
+    pub pixels: Vec<u8>,
+    /// `(n,)` class labels, if the set has them.
+    pub labels: Option<Vec<u8>>,
+    /// `(n, n_factors)` generative factors, for synthetic sets.
+    pub factors: Option<Factors>,
+}
+
+impl Dataset {
+    /// Bytes per image: `height * width`.
+    pub fn image_len(&self) -> usize {
+        self.height * self.width
+    }
+
+    /// Image `i`: `(height, width)` row-major bytes.
+    ///
+    /// # Panics
+    /// If `i >= n`.
+    pub fn image(&self, i: usize) -> &[u8] {
+        let len = self.image_len();
+        &self.pixels[i * len..(i + 1) * len]
+    }
+
+    /// Image `i` as `(height, width)` row-major floats in `[0, 1]` (`v / 255`).
+    ///
+    /// # Panics
+    /// If `i >= n`.
+    pub fn to_f32(&self, i: usize) -> Vec<f32> {
+        self.image(i)
+            .iter()
+            .map(|&v| f32::from(v) / 255.0)
+            .collect()
+    }
+
+    /// A new data set holding the images `indices` (in that order, repeats allowed), with their
+    /// labels and factors. The name is kept.
+    ///
+    /// # Panics
+    /// If an index is `>= n`.
+    pub fn subset(&self, indices: &[usize]) -> Dataset {
+        let mut pixels = Vec::with_capacity(indices.len() * self.image_len());
+        for &i in indices {
+            pixels.extend_from_slice(self.image(i));
+        }
+        let labels = self
+            .labels
+            .as_ref()
+            .map(|l| indices.iter().map(|&i| l[i]).collect());
+        let factors = self.factors.as_ref().map(|f| f.subset(indices));
+        Dataset {
+            name: self.name.clone(),
+            n: indices.len(),
+            height: self.height,
+            width: self.width,
+            pixels,
+            labels,
+            factors,
+        }
+    }
+}
+
+/// A training set and a held-out test set with the same image size.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Split {
+    pub train: Dataset,
+    pub test: Dataset,
+}
+
+/// File names of the standard MNIST layout (also used by Fashion-MNIST and KMNIST).
+pub const TRAIN_IMAGES: &str = "train-images-idx3-ubyte";
+pub const TRAIN_LABELS: &str = "train-labels-idx1-ubyte";
+pub const TEST_IMAGES: &str = "t10k-images-idx3-ubyte";
+pub const TEST_LABELS: &str = "t10k-labels-idx1-ubyte";
+
+/// `dir/name` if it exists, else `dir/name.gz` if that exists, else `None`.
+///
+/// The uncompressed file wins when both exist (it reads faster). Whether a file is gzip is decided
+/// by its magic bytes, not by this name.
+fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
+    let plain = dir.join(name);
+    if plain.is_file() {
+        return Some(plain);
+    }
+    let gz = dir.join(format!("{name}.gz"));
+    gz.is_file().then_some(gz)
+}
+
+/// Reads one split (`images` required, `labels` optional) of an IDX directory.
+fn load_split(
+    dir: &Path,
+    name: &str,
+    images: &'static str,
+    labels: &'static str,
+) -> Result<Dataset, DataError> {
+    let images_path = find_file(dir, images).ok_or_else(|| DataError::MissingFile {
+        dir: dir.to_path_buf(),
+        file: images,
+    })?;
+    let idx::IdxImages {
+        n,
+        rows: height,
+        cols: width,
+        pixels,
+    } = idx::read_idx_images(&images_path)?;
+    let labels = match find_file(dir, labels) {
+        None => None,
+        Some(labels_path) => {
+            let labels = idx::read_idx_labels(&labels_path)?;
+            if labels.len() != n {
+                return Err(DataError::LabelCount {
+                    images: images_path,
+                    n_images: n,
+                    labels: labels_path,
+                    n_labels: labels.len(),
+                });
+            }
+            Some(labels)
+        }
+    };
+    Ok(Dataset {
+        name: name.to_string(),
+        n,
+        height,
+        width,
+        pixels,
+        labels,
+        factors: None,
+    })
+}
+
+/// Loads a directory in the MNIST layout: `train-images-idx3-ubyte` and `t10k-images-idx3-ubyte`
+/// (each plain or `.gz`, required) and `train-labels-idx1-ubyte` / `t10k-labels-idx1-ubyte`
+/// (optional; when present, their count must match the images').
+///
+/// Both splits are named after the directory's last component (e.g. `"mnist-8k"`). The train and
+/// test images may have different sizes only if the files say so; callers that need equal sizes
+/// must check.
+pub fn load_idx_dir(dir: &Path) -> Result<Split, DataError> {
+    let meta = std::fs::metadata(dir).map_err(|e| DataError::io(dir, e))?;
+    if !meta.is_dir() {
+        return Err(DataError::io(
+            dir,
+            std::io::Error::new(
+                std::io::ErrorKind::NotADirectory,
+                "not a directory (expected a folder holding train-images-idx3-ubyte[.gz])",
+            ),
+        ));
+    }
+    let name = dir_name(dir);
+    let train = load_split(dir, &name, TRAIN_IMAGES, TRAIN_LABELS)?;
+    let test = load_split(dir, &name, TEST_IMAGES, TEST_LABELS)?;
+    Ok(Split { train, test })
+}
+
+/// Loads a single IDX image file (plain or gzip) without labels. The data set is named after the
+/// file, without a trailing `.gz`.
+pub fn load_idx_images_file(path: &Path) -> Result<Dataset, DataError> {
+    let idx::IdxImages {
+        n,
+        rows: height,
+        cols: width,
+        pixels,
+    } = idx::read_idx_images(path)?;
+    let file = path
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "images".to_string());
+    let name = file.strip_suffix(".gz").unwrap_or(&file).to_string();
+    Ok(Dataset {
+        name,
+        n,
+        height,
+        width,
+        pixels,
+        labels: None,
+        factors: None,
+    })
+}
+
+/// Last component of a directory path, resolving `.`/`..`/trailing slashes where possible.
+fn dir_name(dir: &Path) -> String {
+    let from = |p: &Path| p.file_name().map(|s| s.to_string_lossy().into_owned());
+    from(dir)
+        .or_else(|| std::fs::canonicalize(dir).ok().and_then(|p| from(&p)))
+        .unwrap_or_else(|| "data".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toy() -> Dataset {
+        Dataset {
+            name: "toy".into(),
+            n: 3,
+            height: 1,
+            width: 2,
+            pixels: vec![0, 255, 10, 20, 30, 40],
+            labels: Some(vec![7, 8, 9]),
+            factors: Some(Factors {
+                names: vec!["a".into()],
+                sizes: vec![3],
+                values: vec![0.0, 0.5, 1.0],
+                classes: vec![0, 1, 2],
+            }),
+        }
+    }
+
+    #[test]
+    fn subset_keeps_labels_and_factors() {
+        let d = toy();
+        let s = d.subset(&[2, 0]);
+        assert_eq!(s.n, 2);
+        assert_eq!(s.pixels, vec![30, 40, 0, 255]);
+        assert_eq!(s.labels, Some(vec![9, 7]));
+        let f = s.factors.unwrap();
+        assert_eq!(f.values, vec![1.0, 0.0]);
+        assert_eq!(f.classes, vec![2, 0]);
+    }
+
+    #[test]
+    fn to_f32_scales_to_unit_interval() {
+        let d = toy();
+        assert_eq!(d.to_f32(0), vec![0.0, 1.0]);
+        assert_eq!(d.image_len(), 2);
+        assert_eq!(d.image(1), &[10, 20]);
+    }
+}
