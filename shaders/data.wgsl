@@ -1,1 +1,50 @@
-// data.wgsl
+// ---- data.wgsl: batch gather from the u8 data set on the GPU, and the step counter ----------
+//
+// The training set lives on the GPU as bytes, packed four to a u32 word: image i, pixel p is
+// byte i * P + p. `perm` is the epoch's order of the images (uploaded once per epoch). The
+// step state holds [global step, step at which the current epoch began, 0, 0].
+
+struct GatherParams {
+    rows: u32,      // rows of the batch
+    pixels: u32,    // P
+    base: u32,      // first position in `perm` (added to the state-derived offset)
+    n_items: u32,   // positions past this are zero rows
+    use_state: u32, // 1: position = base + (state[0] - state[1]) * rows + row
+    n_images: u32,  // N; indices in perm are clamped below it
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<storage, read> images: array<u32>;   // (N, P) bytes, packed
+@group(0) @binding(1) var<storage, read> perm: array<u32>;     // (n_items,)
+@group(0) @binding(2) var<storage, read_write> x: array<f32>;  // (rows, P) in [0, 1]
+@group(0) @binding(3) var<storage, read> state: array<u32>;    // (4,)
+@group(0) @binding(4) var<uniform> gp: GatherParams;
+
+@compute @workgroup_size(64)
+fn gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let total = gp.rows * gp.pixels;
+    var pos0 = gp.base;
+    if (gp.use_state == 1u) {
+        pos0 += (state[0] - state[1]) * gp.rows;
+    }
+    for (var i = gid.x; i < total; i += nwg.x * 64u) {
+        let r = i / gp.pixels;
+        let p = i % gp.pixels;
+        let pos = pos0 + r;
+        var v = 0.0;
+        if (pos < gp.n_items) {
+            let byte = min(perm[pos], gp.n_images - 1u) * gp.pixels + p;
+            v = f32((images[byte / 4u] >> ((byte % 4u) * 8u)) & 0xffu) * (1.0 / 255.0);
+        }
+        x[i] = v;
+    }
+}
+
+@group(0) @binding(5) var<storage, read_write> state_rw: array<u32>; // (4,)
+
+// Marks the end of a training step: state[0] += 1.
+@compute @workgroup_size(1)
+fn advance() {
+    state_rw[0] = state_rw[0] + 1u;
+}

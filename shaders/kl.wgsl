@@ -1,1 +1,47 @@
-// kl.wgsl
+// ---- kl.wgsl: closed-form KL(N(mu, sigma^2) || N(0, I)) per sample and per dimension, with
+// its gradient fused ----
+//
+// kl_bd = (mu^2 + sigma^2 - 1 - log sigma^2) / 2
+// d/dmu = mu,  d/dlogvar = (sigma^2 - 1) / 2, both scaled by grad_weight (beta / B in training).
+
+struct KlParams {
+    batch: u32,
+    dim: u32,
+    grad_weight: f32,
+    write_grad: u32, // 1: genc = grad_weight * dKL (overwrite)
+}
+
+@group(0) @binding(0) var<storage, read> enc: array<f32>;             // (B, 2D) [mu | logvar]
+@group(0) @binding(1) var<storage, read_write> kl_sample: array<f32>; // (B,)
+@group(0) @binding(2) var<storage, read_write> kl_elem: array<f32>;   // (B, D)
+@group(0) @binding(3) var<storage, read_write> genc: array<f32>;      // (B, 2D)
+@group(0) @binding(4) var<uniform> kp: KlParams;
+
+// exp(x) - 1 - x without cancellation for small |x|.
+fn exp_m1_mx(x: f32) -> f32 {
+    if (abs(x) < 0.03) {
+        return x * x * (0.5 + x * (1.0 / 6.0 + x * (1.0 / 24.0 + x * (1.0 / 120.0))));
+    }
+    return exp(x) - 1.0 - x;
+}
+
+@compute @workgroup_size(64)
+fn kl(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    for (var b = gid.x; b < kp.batch; b += nwg.x * 64u) {
+        var sum = 0.0;
+        for (var d = 0u; d < kp.dim; d++) {
+            let im = b * 2u * kp.dim + d;
+            let il = im + kp.dim;
+            let mu = enc[im];
+            let lv = enc[il];
+            let k = 0.5 * (mu * mu + exp_m1_mx(lv));
+            kl_elem[b * kp.dim + d] = k;
+            sum += k;
+            if (kp.write_grad == 1u) {
+                genc[im] = kp.grad_weight * mu;
+                genc[il] = kp.grad_weight * 0.5 * (exp(lv) - 1.0);
+            }
+        }
+        kl_sample[b] = sum;
+    }
+}

@@ -1,1 +1,110 @@
-// likelihood.wgsl
+// ---- likelihood.wgsl: per-row negative log-likelihoods with their gradients fused ----
+//
+// R rows of model output against B rows of targets: row r is scored against target row r % B
+// (R = K * B when K latent samples share each input). One workgroup reduces one row with a
+// fixed-order tree, so the result is the same bit for bit on every run.
+// grad = grad_scale * dNLL/d(output) (grad_scale = 1 / B for the batch-mean loss).
+
+struct LikParams {
+    rows: u32,       // R
+    pixels: u32,     // P
+    batch: u32,      // B (target rows)
+    write_grad: u32, // 1: write grad (and grad_ls for the Gaussian)
+    grad_scale: f32,
+    ls_mode: u32,    // Gaussian log sigma: 0 fixed (ls_fixed), 1 shared (ls[0]), 2 per pixel (ls[p])
+    ls_fixed: f32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<storage, read> out: array<f32>;          // (R, P) logits or means
+@group(0) @binding(1) var<storage, read> tgt: array<f32>;       // (B, P) in [0, 1]
+@group(0) @binding(2) var<storage, read_write> nll: array<f32>;    // (R,)
+@group(0) @binding(3) var<storage, read_write> grad: array<f32>;   // (R, P)
+@group(0) @binding(4) var<uniform> lp: LikParams;
+
+var<workgroup> partial: array<f32, 64>;
+
+fn tree_sum(lid: u32, v: f32) -> f32 {
+    partial[lid] = v;
+    workgroupBarrier();
+    for (var s = 32u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            partial[lid] += partial[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let total = partial[0];
+    workgroupBarrier();
+    return total;
+}
+
+fn sigmoid(x: f32) -> f32 {
+    if (x >= 0.0) {
+        return 1.0 / (1.0 + exp(-x));
+    }
+    let e = exp(x);
+    return e / (1.0 + e);
+}
+
+// Bernoulli with logits l: NLL = softplus(l) - x l (stable for any l); dNLL/dl = sigmoid(l) - x.
+@compute @workgroup_size(64)
+fn bernoulli(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32,
+             @builtin(num_workgroups) nwg: vec3<u32>) {
+    for (var r = wg.x; r < lp.rows; r += nwg.x) {
+        let t0 = (r % lp.batch) * lp.pixels;
+        let o0 = r * lp.pixels;
+        var acc = 0.0;
+        for (var p = lid; p < lp.pixels; p += 64u) {
+            let l = out[o0 + p];
+            let x = tgt[t0 + p];
+            acc += softplus(l) - x * l;
+            if (lp.write_grad == 1u) {
+                grad[o0 + p] = lp.grad_scale * (sigmoid(l) - x);
+            }
+        }
+        let total = tree_sum(lid, acc);
+        if (lid == 0u) {
+            nll[r] = total;
+        }
+    }
+}
+
+@group(0) @binding(5) var<storage, read> ls: array<f32>;            // (1,) or (P,) log sigma
+@group(0) @binding(6) var<storage, read_write> grad_ls: array<f32>; // (R, P) per-element dNLL/dls
+
+const HALF_LOG_2PI: f32 = 0.9189385332046727;
+
+// Gaussian N(x; mu, sigma^2): NLL = (x - mu)^2 / (2 sigma^2) + log sigma + log(2 pi) / 2.
+// dNLL/dmu = (mu - x) / sigma^2;  dNLL/dlog sigma = 1 - (x - mu)^2 / sigma^2 (summed over rows
+// by the column/total reductions when log sigma is learned).
+@compute @workgroup_size(64)
+fn gaussian(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32,
+            @builtin(num_workgroups) nwg: vec3<u32>) {
+    for (var r = wg.x; r < lp.rows; r += nwg.x) {
+        let t0 = (r % lp.batch) * lp.pixels;
+        let o0 = r * lp.pixels;
+        var acc = 0.0;
+        for (var p = lid; p < lp.pixels; p += 64u) {
+            var s = lp.ls_fixed;
+            if (lp.ls_mode == 1u) {
+                s = ls[0];
+            } else if (lp.ls_mode == 2u) {
+                s = ls[p];
+            }
+            let inv_var = exp(-2.0 * s);
+            let diff = out[o0 + p] - tgt[t0 + p];
+            let q = diff * diff * inv_var;
+            acc += 0.5 * q + s + HALF_LOG_2PI;
+            if (lp.write_grad == 1u) {
+                grad[o0 + p] = lp.grad_scale * diff * inv_var;
+                if (lp.ls_mode != 0u) {
+                    grad_ls[o0 + p] = lp.grad_scale * (1.0 - q);
+                }
+            }
+        }
+        let total = tree_sum(lid, acc);
+        if (lid == 0u) {
+            nll[r] = total;
+        }
+    }
+}

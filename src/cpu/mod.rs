@@ -2,8 +2,10 @@
 //! Each twin has the name of its kernel wrapper and takes host slices in the same layout.
 
 pub mod gemm;
+pub mod kernels;
 
 pub use gemm::{CpuEpilogue, gemm};
+pub use kernels::*;
 
 use crate::ops::Activation;
 

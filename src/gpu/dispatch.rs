@@ -35,7 +35,7 @@ impl Dispatch {
         ctx: &GpuContext,
         key: &KernelKey,
         label: &str,
-        buffers: &[(u32, &wgpu::Buffer)],
+        buffers: &[(u32, wgpu::BindingResource<'_>)],
         params: Option<(u32, &P)>,
         groups: [u32; 3],
     ) -> Result<Self> {
@@ -52,9 +52,9 @@ impl Dispatch {
             });
             let mut entries: Vec<wgpu::BindGroupEntry> = buffers
                 .iter()
-                .map(|(binding, buf)| wgpu::BindGroupEntry {
+                .map(|(binding, res)| wgpu::BindGroupEntry {
                     binding: *binding,
-                    resource: buf.as_entire_binding(),
+                    resource: res.clone(),
                 })
                 .collect();
             if let (Some((binding, _)), Some(buf)) = (params, params_buf.as_ref()) {

@@ -1,7 +1,7 @@
 //! Typed, shape-aware GPU buffers and the one staging readback path.
 
 use std::marker::PhantomData;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
@@ -28,9 +28,17 @@ fn padded_size(bytes: usize) -> u64 {
     (bytes.max(16).div_ceil(16) * 16) as u64
 }
 
-/// A GPU storage buffer holding a dense row-major array of `T` with a known shape.
+/// Byte alignment of views into a shared buffer (the largest `min_storage_buffer_offset_alignment`
+/// WebGPU allows).
+pub const VIEW_ALIGN: usize = 256;
+
+/// A dense row-major array of `T` with a known shape in a GPU storage buffer: either a whole
+/// buffer or a view at an aligned offset into one (parameters and gradients each live in one
+/// buffer, sliced per layer, so the optimizer updates all of them in one dispatch).
 pub struct Tensor<T: Element> {
-    buffer: wgpu::Buffer,
+    buffer: Arc<wgpu::Buffer>,
+    /// Byte offset of element 0 in `buffer`.
+    offset: u64,
     shape: Vec<usize>,
     label: String,
     _t: PhantomData<T>,
@@ -73,10 +81,45 @@ impl<T: Element> Tensor<T> {
             })
         })?;
         Ok(Tensor {
-            buffer,
+            buffer: Arc::new(buffer),
+            offset: 0,
             shape: shape.to_vec(),
             label: label.to_string(),
             _t: PhantomData,
+        })
+    }
+
+    /// A view of `shape` starting at element `offset` of `parent` (which may itself be a view).
+    /// The offset must be a multiple of [`VIEW_ALIGN`] bytes.
+    pub fn view(parent: &Tensor<T>, label: &str, offset: usize, shape: &[usize]) -> Result<Self> {
+        let len: usize = shape.iter().product();
+        let byte_off = offset * std::mem::size_of::<T>();
+        if byte_off % VIEW_ALIGN != 0 || offset + len > parent.len() {
+            return Err(Error::Shape {
+                op: "Tensor::view",
+                detail: format!(
+                    "{label}: {shape:?} at element {offset} does not fit {} {:?} at a {VIEW_ALIGN}-byte boundary",
+                    parent.label, parent.shape
+                ),
+            });
+        }
+        Ok(Tensor {
+            buffer: parent.buffer.clone(),
+            offset: parent.offset + byte_off as u64,
+            shape: shape.to_vec(),
+            label: label.to_string(),
+            _t: PhantomData,
+        })
+    }
+
+    /// The binding of this tensor's bytes (rounded up to 16) for a bind group.
+    pub fn binding(&self) -> wgpu::BindingResource<'_> {
+        let bytes = (self.len() * std::mem::size_of::<T>()).max(16).div_ceil(16) * 16;
+        let avail = self.buffer.size() - self.offset;
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: &self.buffer,
+            offset: self.offset,
+            size: std::num::NonZeroU64::new((bytes as u64).min(avail)),
         })
     }
 
@@ -130,7 +173,8 @@ impl<T: Element> Tensor<T> {
         if bytes.is_empty() {
             return Ok(());
         }
-        ctx.queue.write_buffer(&self.buffer, start as u64, &bytes);
+        ctx.queue
+            .write_buffer(&self.buffer, self.offset + start as u64, &bytes);
         Ok(())
     }
 
@@ -138,7 +182,7 @@ impl<T: Element> Tensor<T> {
     pub fn read(&self, ctx: &GpuContext) -> Result<Vec<T>> {
         let bytes = (self.len() * std::mem::size_of::<T>()) as u64;
         let staging = Staging::new(ctx, bytes.div_ceil(4) * 4)?;
-        let raw = staging.read(ctx, &self.buffer, 0, bytes.div_ceil(4) * 4)?;
+        let raw = staging.read(ctx, &self.buffer, self.offset, bytes.div_ceil(4) * 4)?;
         let mut out = vec![T::zeroed(); self.len()];
         bytemuck::cast_slice_mut::<T, u8>(&mut out).copy_from_slice(&raw[..bytes as usize]);
         Ok(out)
@@ -158,6 +202,10 @@ impl<T: Element> Tensor<T> {
     }
     pub fn buffer(&self) -> &wgpu::Buffer {
         &self.buffer
+    }
+    /// Byte offset of element 0 in [`Tensor::buffer`].
+    pub fn offset(&self) -> u64 {
+        self.offset
     }
     /// Rows and columns of a 2-D tensor (a 1-D tensor is one row).
     pub fn dims2(&self) -> (usize, usize) {

@@ -163,7 +163,7 @@ pub fn gemm_with(
     epilogue: Epilogue<'_>,
 ) -> Result<Dispatch> {
     let (m, k, n) = gemm_dims(a, b, c, trans)?;
-    let dummy = &ctx.dummy;
+    let dummy = || ctx.dummy.as_entire_binding();
     let (bias, aux) = match epilogue {
         Epilogue::BiasAct { bias, .. } => {
             if bias.len() != n {
@@ -176,7 +176,7 @@ pub fn gemm_with(
                     ),
                 ));
             }
-            (bias.buffer(), dummy)
+            (bias.binding(), dummy())
         }
         Epilogue::ActGrad { output, .. } => {
             if output.dims2() != (m, n) {
@@ -189,9 +189,9 @@ pub fn gemm_with(
                     ),
                 ));
             }
-            (dummy, output.buffer())
+            (dummy(), output.binding())
         }
-        _ => (dummy, dummy),
+        _ => (dummy(), dummy()),
     };
     let params = GemmParams {
         m: m as u32,
@@ -219,12 +219,12 @@ pub fn gemm_with(
             &key,
             label,
             &[
-                (0, a.buffer()),
-                (1, b.buffer()),
-                (2, c.buffer()),
+                (0, a.binding()),
+                (1, b.binding()),
+                (2, c.binding()),
                 (3, bias),
                 (4, aux),
-                (6, a.buffer()),
+                (6, a.binding()),
             ],
             Some((5, &params)),
             groups,
@@ -241,9 +241,9 @@ pub fn gemm_with(
             &key,
             label,
             &[
-                (0, a.buffer()),
-                (1, b.buffer()),
-                (2, c.buffer()),
+                (0, a.binding()),
+                (1, b.binding()),
+                (2, c.binding()),
                 (3, bias),
                 (4, aux),
             ],

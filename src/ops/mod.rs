@@ -1,7 +1,14 @@
 //! Host wrappers of the kernels. Each builds a prepared [`crate::gpu::Dispatch`] after checking
 //! the shapes of its operands; recording it into a pass is all a training step does.
 
+pub mod adam;
+pub mod data;
+pub mod elementwise;
 pub mod gemm;
+pub mod kl;
+pub mod likelihood;
+pub mod reduce;
+pub mod reparam;
 
 pub use gemm::{Epilogue, Trans, gemm};
 

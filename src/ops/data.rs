@@ -1,0 +1,107 @@
+//! Batch gather from the u8 data set on the GPU, and the GPU-resident step counter.
+
+use crate::error::Result;
+use crate::gpu::{Dispatch, GpuContext, KernelKey, Shader, Tensor, groups_for};
+use crate::ops::shape_err;
+
+/// `[global step, step at which the current epoch began, 0, 0]`, on the GPU. Kernels that need
+/// the step (RNG, batch position, Adam's bias correction) read it here, so a training step needs
+/// no upload; `advance` increments it at the end of each step.
+pub struct StepState {
+    pub tensor: Tensor<u32>,
+}
+
+impl StepState {
+    pub fn new(ctx: &GpuContext, label: &str) -> Result<Self> {
+        Ok(StepState {
+            tensor: Tensor::zeros(ctx, label, &[4])?,
+        })
+    }
+    /// Queues `[step, epoch_base]` (at epoch starts and on resume).
+    pub fn set(&self, ctx: &GpuContext, step: u32, epoch_base: u32) -> Result<()> {
+        self.tensor.write(ctx, &[step, epoch_base, 0, 0])
+    }
+    /// Reads `(step, epoch_base)` back.
+    pub fn read(&self, ctx: &GpuContext) -> Result<(u32, u32)> {
+        let v = self.tensor.read(ctx)?;
+        Ok((v[0], v[1]))
+    }
+    /// Prepares `state[0] += 1`.
+    pub fn advance(&self, ctx: &GpuContext) -> Result<Dispatch> {
+        Dispatch::new::<u32>(
+            ctx,
+            &KernelKey::new(Shader::Data, "advance"),
+            "advance step",
+            &[(5, self.tensor.binding())],
+            None,
+            [1, 1, 1],
+        )
+    }
+}
+
+/// Mirrors `GatherParams` in shaders/data.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct GatherParams {
+    pub rows: u32,
+    pub pixels: u32,
+    pub base: u32,
+    pub n_items: u32,
+    pub use_state: u32,
+    pub n_images: u32,
+    pub _pad: [u32; 2],
+}
+
+/// Prepares `x[r, p] = images[perm[pos + r], p] / 255` with `pos = base` (+ the batch offset
+/// of the current step when `state` is given). Rows past `n_items` are zero.
+/// `images` holds the data set as bytes (N, P); `perm` (n_items,) indexes it.
+pub fn gather(
+    ctx: &GpuContext,
+    label: &str,
+    images: &Tensor<u8>,
+    pixels: usize,
+    perm: &Tensor<u32>,
+    x: &Tensor<f32>,
+    base: usize,
+    state: Option<&StepState>,
+) -> Result<Dispatch> {
+    let (rows, p) = x.dims2();
+    if p != pixels || pixels == 0 || images.is_empty() || images.len() % pixels != 0 {
+        return Err(shape_err(
+            "gather",
+            format!(
+                "{}: batch {:?} vs {pixels} pixels per image, data set of {} bytes",
+                label,
+                x.shape(),
+                images.len()
+            ),
+        ));
+    }
+    let n_images = images.len() / pixels;
+    let params = GatherParams {
+        rows: rows as u32,
+        pixels: pixels as u32,
+        base: base as u32,
+        n_items: perm.len() as u32,
+        use_state: state.is_some() as u32,
+        n_images: n_images as u32,
+        _pad: [0; 2],
+    };
+    let state_binding = match state {
+        Some(s) => s.tensor.binding(),
+        None => ctx.dummy.as_entire_binding(),
+    };
+    Dispatch::new(
+        ctx,
+        &KernelKey::new(Shader::Data, "gather"),
+        label,
+        &[
+            (0, images.binding()),
+            (1, perm.binding()),
+            (2, x.binding()),
+            (3, state_binding),
+        ],
+        Some((4, &params)),
+        groups_for(rows * pixels, 64 * 4),
+    )
+}

@@ -1,0 +1,71 @@
+//! Closed-form KL(N(μ, σ²) ‖ N(0, I)) per sample and per dimension, gradient fused.
+
+use crate::error::Result;
+use crate::gpu::{Dispatch, GpuContext, KernelKey, Shader, Tensor, groups_for};
+use crate::ops::shape_err;
+
+/// Mirrors `KlParams` in shaders/kl.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct KlParams {
+    pub batch: u32,
+    pub dim: u32,
+    pub grad_weight: f32,
+    pub write_grad: u32,
+}
+
+/// Prepares: kl_sample (B,), kl_elem (B, D) from enc (B, 2D); with `grad = Some((genc, w))`
+/// also genc = w·∂KL/∂enc (overwrites; the reparam backward then accumulates into it).
+pub fn kl(
+    ctx: &GpuContext,
+    label: &str,
+    enc: &Tensor<f32>,
+    kl_sample: &Tensor<f32>,
+    kl_elem: &Tensor<f32>,
+    grad: Option<(&Tensor<f32>, f32)>,
+) -> Result<Dispatch> {
+    let (b, two_d) = enc.dims2();
+    let d = two_d / 2;
+    if two_d % 2 != 0 || kl_sample.len() != b || kl_elem.len() != b * d {
+        return Err(shape_err(
+            "kl",
+            format!(
+                "enc {:?}, kl_sample {:?}, kl_elem {:?}: expected (B, 2D), (B,), (B, D)",
+                enc.shape(),
+                kl_sample.shape(),
+                kl_elem.shape()
+            ),
+        ));
+    }
+    if let Some((g, _)) = grad
+        && g.len() != enc.len()
+    {
+        return Err(shape_err(
+            "kl",
+            format!("gradient {:?} must match enc {:?}", g.shape(), enc.shape()),
+        ));
+    }
+    let params = KlParams {
+        batch: b as u32,
+        dim: d as u32,
+        grad_weight: grad.map(|g| g.1).unwrap_or(0.0),
+        write_grad: grad.is_some() as u32,
+    };
+    let genc = match grad {
+        Some((g, _)) => g.binding(),
+        None => ctx.dummy.as_entire_binding(),
+    };
+    Dispatch::new(
+        ctx,
+        &KernelKey::new(Shader::Kl, "kl"),
+        label,
+        &[
+            (0, enc.binding()),
+            (1, kl_sample.binding()),
+            (2, kl_elem.binding()),
+            (3, genc),
+        ],
+        Some((4, &params)),
+        groups_for(b, 64),
+    )
+}

@@ -1,0 +1,158 @@
+//! Per-row negative log-likelihoods with their gradients fused: Bernoulli with logits and
+//! Gaussian with a fixed, shared or per-pixel log σ.
+
+use crate::error::Result;
+use crate::gpu::{Dispatch, GpuContext, KernelKey, Shader, Tensor};
+use crate::ops::shape_err;
+
+/// Mirrors `LikParams` in shaders/likelihood.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct LikParams {
+    pub rows: u32,
+    pub pixels: u32,
+    pub batch: u32,
+    pub write_grad: u32,
+    pub grad_scale: f32,
+    pub ls_mode: u32,
+    pub ls_fixed: f32,
+    pub _pad: u32,
+}
+
+/// The Gaussian's log σ.
+#[derive(Clone, Copy, Debug)]
+pub enum LogSigma<'a> {
+    Fixed(f32),
+    /// one learned value, (1,)
+    Shared(&'a Tensor<f32>),
+    /// one learned value per pixel, (P,)
+    PerPixel(&'a Tensor<f32>),
+}
+
+fn check(out: &Tensor<f32>, target: &Tensor<f32>, nll: &Tensor<f32>) -> Result<(usize, usize, usize)> {
+    let (r, p) = out.dims2();
+    let (b, pt) = target.dims2();
+    if p != pt || b == 0 || r % b != 0 || nll.len() != r {
+        return Err(shape_err(
+            "likelihood",
+            format!(
+                "output {:?}, target {:?}, nll {:?}: expected (K·B, P), (B, P), (K·B,)",
+                out.shape(),
+                target.shape(),
+                nll.shape()
+            ),
+        ));
+    }
+    Ok((r, p, b))
+}
+
+fn groups(rows: usize) -> [u32; 3] {
+    [rows.min(65535) as u32, 1, 1]
+}
+
+/// Prepares the Bernoulli NLL per row of `logits` (R, P) against `target` (B, P) (row r uses
+/// target r % B) into `nll` (R,); with `grad = Some((g, s))`, g = s·(σ(logits) − target).
+pub fn bernoulli(
+    ctx: &GpuContext,
+    label: &str,
+    logits: &Tensor<f32>,
+    target: &Tensor<f32>,
+    nll: &Tensor<f32>,
+    grad: Option<(&Tensor<f32>, f32)>,
+) -> Result<Dispatch> {
+    let (r, p, b) = check(logits, target, nll)?;
+    if let Some((g, _)) = grad
+        && g.len() != logits.len()
+    {
+        return Err(shape_err("bernoulli", format!("gradient {:?} vs {:?}", g.shape(), logits.shape())));
+    }
+    let params = LikParams {
+        rows: r as u32,
+        pixels: p as u32,
+        batch: b as u32,
+        write_grad: grad.is_some() as u32,
+        grad_scale: grad.map(|g| g.1).unwrap_or(0.0),
+        ..Default::default()
+    };
+    Dispatch::new(
+        ctx,
+        &KernelKey::new(Shader::Likelihood, "bernoulli"),
+        label,
+        &[
+            (0, logits.binding()),
+            (1, target.binding()),
+            (2, nll.binding()),
+            (3, grad.map(|g| g.0.binding()).unwrap_or(ctx.dummy.as_entire_binding())),
+        ],
+        Some((4, &params)),
+        groups(r),
+    )
+}
+
+/// Prepares the Gaussian NLL per row of `mean` (R, P). With `grad = Some((g, g_ls, s))`:
+/// g = s·∂NLL/∂mean and, for a learned log σ, g_ls (R, P) = s·∂NLL/∂log σ per element (reduce
+/// it over rows for per-pixel σ, or over everything for a shared σ).
+pub fn gaussian(
+    ctx: &GpuContext,
+    label: &str,
+    mean: &Tensor<f32>,
+    target: &Tensor<f32>,
+    log_sigma: LogSigma<'_>,
+    nll: &Tensor<f32>,
+    grad: Option<(&Tensor<f32>, Option<&Tensor<f32>>, f32)>,
+) -> Result<Dispatch> {
+    let (r, p, b) = check(mean, target, nll)?;
+    let (ls_mode, ls_fixed, ls) = match log_sigma {
+        LogSigma::Fixed(v) => (0, v, None),
+        LogSigma::Shared(t) => (1, 0.0, Some(t)),
+        LogSigma::PerPixel(t) => (2, 0.0, Some(t)),
+    };
+    if let Some(t) = ls
+        && t.len() != if ls_mode == 1 { 1 } else { p }
+    {
+        return Err(shape_err("gaussian", format!("log sigma {:?} for {p} pixels", t.shape())));
+    }
+    if let Some((g, gls, _)) = grad {
+        let ok = g.len() == mean.len() && gls.is_none_or(|t| t.len() == mean.len());
+        if !ok || (ls_mode != 0 && gls.is_none()) {
+            return Err(shape_err(
+                "gaussian",
+                format!("gradients must be {:?} (and one for a learned log sigma)", mean.shape()),
+            ));
+        }
+    }
+    let params = LikParams {
+        rows: r as u32,
+        pixels: p as u32,
+        batch: b as u32,
+        write_grad: grad.is_some() as u32,
+        grad_scale: grad.map(|g| g.2).unwrap_or(0.0),
+        ls_mode,
+        ls_fixed,
+        _pad: 0,
+    };
+    // Unused read-write slots each get a scratch buffer of their own (one buffer may not be
+    // bound read-write twice in a dispatch); unused read-only slots share the context's dummy.
+    let scratch_g = Tensor::<f32>::zeros(ctx, "unused gaussian grad", &[4])?;
+    let scratch_ls = Tensor::<f32>::zeros(ctx, "unused gaussian grad_ls", &[4])?;
+    let (g, gls) = match grad {
+        Some((g, gls, _)) => (g.binding(), gls.unwrap_or(&scratch_ls).binding()),
+        None => (scratch_g.binding(), scratch_ls.binding()),
+    };
+    let dummy = || ctx.dummy.as_entire_binding();
+    Dispatch::new(
+        ctx,
+        &KernelKey::new(Shader::Likelihood, "gaussian"),
+        label,
+        &[
+            (0, mean.binding()),
+            (1, target.binding()),
+            (2, nll.binding()),
+            (3, g),
+            (5, ls.map(|t| t.binding()).unwrap_or(dummy())),
+            (6, gls),
+        ],
+        Some((4, &params)),
+        groups(r),
+    )
+}

@@ -1,0 +1,205 @@
+//! Deterministic reductions: column sums, row sums, sums to a scalar (two stages), log-mean-exp
+//! over samples, and the training loss bookkeeping.
+
+use crate::error::Result;
+use crate::gpu::{Dispatch, GpuContext, KernelKey, Program, Shader, Tensor, groups_for};
+use crate::ops::shape_err;
+
+/// Mirrors `ReduceParams` in shaders/reduce.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct ReduceParams {
+    pub rows: u32,
+    pub cols: u32,
+    pub scale: f32,
+    pub accumulate: u32,
+    pub square: u32,
+    pub out_index: u32,
+    pub groups: u32,
+    pub _pad: u32,
+}
+
+fn reduce_dispatch(
+    ctx: &GpuContext,
+    entry: &'static str,
+    label: &str,
+    x: &Tensor<f32>,
+    y: &Tensor<f32>,
+    params: ReduceParams,
+    groups: [u32; 3],
+) -> Result<Dispatch> {
+    Dispatch::new(
+        ctx,
+        &KernelKey::new(Shader::Reduce, entry),
+        label,
+        &[(0, x.binding()), (1, y.binding())],
+        Some((2, &params)),
+        groups,
+    )
+}
+
+/// y (C,) (+)= scale · Σ_rows x (R, C).
+pub fn col_sum(
+    ctx: &GpuContext,
+    label: &str,
+    x: &Tensor<f32>,
+    y: &Tensor<f32>,
+    scale: f32,
+    accumulate: bool,
+) -> Result<Dispatch> {
+    let (r, c) = x.dims2();
+    if y.len() != c {
+        return Err(shape_err("col_sum", format!("{:?} -> {:?}", x.shape(), y.shape())));
+    }
+    let p = ReduceParams {
+        rows: r as u32,
+        cols: c as u32,
+        scale,
+        accumulate: accumulate as u32,
+        ..Default::default()
+    };
+    reduce_dispatch(ctx, "col_sum", label, x, y, p, groups_for(c, 64))
+}
+
+/// y (R,) (+)= scale · Σ_cols x (R, C).
+pub fn row_sum(
+    ctx: &GpuContext,
+    label: &str,
+    x: &Tensor<f32>,
+    y: &Tensor<f32>,
+    scale: f32,
+    accumulate: bool,
+) -> Result<Dispatch> {
+    let (r, c) = x.dims2();
+    if y.len() != r {
+        return Err(shape_err("row_sum", format!("{:?} -> {:?}", x.shape(), y.shape())));
+    }
+    let p = ReduceParams {
+        rows: r as u32,
+        cols: c as u32,
+        scale,
+        accumulate: accumulate as u32,
+        ..Default::default()
+    };
+    reduce_dispatch(ctx, "row_sum", label, x, y, p, [r.min(65535) as u32, 1, 1])
+}
+
+/// Number of partial sums the scalar reductions use.
+pub const SUM_GROUPS: usize = 256;
+
+/// A two-stage scalar reduction: `partials` (SUM_GROUPS,) is scratch; y[out_index] (+)=
+/// scale · Σ x (or Σ x² with `square`).
+#[allow(clippy::too_many_arguments)]
+pub fn sum_all(
+    ctx: &GpuContext,
+    label: &str,
+    x: &Tensor<f32>,
+    partials: &Tensor<f32>,
+    y: &Tensor<f32>,
+    out_index: usize,
+    scale: f32,
+    square: bool,
+    accumulate: bool,
+) -> Result<Program> {
+    if partials.len() < SUM_GROUPS || out_index >= y.len() {
+        return Err(shape_err(
+            "sum_all",
+            format!("partials {:?} (need {SUM_GROUPS}), out index {out_index} of {:?}", partials.shape(), y.shape()),
+        ));
+    }
+    let n = x.len();
+    let stage1 = ReduceParams {
+        rows: 1,
+        cols: n as u32,
+        scale: 1.0,
+        square: square as u32,
+        groups: SUM_GROUPS as u32,
+        ..Default::default()
+    };
+    let stage2 = ReduceParams {
+        rows: 1,
+        cols: SUM_GROUPS as u32,
+        scale,
+        accumulate: accumulate as u32,
+        out_index: out_index as u32,
+        groups: SUM_GROUPS as u32,
+        ..Default::default()
+    };
+    let mut p = Program::new();
+    p.push(reduce_dispatch(ctx, "sum_partial", label, x, partials, stage1, [SUM_GROUPS as u32, 1, 1])?);
+    p.push(reduce_dispatch(ctx, "sum_final", label, partials, y, stage2, [1, 1, 1])?);
+    Ok(p)
+}
+
+/// y (B,) (+)= scale · (logsumexp_k x[k, b] − log K) for x (K, B).
+pub fn logmeanexp(
+    ctx: &GpuContext,
+    label: &str,
+    x: &Tensor<f32>,
+    y: &Tensor<f32>,
+    scale: f32,
+    accumulate: bool,
+) -> Result<Dispatch> {
+    let (k, b) = x.dims2();
+    if y.len() != b {
+        return Err(shape_err("logmeanexp", format!("{:?} -> {:?}", x.shape(), y.shape())));
+    }
+    let p = ReduceParams {
+        rows: k as u32,
+        cols: b as u32,
+        scale,
+        accumulate: accumulate as u32,
+        ..Default::default()
+    };
+    reduce_dispatch(ctx, "logmeanexp", label, x, y, p, groups_for(b, 64))
+}
+
+/// Mirrors `LossParams` in shaders/reduce.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct LossParams {
+    pub rows: u32,
+    pub beta: f32,
+    pub _pad: [u32; 2],
+}
+
+/// Slots of the metrics buffer that [`loss_accumulate`] maintains.
+pub mod metric {
+    pub const RECON: usize = 0;
+    pub const KL: usize = 2;
+    pub const LOSS: usize = 4;
+    pub const COUNT: usize = 6;
+    pub const NONFINITE: usize = 7;
+    pub const LEN: usize = 8;
+}
+
+/// metrics (8,): Kahan-compensated running sums of recon, KL and recon + β·KL over rows,
+/// the row count, and a sticky non-finite flag.
+pub fn loss_accumulate(
+    ctx: &GpuContext,
+    label: &str,
+    recon: &Tensor<f32>,
+    kl: &Tensor<f32>,
+    metrics: &Tensor<f32>,
+    beta: f32,
+) -> Result<Dispatch> {
+    if recon.len() != kl.len() || metrics.len() != metric::LEN {
+        return Err(shape_err(
+            "loss_accumulate",
+            format!("recon {:?}, kl {:?}, metrics {:?}", recon.shape(), kl.shape(), metrics.shape()),
+        ));
+    }
+    let p = LossParams {
+        rows: recon.len() as u32,
+        beta,
+        _pad: [0; 2],
+    };
+    Dispatch::new(
+        ctx,
+        &KernelKey::new(Shader::Reduce, "loss_accumulate"),
+        label,
+        &[(3, recon.binding()), (4, kl.binding()), (5, metrics.binding())],
+        Some((6, &p)),
+        [1, 1, 1],
+    )
+}

@@ -1,0 +1,358 @@
+//! Non-GEMM kernels against their CPU twins, on shapes that are not multiples of the
+//! workgroup sizes.
+
+mod common;
+
+use common::{assert_close, ctx, data};
+use wgvae::cpu;
+use wgvae::gpu::{Program, Tensor};
+use wgvae::ops::adam::{AdamConfig, AdamScratch, adam};
+use wgvae::ops::data::{StepState, gather};
+use wgvae::ops::elementwise;
+use wgvae::ops::kl::kl;
+use wgvae::ops::likelihood::{LogSigma, bernoulli, gaussian};
+use wgvae::ops::reduce::{self, SUM_GROUPS, metric};
+use wgvae::ops::reparam::{RngStep, Stream, reparam_backward, reparam_forward};
+
+fn run(d: impl IntoIterator<Item = wgvae::gpu::Dispatch>) {
+    let mut p = Program::new();
+    for x in d {
+        p.push(x);
+    }
+    p.run(ctx()).unwrap();
+}
+
+fn f64s(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+#[test]
+fn reparam_forward_matches_twin() {
+    let ctx = ctx();
+    for &(b, d, k) in &[(1, 1, 1), (7, 3, 1), (33, 20, 5), (129, 7, 2)] {
+        let enc_h = data(b as u64 * 31 + d as u64, b * 2 * d, -2.0, 2.0);
+        let enc = Tensor::from_slice(ctx, "enc", &[b, 2 * d], &enc_h).unwrap();
+        let z = Tensor::<f32>::zeros(ctx, "z", &[k, b, d]).unwrap();
+        let eps = Tensor::<f32>::zeros(ctx, "eps", &[k, b, d]).unwrap();
+        let seed = 0x1234_5678_9abc_def0u64;
+        run([reparam_forward(ctx, "rp", &enc, &z, &eps, k, seed, RngStep::Fixed(17), Stream::Train).unwrap()]);
+        let eps_ref = cpu::reparam_eps(k * b * d, seed, 17, Stream::Train as u32);
+        // The integer Philox is exact; Box-Muller's f32 log, sqrt, cos and sin differ from f64
+        // by a few ulp of values up to ~5 in magnitude.
+        assert_close("eps", &eps.read(ctx).unwrap(), &eps_ref, 2e-5, 2e-5);
+        let z_ref = cpu::reparam_forward(&enc_h, &eps_ref, b, d, k);
+        // z = mu + exp(lv/2) eps: exp(1) * the eps error, plus f32 rounding of the sum.
+        assert_close("z", &z.read(ctx).unwrap(), &z_ref, 1e-4, 1e-5);
+    }
+}
+
+#[test]
+fn reparam_backward_matches_twin() {
+    let ctx = ctx();
+    for &(b, d, k) in &[(1, 1, 1), (7, 3, 3), (129, 20, 2)] {
+        let enc_h = data(5, b * 2 * d, -2.0, 2.0);
+        let dz_h = data(6, k * b * d, -1.0, 1.0);
+        let eps_h = data(7, k * b * d, -3.0, 3.0);
+        let base_h = data(8, b * 2 * d, -1.0, 1.0);
+        let enc = Tensor::from_slice(ctx, "enc", &[b, 2 * d], &enc_h).unwrap();
+        let dz = Tensor::from_slice(ctx, "dz", &[k, b, d], &dz_h).unwrap();
+        let eps = Tensor::from_slice(ctx, "eps", &[k, b, d], &eps_h).unwrap();
+        for acc in [false, true] {
+            let g = Tensor::from_slice(ctx, "genc", &[b, 2 * d], &base_h).unwrap();
+            run([reparam_backward(ctx, "rpb", &enc, &dz, &eps, &g, k, acc).unwrap()]);
+            let want = cpu::reparam_backward(&enc_h, &dz_h, &eps_h, b, d, k, acc.then_some(&base_h[..]));
+            // sums of K products of magnitude <= 3 * exp(1): f32 rounding ~1e-6 relative.
+            assert_close(&format!("genc acc={acc}"), &g.read(ctx).unwrap(), &want, 1e-5, 1e-5);
+        }
+    }
+}
+
+/// Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7): enough for a KS bound of ~2e-3.
+fn normal_cdf(x: f64) -> f64 {
+    let z = x.abs() / std::f64::consts::SQRT_2;
+    let t = 1.0 / (1.0 + 0.3275911 * z);
+    let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+    let erf = 1.0 - poly * (-z * z).exp();
+    if x >= 0.0 { 0.5 * (1.0 + erf) } else { 0.5 * (1.0 - erf) }
+}
+
+fn draw(b: usize, d: usize, seed: u64, step: u32, stream: Stream) -> Vec<f32> {
+    let ctx = ctx();
+    let enc = Tensor::<f32>::zeros(ctx, "enc", &[b, 2 * d]).unwrap(); // mu = 0, logvar = 0
+    let z = Tensor::<f32>::zeros(ctx, "z", &[b, d]).unwrap();
+    let eps = Tensor::<f32>::zeros(ctx, "eps", &[b, d]).unwrap();
+    run([reparam_forward(ctx, "rng", &enc, &z, &eps, 1, seed, RngStep::Fixed(step), stream).unwrap()]);
+    let zs = z.read(ctx).unwrap();
+    assert_eq!(zs, eps.read(ctx).unwrap(), "with mu = 0 and sigma = 1, z must equal eps");
+    zs
+}
+
+#[test]
+fn rng_is_standard_normal() {
+    let n = 1024 * 1024;
+    let mut x: Vec<f64> = draw(1024, 1024, 42, 0, Stream::Train).iter().map(|&v| v as f64).collect();
+    let mean = x.iter().sum::<f64>() / n as f64;
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / (n - 1) as f64;
+    // A correct N(0,1) sample of n = 2^20 has sd(mean) = 1/1024 and sd(var) = sqrt(2/n) =
+    // 1.4e-3: both bounds are 5 standard deviations.
+    assert!(mean.abs() < 5.0 / 1024.0, "mean {mean}");
+    assert!((var - 1.0).abs() < 5.0 * (2.0 / n as f64).sqrt(), "variance {var}");
+    // Kolmogorov-Smirnov: P(D > 1.95 / sqrt(n)) = 0.001 for a correct generator.
+    x.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let mut d_max = 0.0f64;
+    for (i, &v) in x.iter().enumerate() {
+        let f = normal_cdf(v);
+        d_max = d_max.max((f - i as f64 / n as f64).abs()).max(((i + 1) as f64 / n as f64 - f).abs());
+    }
+    let bound = 1.95 / (n as f64).sqrt();
+    eprintln!("N(0,1) check over {n} draws: mean {mean:.2e}, var {var:.5}, KS D {d_max:.2e} (bound {bound:.2e})");
+    assert!(d_max < bound, "KS statistic {d_max} >= {bound}");
+    // Tails exist and are not absurd: P(|z| > 4) ~ 6.3e-5 -> ~66 of 2^20.
+    let tail = x.iter().filter(|v| v.abs() > 4.0).count();
+    assert!((20..200).contains(&tail), "{tail} draws beyond 4 sigma");
+}
+
+#[test]
+fn rng_streams_repeat_and_differ() {
+    let a = draw(33, 20, 7, 3, Stream::Train);
+    let again = draw(33, 20, 7, 3, Stream::Train);
+    assert_eq!(a, again, "same (seed, step) must give the same eps");
+    for (other, what) in [
+        (draw(33, 20, 7, 4, Stream::Train), "step + 1"),
+        (draw(33, 20, 8, 3, Stream::Train), "seed + 1"),
+        (draw(33, 20, (1u64 << 32) | 7, 3, Stream::Train), "high seed word"),
+        (draw(33, 20, 7, 3, Stream::Eval), "another stream"),
+    ] {
+        let same = a.iter().zip(&other).filter(|(x, y)| x == y).count();
+        assert!(same < 3, "{what}: {same} of {} draws equal", a.len());
+        let corr: f64 = a.iter().zip(&other).map(|(x, y)| *x as f64 * *y as f64).sum::<f64>() / a.len() as f64;
+        // 660 pairs: sd of the correlation ~ 1/sqrt(660) = 0.039.
+        assert!(corr.abs() < 0.2, "{what}: correlation {corr}");
+    }
+}
+
+#[test]
+fn kl_matches_twin() {
+    let ctx = ctx();
+    for &(b, d) in &[(1, 1), (7, 20), (129, 33)] {
+        // logvar near 0 exercises the cancellation-free branch, large |logvar| the other.
+        let mut enc_h = data(11, b * 2 * d, -3.0, 3.0);
+        for i in 0..b {
+            enc_h[i * 2 * d + d] = 1e-3 * (i as f32 + 1.0);
+        }
+        let enc = Tensor::from_slice(ctx, "enc", &[b, 2 * d], &enc_h).unwrap();
+        let ks = Tensor::<f32>::zeros(ctx, "kl", &[b]).unwrap();
+        let ke = Tensor::<f32>::zeros(ctx, "kl elem", &[b, d]).unwrap();
+        let g = Tensor::<f32>::zeros(ctx, "genc", &[b, 2 * d]).unwrap();
+        run([kl(ctx, "kl", &enc, &ks, &ke, Some((&g, 0.25))).unwrap()]);
+        let (ks_r, ke_r, g_r) = cpu::kl(&enc_h, b, d, 0.25);
+        // Terms up to exp(3) ~ 20: f32 exp is good to a few ulp; sums of D terms.
+        assert_close("kl elem", &ke.read(ctx).unwrap(), &ke_r, 2e-6, 1e-5);
+        assert_close("kl sample", &ks.read(ctx).unwrap(), &ks_r, 2e-6 * d as f64, 1e-5);
+        assert_close("kl grad", &g.read(ctx).unwrap(), &g_r, 1e-6, 1e-5);
+    }
+}
+
+#[test]
+fn bernoulli_matches_twin() {
+    let ctx = ctx();
+    for &(b, p, k) in &[(1, 1, 1), (7, 33, 1), (33, 784, 3), (5, 129, 2)] {
+        let r = k * b;
+        // Extreme logits check the stable softplus and sigmoid.
+        let mut logits_h = data(21, r * p, -12.0, 12.0);
+        logits_h[0] = 80.0;
+        if logits_h.len() > 1 {
+            logits_h[1] = -80.0;
+        }
+        let target_h = data(22, b * p, 0.0, 1.0);
+        let logits = Tensor::from_slice(ctx, "logits", &[r, p], &logits_h).unwrap();
+        let target = Tensor::from_slice(ctx, "x", &[b, p], &target_h).unwrap();
+        let nll = Tensor::<f32>::zeros(ctx, "nll", &[r]).unwrap();
+        let g = Tensor::<f32>::zeros(ctx, "g", &[r, p]).unwrap();
+        run([bernoulli(ctx, "bce", &logits, &target, &nll, Some((&g, 0.5))).unwrap()]);
+        let (nll_r, g_r) = cpu::bernoulli(&logits_h, &target_h, r, p, 0.5);
+        // Per-element terms up to ~80 summed over P in f32: relative 1e-6 per term.
+        assert_close("bce nll", &nll.read(ctx).unwrap(), &nll_r, 1e-4, 1e-5);
+        assert_close("bce grad", &g.read(ctx).unwrap(), &g_r, 1e-6, 1e-5);
+    }
+}
+
+#[test]
+fn gaussian_matches_twin() {
+    let ctx = ctx();
+    for &(b, p, k) in &[(1, 1, 1), (7, 33, 2), (33, 784, 1)] {
+        let r = k * b;
+        let mean_h = data(31, r * p, -1.0, 2.0);
+        let target_h = data(32, b * p, 0.0, 1.0);
+        let mean = Tensor::from_slice(ctx, "mean", &[r, p], &mean_h).unwrap();
+        let target = Tensor::from_slice(ctx, "x", &[b, p], &target_h).unwrap();
+        let nll = Tensor::<f32>::zeros(ctx, "nll", &[r]).unwrap();
+        let g = Tensor::<f32>::zeros(ctx, "g", &[r, p]).unwrap();
+        let gls = Tensor::<f32>::zeros(ctx, "gls", &[r, p]).unwrap();
+        let ls_pp_h = data(33, p, -1.5, 0.5);
+        let ls_pp = Tensor::from_slice(ctx, "ls", &[p], &ls_pp_h).unwrap();
+        let ls_sh = Tensor::from_slice(ctx, "ls1", &[1], &[-0.7f32]).unwrap();
+        for (mode, ls_host) in [
+            (LogSigma::Fixed(-0.3), vec![-0.3f32]),
+            (LogSigma::Shared(&ls_sh), vec![-0.7f32]),
+            (LogSigma::PerPixel(&ls_pp), ls_pp_h.clone()),
+        ] {
+            let learned = !matches!(mode, LogSigma::Fixed(_));
+            run([gaussian(ctx, "gauss", &mean, &target, mode, &nll, Some((&g, learned.then_some(&gls), 0.25))).unwrap()]);
+            let (nll_r, g_r, gls_r) = cpu::gaussian(&mean_h, &target_h, &ls_host, r, p, 0.25);
+            assert_close("gauss nll", &nll.read(ctx).unwrap(), &nll_r, 1e-4, 1e-5);
+            assert_close("gauss grad", &g.read(ctx).unwrap(), &g_r, 1e-5, 1e-5);
+            if learned {
+                assert_close("gauss grad ls", &gls.read(ctx).unwrap(), &gls_r, 1e-5, 1e-5);
+            }
+        }
+    }
+}
+
+#[test]
+fn reductions_match_twins() {
+    let ctx = ctx();
+    for &(r, c) in &[(1, 1), (7, 33), (129, 400), (400, 7), (3, 784)] {
+        let x_h = data((r * c) as u64, r * c, -1.0, 1.0);
+        let x = Tensor::from_slice(ctx, "x", &[r, c], &x_h).unwrap();
+        let ycol = Tensor::from_slice(ctx, "ycol", &[c], &vec![1.0; c]).unwrap();
+        let yrow = Tensor::<f32>::zeros(ctx, "yrow", &[r]).unwrap();
+        let partials = Tensor::<f32>::zeros(ctx, "partials", &[SUM_GROUPS]).unwrap();
+        let ys = Tensor::<f32>::zeros(ctx, "ys", &[3]).unwrap();
+        let lme = Tensor::<f32>::zeros(ctx, "lme", &[c]).unwrap();
+        let mut p = Program::new();
+        p.push(reduce::col_sum(ctx, "col", &x, &ycol, 0.5, true).unwrap());
+        p.push(reduce::row_sum(ctx, "row", &x, &yrow, 1.0, false).unwrap());
+        p.extend(reduce::sum_all(ctx, "sum", &x, &partials, &ys, 1, 1.0, false, false).unwrap());
+        p.extend(reduce::sum_all(ctx, "sumsq", &x, &partials, &ys, 2, 2.0, true, false).unwrap());
+        p.push(reduce::logmeanexp(ctx, "lme", &x, &lme, 1.0, false).unwrap());
+        p.run(ctx).unwrap();
+        // Sums of n values in [-1, 1]: f32 error below n * 2^-24 in the worst case.
+        let tol = |n: usize| 1e-7 * n as f64 + 1e-6;
+        let col_r: Vec<f64> = cpu::col_sum(&x_h, r, c).iter().map(|v| 1.0 + 0.5 * v).collect();
+        assert_close("col_sum", &ycol.read(ctx).unwrap(), &col_r, tol(r), 1e-6);
+        assert_close("row_sum", &yrow.read(ctx).unwrap(), &cpu::row_sum(&x_h, r, c), tol(c), 1e-6);
+        let s = ys.read(ctx).unwrap();
+        assert_close(
+            "sum_all",
+            &s[1..],
+            &[cpu::sum_all(&x_h, false), 2.0 * cpu::sum_all(&x_h, true)],
+            tol(r * c),
+            1e-6,
+        );
+        assert_close("logmeanexp", &lme.read(ctx).unwrap(), &cpu::logmeanexp(&x_h, r, c), 1e-6, 1e-5);
+    }
+}
+
+#[test]
+fn reductions_are_bit_identical_across_runs() {
+    let ctx = ctx();
+    let n = 100_003;
+    let x = Tensor::from_slice(ctx, "x", &[n], &data(99, n, -1.0, 1.0)).unwrap();
+    let partials = Tensor::<f32>::zeros(ctx, "partials", &[SUM_GROUPS]).unwrap();
+    let ys = Tensor::<f32>::zeros(ctx, "ys", &[1]).unwrap();
+    let p = reduce::sum_all(ctx, "sum", &x, &partials, &ys, 0, 1.0, false, false).unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        p.run(ctx).unwrap();
+        seen.push(ys.read(ctx).unwrap()[0].to_bits());
+    }
+    assert!(seen.windows(2).all(|w| w[0] == w[1]), "sums differ between runs: {seen:?}");
+}
+
+#[test]
+fn loss_accumulate_sums_and_flags_nonfinite() {
+    let ctx = ctx();
+    let b = 77;
+    let recon_h = data(41, b, 50.0, 150.0);
+    let kl_h = data(42, b, 0.0, 30.0);
+    let recon = Tensor::from_slice(ctx, "recon", &[b], &recon_h).unwrap();
+    let klt = Tensor::from_slice(ctx, "kl", &[b], &kl_h).unwrap();
+    let metrics = Tensor::<f32>::zeros(ctx, "metrics", &[metric::LEN]).unwrap();
+    let d = reduce::loss_accumulate(ctx, "loss", &recon, &klt, &metrics, 2.0).unwrap();
+    let mut p = Program::new();
+    p.push(d);
+    for _ in 0..3 {
+        p.run(ctx).unwrap();
+    }
+    let m = metrics.read(ctx).unwrap();
+    let sr: f64 = 3.0 * recon_h.iter().map(|&v| v as f64).sum::<f64>();
+    let sk: f64 = 3.0 * kl_h.iter().map(|&v| v as f64).sum::<f64>();
+    assert_close("recon sum", &[m[metric::RECON]], &[sr], 0.0, 1e-6);
+    assert_close("kl sum", &[m[metric::KL]], &[sk], 0.0, 1e-6);
+    assert_close("loss sum", &[m[metric::LOSS]], &[sr + 2.0 * sk], 0.0, 1e-6);
+    assert_eq!(m[metric::COUNT], 3.0 * b as f32);
+    assert_eq!(m[metric::NONFINITE], 0.0);
+    recon.write_at(ctx, 5, &[f32::NAN]).unwrap();
+    p.run(ctx).unwrap();
+    assert_eq!(metrics.read(ctx).unwrap()[metric::NONFINITE], 1.0, "NaN not flagged");
+}
+
+#[test]
+fn adam_matches_twin() {
+    let ctx = ctx();
+    for (n, cfg) in [
+        (1usize, AdamConfig::default()),
+        (1000, AdamConfig { weight_decay: 0.01, ..Default::default() }),
+        (4099, AdamConfig { clip_norm: 0.5, lr: 3e-3, ..Default::default() }),
+    ] {
+        let p_h = data(51, n, -1.0, 1.0);
+        let g_h = data(52, n, -0.1, 0.1);
+        let m_h = data(53, n, -0.01, 0.01);
+        let v_h = data(54, n, 0.0, 1e-4);
+        let params = Tensor::from_slice(ctx, "p", &[n], &p_h).unwrap();
+        let grads = Tensor::from_slice(ctx, "g", &[n], &g_h).unwrap();
+        let m = Tensor::from_slice(ctx, "m", &[n], &m_h).unwrap();
+        let v = Tensor::from_slice(ctx, "v", &[n], &v_h).unwrap();
+        let state = StepState::new(ctx, "state").unwrap();
+        state.set(ctx, 6, 0).unwrap(); // this is step t = 7
+        let scratch = AdamScratch::new(ctx).unwrap();
+        adam(ctx, "adam", &params, &grads, &m, &v, &state, &scratch, &cfg).unwrap().run(ctx).unwrap();
+        let (p_r, m_r, v_r) = cpu::adam(&p_h, &g_h, &m_h, &v_h, 7, &cfg);
+        // One update of size ~lr: f32 rounding of p plus the update's relative error.
+        assert_close("adam p", &params.read(ctx).unwrap(), &p_r, 1e-6, 1e-6);
+        assert_close("adam m", &m.read(ctx).unwrap(), &m_r, 1e-9, 1e-5);
+        assert_close("adam v", &v.read(ctx).unwrap(), &v_r, 1e-12, 1e-5);
+    }
+}
+
+#[test]
+fn gather_and_step_state() {
+    let ctx = ctx();
+    let (n, pixels, rows) = (37, 49, 5); // odd pixel count: rows straddle u32 words
+    let images_h: Vec<u8> = (0..n * pixels).map(|i| (i * 7 % 256) as u8).collect();
+    let perm_h: Vec<u32> = wgvae::rng::HostRng::new(3).permutation(n);
+    let images = Tensor::from_slice(ctx, "images", &[n, pixels], &images_h).unwrap();
+    let perm = Tensor::from_slice(ctx, "perm", &[n], &perm_h).unwrap();
+    let x = Tensor::<f32>::zeros(ctx, "x", &[rows, pixels]).unwrap();
+    let state = StepState::new(ctx, "state").unwrap();
+    state.set(ctx, 10, 8).unwrap(); // third batch of the epoch
+    let mut p = Program::new();
+    p.push(gather(ctx, "gather", &images, pixels, &perm, &x, 1, Some(&state)).unwrap());
+    p.push(state.advance(ctx).unwrap());
+    p.run(ctx).unwrap();
+    let want = cpu::gather(&images_h, pixels, &perm_h, 1 + 2 * rows, rows);
+    assert_close("gather", &x.read(ctx).unwrap(), &want, 0.0, 1e-7);
+    assert_eq!(state.read(ctx).unwrap(), (11, 8));
+    // Past the end: zero rows.
+    let x2 = Tensor::<f32>::zeros(ctx, "x2", &[rows, pixels]).unwrap();
+    run([gather(ctx, "tail", &images, pixels, &perm, &x2, n - 2, None).unwrap()]);
+    let want = cpu::gather(&images_h, pixels, &perm_h, n - 2, rows);
+    assert_close("gather tail", &x2.read(ctx).unwrap(), &want, 0.0, 1e-7);
+}
+
+#[test]
+fn elementwise_maps() {
+    let ctx = ctx();
+    let n = 1001;
+    let x_h = data(61, n, -30.0, 30.0);
+    let x = Tensor::from_slice(ctx, "x", &[n], &x_h).unwrap();
+    let y = Tensor::<f32>::zeros(ctx, "y", &[n]).unwrap();
+    run([elementwise::sigmoid(ctx, "sig", &x, &y).unwrap()]);
+    let want: Vec<f64> = x_h.iter().map(|&v| 1.0 / (1.0 + (-(v as f64)).exp())).collect();
+    assert_close("sigmoid", &y.read(ctx).unwrap(), &want, 1e-7, 1e-6);
+    run([elementwise::scale(ctx, "scale", &x, &y, -2.0).unwrap()]);
+    assert_close("scale", &y.read(ctx).unwrap(), &f64s(&x_h).iter().map(|v| -2.0 * v).collect::<Vec<_>>(), 0.0, 1e-7);
+    run([elementwise::fill(ctx, "fill", &y, 3.5).unwrap()]);
+    assert!(y.read(ctx).unwrap().iter().all(|&v| v == 3.5));
+}
