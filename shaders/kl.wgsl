@@ -45,3 +45,37 @@ fn kl(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nw
         kl_sample[b] = sum;
     }
 }
+
+// ---- importance weights for the IWAE bound ----
+// log w[s, b] = log p(x_b | z_sb) + log p(z_sb) - log q(z_sb | x_b)
+//             = -nll[s, b] + sum_d (eps^2 - z^2 + logvar) / 2
+// (the log 2 pi terms of p and q cancel; z = mu + sigma eps so log q needs only eps).
+
+struct IwaeParams {
+    batch: u32,
+    dim: u32,
+    samples: u32,
+    _pad: u32,
+}
+
+@group(0) @binding(5) var<storage, read> nll_in: array<f32>;      // (K, B)
+@group(0) @binding(6) var<storage, read> z_in: array<f32>;        // (K, B, D)
+@group(0) @binding(7) var<storage, read> eps_in: array<f32>;      // (K, B, D)
+@group(0) @binding(8) var<storage, read_write> logw: array<f32>;  // (K, B)
+@group(0) @binding(9) var<uniform> ip: IwaeParams;
+
+@compute @workgroup_size(64)
+fn iwae_log_weights(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let total = ip.samples * ip.batch;
+    for (var r = gid.x; r < total; r += nwg.x * 64u) {
+        let b = r % ip.batch;
+        var s = 0.0;
+        for (var d = 0u; d < ip.dim; d++) {
+            let e = eps_in[r * ip.dim + d];
+            let z = z_in[r * ip.dim + d];
+            let lv = enc[b * 2u * ip.dim + ip.dim + d];
+            s += 0.5 * (e * e - z * z + lv);
+        }
+        logw[r] = s - nll_in[r];
+    }
+}

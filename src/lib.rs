@@ -8,6 +8,7 @@ pub mod data;
 pub mod error;
 pub mod gpu;
 pub mod image;
+pub mod model;
 pub mod ops;
 pub mod rng;
 

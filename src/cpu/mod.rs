@@ -3,9 +3,11 @@
 
 pub mod gemm;
 pub mod kernels;
+pub mod vae;
 
 pub use gemm::{CpuEpilogue, gemm};
 pub use kernels::*;
+pub use vae::{vae_forward, vae_loss};
 
 use crate::ops::Activation;
 

@@ -69,3 +69,63 @@ pub fn kl(
         groups_for(b, 64),
     )
 }
+
+/// Mirrors `IwaeParams` in shaders/kl.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct IwaeParams {
+    pub batch: u32,
+    pub dim: u32,
+    pub samples: u32,
+    pub _pad: u32,
+}
+
+/// Prepares the importance log-weights log w (K, B) = −nll + log p(z) − log q(z|x) from
+/// enc (B, 2D), nll (K·B,), z and ε (K, B, D).
+pub fn iwae_log_weights(
+    ctx: &GpuContext,
+    label: &str,
+    enc: &Tensor<f32>,
+    nll: &Tensor<f32>,
+    z: &Tensor<f32>,
+    eps: &Tensor<f32>,
+    logw: &Tensor<f32>,
+    samples: usize,
+) -> Result<Dispatch> {
+    let (b, two_d) = enc.dims2();
+    let d = two_d / 2;
+    let kb = samples * b;
+    if nll.len() != kb || logw.len() != kb || z.len() != kb * d || eps.len() != kb * d {
+        return Err(shape_err(
+            "iwae_log_weights",
+            format!(
+                "enc {:?}, nll {:?}, z {:?}, eps {:?}, logw {:?} for K={samples}",
+                enc.shape(),
+                nll.shape(),
+                z.shape(),
+                eps.shape(),
+                logw.shape()
+            ),
+        ));
+    }
+    let params = IwaeParams {
+        batch: b as u32,
+        dim: d as u32,
+        samples: samples as u32,
+        _pad: 0,
+    };
+    Dispatch::new(
+        ctx,
+        &KernelKey::new(Shader::Kl, "iwae_log_weights"),
+        label,
+        &[
+            (0, enc.binding()),
+            (5, nll.binding()),
+            (6, z.binding()),
+            (7, eps.binding()),
+            (8, logw.binding()),
+        ],
+        Some((9, &params)),
+        groups_for(kb, 64),
+    )
+}
