@@ -3,13 +3,18 @@
 //! - [`gpu`]: the device context, typed buffers, the kernel registry and prepared dispatches.
 //! - [`ops`]: host wrappers of the kernels in `shaders/`; [`cpu`]: their f64 CPU twins.
 
+pub mod cli;
 pub mod cpu;
 pub mod data;
 pub mod error;
+pub mod eval;
 pub mod gpu;
 pub mod image;
+pub mod latent;
 pub mod model;
 pub mod ops;
 pub mod rng;
+pub mod train;
+pub mod viz;
 
 pub use error::{Error, Result};

@@ -349,10 +349,23 @@ impl GpuContext {
     }
 
     /// Submits one command buffer, with its validation errors returned as [`Error`].
-    pub fn submit(&self, context: &str, encoder: wgpu::CommandEncoder) -> Result<()> {
-        self.scoped(context, || {
-            self.queue.submit([encoder.finish()]);
-        })
+    pub fn submit(
+        &self,
+        context: &str,
+        encoder: wgpu::CommandEncoder,
+    ) -> Result<wgpu::SubmissionIndex> {
+        self.scoped(context, || self.queue.submit([encoder.finish()]))
+    }
+
+    /// Blocks until the given submission has finished.
+    pub fn wait_for(&self, index: wgpu::SubmissionIndex) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(index),
+                timeout: None,
+            })
+            .map(|_| ())
+            .map_err(|e| Error::Readback(format!("waiting for the device: {e}")))
     }
 
     pub fn encoder(&self, label: &str) -> wgpu::CommandEncoder {

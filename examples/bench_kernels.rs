@@ -1,0 +1,667 @@
+//! Micro-benchmarks of the wgvae compute kernels, one call at a time.
+//!
+//! For every kernel and shape the dispatch (or two-dispatch program) is prepared once, run
+//! twice to warm up, then run `--reps` times (default 7) in a compute pass of its own; the
+//! median is reported. When the adapter offers timestamp queries the time is the GPU time
+//! between the beginning and the end of that pass (`GpuTimer`); otherwise it is the wall
+//! clock around submit + wait. The wall-clock median (submit, error-scope checks and the wait
+//! for the device included) is always recorded beside it.
+//!
+//! Measured: the GEMM (NN forward with the fused bias + ReLU epilogue and with a plain store,
+//! TN weight gradients, NT input gradients) at the classic MNIST VAE's shapes (784-400-20,
+//! batch 128) and at 1024³, reported in GFLOP/s (2·M·K·N / t), with the tiled kernel timed
+//! beside the subgroup kernel when the context uses the latter; and the memory-bound kernels
+//! (reparameterization, KL, Bernoulli likelihood, reductions, Adam, batch gather), reported in
+//! GB/s of the distinct bytes each kernel reads plus writes (counted per kernel below).
+//!
+//! Run:
+//!
+//! ```text
+//! cargo run --release --example bench_kernels -- [--json PATH] [--reps N] [--quick]
+//! ```
+//!
+//! `WGVAE_BACKEND`, `WGVAE_ADAPTER` and `WGVAE_GEMM` pick the adapter and GEMM kernel family
+//! as everywhere else. `--quick` skips the 1024³ GEMM and the K=100 / R=12800 variants and
+//! takes 5 timed runs. `--json PATH` also writes the results as JSON (atomically).
+//!
+//! The figures describe one adapter and driver only: whenever you quote them, quote the adapter
+//! name (printed first, and recorded in the JSON) with them. On a CPU adapter such as Mesa's
+//! lavapipe they measure the CPU, not a GPU.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use serde::Serialize;
+use wgvae::gpu::{Dispatch, GemmVariant, GpuContext, GpuTimer, Program, Tensor};
+use wgvae::ops::adam::{AdamConfig, AdamScratch};
+use wgvae::ops::data::StepState;
+use wgvae::ops::gemm::{gemm_with, subgroup8_fits};
+use wgvae::ops::reparam::{RngStep, Stream};
+use wgvae::ops::{Activation, Epilogue, Trans};
+use wgvae::rng::HostRng;
+
+/// Untimed runs before the timed ones.
+const WARMUP: usize = 2;
+/// Timed runs per case without `--reps` (5 with `--quick`).
+const DEFAULT_REPS: u32 = 7;
+const QUICK_REPS: u32 = 5;
+
+/// The classic VAE: 784 → 400 → (20 + 20) | 20 → 400 → 784, batch 128.
+const BATCH: usize = 128;
+const PIXELS: usize = 784;
+const HIDDEN: usize = 400;
+const LATENT: usize = 20;
+/// Its parameter count: 784·400+400 + 400·40+40 + 20·400+400 + 400·784+784.
+const VAE_PARAMS: usize = 648_824;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "bench_kernels",
+    about = "Times the wgvae compute kernels one call at a time (median of N runs)"
+)]
+struct Args {
+    /// Also write the results as JSON to PATH (written to PATH.tmp, then renamed).
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+    /// Timed runs per kernel and shape; the median is reported [default: 7, 5 with --quick].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(5..=10_000))]
+    reps: Option<u32>,
+    /// Smoke run: skip the 1024³ GEMM and the K=100 / R=12800 variants, take 5 runs.
+    #[arg(long)]
+    quick: bool,
+}
+
+/// One result row (also the JSON record).
+#[derive(Serialize, Debug)]
+struct Row {
+    kernel: String,
+    /// GEMM kernel family that ran (`null` for the other kernels).
+    variant: Option<String>,
+    shape: String,
+    /// Median per call by the report's timing method, in µs.
+    median_us: f64,
+    /// Median wall clock per call (submit + wait), in µs.
+    wall_median_us: f64,
+    gflops: Option<f64>,
+    gbps: Option<f64>,
+    reps: usize,
+}
+
+#[derive(Serialize)]
+struct AdapterJson<'a> {
+    name: &'a str,
+    backend: String,
+    device_type: String,
+    driver: &'a str,
+    driver_info: &'a str,
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    adapter: AdapterJson<'a>,
+    gemm_variant: &'static str,
+    timing: &'static str,
+    warmup: usize,
+    results: &'a [Row],
+}
+
+/// The work one call does: floating-point operations or bytes moved.
+#[derive(Clone, Copy)]
+enum Work {
+    Flops(f64),
+    Bytes(f64),
+}
+
+/// Bytes of `n` f32 values.
+fn f32s(n: usize) -> f64 {
+    4.0 * n as f64
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
+
+fn program(d: Dispatch) -> Program {
+    let mut p = Program::new();
+    p.push(d);
+    p
+}
+
+struct Bench<'a> {
+    ctx: &'a GpuContext,
+    timer: Option<GpuTimer>,
+    reps: usize,
+    rng: HostRng,
+    rows: Vec<Row>,
+}
+
+impl Bench<'_> {
+    fn method(&self) -> &'static str {
+        if self.timer.is_some() {
+            "gpu-timestamps"
+        } else {
+            "wall-clock"
+        }
+    }
+
+    /// A tensor of uniform values in [lo, hi).
+    fn uniform(&mut self, label: &str, shape: &[usize], lo: f32, hi: f32) -> Result<Tensor<f32>> {
+        let n = shape.iter().product();
+        let data = self.rng.uniform_vec(n, lo, hi);
+        Tensor::from_slice(self.ctx, label, shape, &data)
+            .with_context(|| format!("creating {label} {shape:?}"))
+    }
+
+    fn zeros(&self, label: &str, shape: &[usize]) -> Result<Tensor<f32>> {
+        Tensor::zeros(self.ctx, label, shape).with_context(|| format!("creating {label} {shape:?}"))
+    }
+
+    /// One run of `prog` in a pass of its own: (GPU ns if timestamps are used, wall ns).
+    fn run_once(&self, prog: &Program) -> Result<(Option<f64>, f64)> {
+        let ctx = self.ctx;
+        let mut enc = ctx.encoder("bench");
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("bench"),
+                timestamp_writes: self.timer.as_ref().map(|t| t.timestamp_writes()),
+            });
+            prog.record_pass(&mut pass);
+        }
+        if let Some(t) = &self.timer {
+            t.resolve(&mut enc);
+        }
+        let t0 = Instant::now();
+        ctx.submit("running a benchmark pass", enc)?;
+        ctx.wait()?;
+        let wall = t0.elapsed().as_secs_f64() * 1e9;
+        let gpu = match &self.timer {
+            Some(t) => Some(t.read_ns(ctx)?),
+            None => None,
+        };
+        Ok((gpu, wall))
+    }
+
+    /// Times `prog` and records (and prints) a row.
+    fn case(
+        &mut self,
+        kernel: &str,
+        variant: Option<&str>,
+        shape: &str,
+        prog: &Program,
+        work: Work,
+    ) -> Result<()> {
+        let what = || format!("timing {kernel} {shape}");
+        for _ in 0..WARMUP {
+            self.run_once(prog).with_context(what)?;
+        }
+        let mut gpu = Vec::with_capacity(self.reps);
+        let mut wall = Vec::with_capacity(self.reps);
+        for _ in 0..self.reps {
+            let (g, w) = self.run_once(prog).with_context(what)?;
+            gpu.extend(g);
+            wall.push(w);
+        }
+        let wall_ns = median(&mut wall);
+        let ns = if gpu.is_empty() {
+            wall_ns
+        } else {
+            median(&mut gpu)
+        };
+        // Units: flops / ns = GFLOP/s, bytes / ns = GB/s.
+        let rate = |x: f64| (ns > 0.0).then(|| x / ns);
+        let (gflops, gbps) = match work {
+            Work::Flops(f) => (rate(f), None),
+            Work::Bytes(b) => (None, rate(b)),
+        };
+        let row = Row {
+            kernel: kernel.to_string(),
+            variant: variant.map(str::to_string),
+            shape: shape.to_string(),
+            median_us: ns / 1e3,
+            wall_median_us: wall_ns / 1e3,
+            gflops,
+            gbps,
+            reps: self.reps,
+        };
+        print_row(&row, self.method());
+        self.rows.push(row);
+        Ok(())
+    }
+
+    /// `C = epilogue(op(A)·op(B))` at (M, K, N) with `variant` (or its tiled fallback).
+    fn gemm(
+        &mut self,
+        variant: GemmVariant,
+        trans: Trans,
+        (m, k, n): (usize, usize, usize),
+        bias_relu: bool,
+    ) -> Result<()> {
+        let a_shape = if trans.a() { [k, m] } else { [m, k] };
+        let b_shape = if trans.b() { [n, k] } else { [k, n] };
+        let a = self.uniform("A", &a_shape, -1.0, 1.0)?;
+        let b = self.uniform("B", &b_shape, -1.0, 1.0)?;
+        let c = self.zeros("C", &[m, n])?;
+        let bias = self.uniform("bias", &[n], -0.1, 0.1)?;
+        let epilogue = if bias_relu {
+            Epilogue::BiasAct {
+                bias: &bias,
+                act: Activation::Relu,
+            }
+        } else {
+            Epilogue::Store
+        };
+        let ran = if variant == GemmVariant::Subgroup8 && !subgroup8_fits(m, k, n, trans) {
+            GemmVariant::Tiled
+        } else {
+            variant
+        };
+        let t = match trans {
+            Trans::NN => "nn",
+            Trans::NT => "nt",
+            Trans::TN => "tn",
+        };
+        let kernel = format!("gemm_{t}_{}", if bias_relu { "bias_relu" } else { "store" });
+        let shape = format!("m={m} k={k} n={n}");
+        let d = gemm_with(self.ctx, variant, &kernel, &a, &b, &c, trans, epilogue)
+            .with_context(|| format!("preparing {kernel} {shape}"))?;
+        let flops = 2.0 * (m * k * n) as f64;
+        self.case(
+            &kernel,
+            Some(ran.name()),
+            &shape,
+            &program(d),
+            Work::Flops(flops),
+        )
+    }
+}
+
+const HEADER: [&str; 8] = [
+    "kernel",
+    "variant",
+    "shape",
+    "median µs",
+    "wall µs",
+    "rate",
+    "unit",
+    "timing",
+];
+
+fn print_header() {
+    let h = HEADER;
+    println!(
+        "{:<18} {:<9} {:<22} {:>11} {:>11} {:>9} {:<7} {}",
+        h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]
+    );
+    println!("{}", "-".repeat(100));
+}
+
+fn print_row(r: &Row, method: &str) {
+    let (rate, unit) = match (r.gflops, r.gbps) {
+        (Some(g), _) => (format!("{g:.2}"), "GFLOP/s"),
+        (None, Some(b)) => (format!("{b:.2}"), "GB/s"),
+        (None, None) => ("-".to_string(), ""),
+    };
+    println!(
+        "{:<18} {:<9} {:<22} {:>11.1} {:>11.1} {:>9} {:<7} {}",
+        r.kernel,
+        r.variant.as_deref().unwrap_or("-"),
+        r.shape,
+        r.median_us,
+        r.wall_median_us,
+        rate,
+        unit,
+        method
+    );
+}
+
+/// Writes `json` to `path` through `path.tmp` and a rename.
+fn write_json_atomic(path: &Path, json: &str) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, json)
+        .with_context(|| format!("writing bench JSON to {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| {
+        format!(
+            "writing bench JSON to {} (renaming {})",
+            path.display(),
+            tmp.display()
+        )
+    })
+}
+
+fn gemm_cases(b: &mut Bench<'_>, quick: bool) -> Result<()> {
+    let v = b.ctx.gemm_variant;
+    let compare_tiled = v == GemmVariant::Subgroup8;
+    let big = (1024, 1024, 1024);
+    // NN forward: encoder 784→400, 400→(μ|log σ²), decoder 20→400, 400→784.
+    let mut nn = vec![
+        (BATCH, PIXELS, HIDDEN),
+        (BATCH, HIDDEN, 2 * LATENT),
+        (BATCH, LATENT, HIDDEN),
+        (BATCH, HIDDEN, PIXELS),
+    ];
+    if !quick {
+        nn.push(big);
+    }
+    for &shape in &nn {
+        for bias_relu in [true, false] {
+            b.gemm(v, Trans::NN, shape, bias_relu)?;
+            let tiled_too = shape == (BATCH, PIXELS, HIDDEN) || shape == big;
+            if compare_tiled && tiled_too {
+                b.gemm(GemmVariant::Tiled, Trans::NN, shape, bias_relu)?;
+            }
+        }
+    }
+    // Weight gradients dW = Xᵀ·dY of the first and last layers (A stored (K, M)).
+    for shape in [(PIXELS, BATCH, HIDDEN), (HIDDEN, BATCH, PIXELS)] {
+        b.gemm(v, Trans::TN, shape, false)?;
+    }
+    // Input gradients dX = dY·Wᵀ (B stored (N, K)): through the decoder's last layer and the
+    // encoder's first.
+    for shape in [(BATCH, PIXELS, HIDDEN), (BATCH, HIDDEN, PIXELS)] {
+        b.gemm(v, Trans::NT, shape, false)?;
+    }
+    Ok(())
+}
+
+fn memory_cases(b: &mut Bench<'_>, quick: bool) -> Result<()> {
+    let ctx = b.ctx;
+    let (bs, d) = (BATCH, LATENT);
+    let enc = b.uniform("enc", &[bs, 2 * d], -1.0, 1.0)?;
+    let samples: &[usize] = if quick { &[1] } else { &[1, 100] };
+
+    // reparam_forward: reads enc (B, 2D) once, writes z and ε (K, B, D).
+    for &k in samples {
+        let z = b.zeros("z", &[k, bs, d])?;
+        let eps = b.zeros("eps", &[k, bs, d])?;
+        let disp = wgvae::ops::reparam::reparam_forward(
+            ctx,
+            "reparam_forward",
+            &enc,
+            &z,
+            &eps,
+            k,
+            42,
+            RngStep::Fixed(0),
+            Stream::Train,
+        )?;
+        let bytes = f32s(2 * bs * d) + 2.0 * f32s(k * bs * d);
+        let shape = format!("K={k} B={bs} D={d}");
+        b.case(
+            "reparam_forward",
+            None,
+            &shape,
+            &program(disp),
+            Work::Bytes(bytes),
+        )?;
+    }
+
+    // reparam_backward (overwrite): reads log σ² (B, D) of enc, dz and ε (K, B, D); writes
+    // genc (B, 2D).
+    for &k in samples {
+        let dz = b.uniform("dz", &[k, bs, d], -1.0, 1.0)?;
+        let eps = b.uniform("eps", &[k, bs, d], -2.0, 2.0)?;
+        let genc = b.zeros("genc", &[bs, 2 * d])?;
+        let disp = wgvae::ops::reparam::reparam_backward(
+            ctx,
+            "reparam_backward",
+            &enc,
+            &dz,
+            &eps,
+            &genc,
+            k,
+            false,
+        )?;
+        let bytes = f32s(bs * d) + 2.0 * f32s(k * bs * d) + f32s(2 * bs * d);
+        let shape = format!("K={k} B={bs} D={d}");
+        b.case(
+            "reparam_backward",
+            None,
+            &shape,
+            &program(disp),
+            Work::Bytes(bytes),
+        )?;
+    }
+
+    // kl with its gradient: reads enc (B, 2D); writes kl_sample (B,), kl_elem (B, D) and
+    // genc (B, 2D).
+    {
+        let kl_sample = b.zeros("kl_sample", &[bs])?;
+        let kl_elem = b.zeros("kl_elem", &[bs, d])?;
+        let genc = b.zeros("genc", &[bs, 2 * d])?;
+        let disp = wgvae::ops::kl::kl(
+            ctx,
+            "kl",
+            &enc,
+            &kl_sample,
+            &kl_elem,
+            Some((&genc, 1.0 / bs as f32)),
+        )?;
+        let bytes = f32s(2 * bs * d) + f32s(bs) + f32s(bs * d) + f32s(2 * bs * d);
+        b.case(
+            "kl",
+            None,
+            &format!("B={bs} D={d}"),
+            &program(disp),
+            Work::Bytes(bytes),
+        )?;
+    }
+
+    // bernoulli with its gradient: reads logits (R, P) and the targets (B, P) (each target row
+    // is reused R/B times; counted once); writes nll (R,) and grad (R, P).
+    {
+        let target = b.uniform("target", &[bs, PIXELS], 0.0, 1.0)?;
+        let rows: &[usize] = if quick { &[bs] } else { &[bs, 100 * bs] };
+        for &r in rows {
+            let logits = b.uniform("logits", &[r, PIXELS], -4.0, 4.0)?;
+            let nll = b.zeros("nll", &[r])?;
+            let grad = b.zeros("grad", &[r, PIXELS])?;
+            let disp = wgvae::ops::likelihood::bernoulli(
+                ctx,
+                "bernoulli",
+                &logits,
+                &target,
+                &nll,
+                Some((&grad, 1.0 / bs as f32)),
+            )?;
+            let bytes = f32s(r * PIXELS) + f32s(bs * PIXELS) + f32s(r) + f32s(r * PIXELS);
+            let shape = format!("R={r} P={PIXELS} B={bs}");
+            b.case(
+                "bernoulli",
+                None,
+                &shape,
+                &program(disp),
+                Work::Bytes(bytes),
+            )?;
+        }
+    }
+
+    // col_sum (bias gradients): reads x (R, C), writes y (C,).
+    for cols in [HIDDEN, PIXELS] {
+        let x = b.uniform("x", &[bs, cols], -1.0, 1.0)?;
+        let y = b.zeros("y", &[cols])?;
+        let disp = wgvae::ops::reduce::col_sum(ctx, "col_sum", &x, &y, 1.0, false)?;
+        let bytes = f32s(bs * cols) + f32s(cols);
+        b.case(
+            "col_sum",
+            None,
+            &format!("R={bs} C={cols}"),
+            &program(disp),
+            Work::Bytes(bytes),
+        )?;
+    }
+
+    // sum_all (two dispatches): stage 1 reads x (n,) and writes SUM_GROUPS partials; stage 2
+    // reads them and writes one value.
+    {
+        let n = 1_000_000;
+        let groups = wgvae::ops::reduce::SUM_GROUPS;
+        let x = b.uniform("x", &[n], -1.0, 1.0)?;
+        let partials = b.zeros("partials", &[groups])?;
+        let y = b.zeros("y", &[1])?;
+        let prog =
+            wgvae::ops::reduce::sum_all(ctx, "sum_all", &x, &partials, &y, 0, 1.0, false, false)?;
+        let bytes = f32s(n) + 2.0 * f32s(groups) + f32s(1);
+        b.case(
+            "sum_all",
+            None,
+            &format!("n={n}"),
+            &prog,
+            Work::Bytes(bytes),
+        )?;
+    }
+
+    // logmeanexp: reads x (K, B) (twice: max, then sum of exps; counted once), writes y (B,).
+    {
+        let k = 100;
+        let x = b.uniform("log weights", &[k, bs], -200.0, -50.0)?;
+        let y = b.zeros("y", &[bs])?;
+        let disp = wgvae::ops::reduce::logmeanexp(ctx, "logmeanexp", &x, &y, 1.0, false)?;
+        let bytes = f32s(k * bs) + f32s(bs);
+        b.case(
+            "logmeanexp",
+            None,
+            &format!("K={k} B={bs}"),
+            &program(disp),
+            Work::Bytes(bytes),
+        )?;
+    }
+
+    // adam over the whole model: reads params, grads, m, v (n,) and writes params, m, v; with
+    // clipping, the squared-norm reduction first reads grads once more (plus its partials).
+    {
+        let n = VAE_PARAMS;
+        let params = b.uniform("params", &[n], -0.1, 0.1)?;
+        let grads = b.uniform("grads", &[n], -0.01, 0.01)?;
+        let m = b.zeros("m", &[n])?;
+        let v = b.zeros("v", &[n])?;
+        let state = StepState::new(ctx, "step state")?;
+        let scratch = AdamScratch::new(ctx)?;
+        let groups = wgvae::ops::reduce::SUM_GROUPS;
+        for clip in [0.0, 1.0] {
+            let cfg = AdamConfig {
+                clip_norm: clip,
+                ..AdamConfig::default()
+            };
+            let prog = wgvae::ops::adam::adam(
+                ctx, "adam", &params, &grads, &m, &v, &state, &scratch, &cfg,
+            )?;
+            let mut bytes = f32s(4 * n) + f32s(3 * n);
+            if clip > 0.0 {
+                bytes += f32s(n) + 2.0 * f32s(groups) + f32s(1);
+            }
+            let kernel = if clip > 0.0 { "adam+clip" } else { "adam" };
+            b.case(kernel, None, &format!("n={n}"), &prog, Work::Bytes(bytes))?;
+        }
+    }
+
+    // gather: reads one row of P bytes per batch row from the u8 set and its index in perm;
+    // writes x (B, P) as f32.
+    {
+        let n_images = 6000;
+        let bytes_u8: Vec<u8> = (0..n_images * PIXELS)
+            .map(|_| b.rng.next_u64() as u8)
+            .collect();
+        let images = Tensor::<u8>::from_slice(ctx, "images", &[n_images, PIXELS], &bytes_u8)?;
+        let perm_data = b.rng.permutation(n_images);
+        let perm = Tensor::<u32>::from_slice(ctx, "perm", &[n_images], &perm_data)?;
+        let x = b.zeros("x", &[bs, PIXELS])?;
+        let disp = wgvae::ops::data::gather(ctx, "gather", &images, PIXELS, &perm, &x, 0, None)?;
+        let bytes = (bs * PIXELS) as f64 + 4.0 * bs as f64 + f32s(bs * PIXELS);
+        let shape = format!("B={bs} P={PIXELS} N={n_images}");
+        b.case("gather", None, &shape, &program(disp), Work::Bytes(bytes))?;
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let started = Instant::now();
+    let reps = args
+        .reps
+        .unwrap_or(if args.quick { QUICK_REPS } else { DEFAULT_REPS }) as usize;
+
+    // Fail before the (slow) run when the JSON could not be written afterwards.
+    if let Some(path) = &args.json {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        anyhow::ensure!(
+            dir.is_dir(),
+            "writing bench JSON to {}: directory {} does not exist",
+            path.display(),
+            dir.display()
+        );
+    }
+
+    let ctx = GpuContext::new().context("creating the GPU context")?;
+    let info = &ctx.info;
+    let timer = GpuTimer::new(&ctx).context("creating the GPU timer")?;
+    println!("adapter:     {}", info.name);
+    println!("backend:     {:?}", info.backend);
+    println!("device type: {:?}", info.device_type);
+    println!("driver:      {} ({})", info.driver, info.driver_info);
+    println!("GEMM kernel: {}", ctx.gemm_variant.name());
+    println!(
+        "timing:      {} (GPU timestamps {}); median of {reps} runs after {WARMUP} warm-up runs",
+        if timer.is_some() {
+            "gpu-timestamps"
+        } else {
+            "wall-clock"
+        },
+        if timer.is_some() {
+            "offered and used"
+        } else {
+            "not offered"
+        },
+    );
+    println!("Quote these figures together with the adapter name above.");
+    println!();
+    print_header();
+
+    let mut bench = Bench {
+        ctx: &ctx,
+        timer,
+        reps,
+        rng: HostRng::new(0x5EED_BE0C),
+        rows: Vec::new(),
+    };
+    gemm_cases(&mut bench, args.quick)?;
+    memory_cases(&mut bench, args.quick)?;
+
+    if let Some(path) = &args.json {
+        let report = Report {
+            adapter: AdapterJson {
+                name: &info.name,
+                backend: format!("{:?}", info.backend),
+                device_type: format!("{:?}", info.device_type),
+                driver: &info.driver,
+                driver_info: &info.driver_info,
+            },
+            gemm_variant: ctx.gemm_variant.name(),
+            timing: bench.method(),
+            warmup: WARMUP,
+            results: &bench.rows,
+        };
+        let json = serde_json::to_string_pretty(&report).context("serializing the results")?;
+        write_json_atomic(path, &json)?;
+        println!();
+        println!("wrote {}", path.display());
+    }
+    println!(
+        "{} cases in {:.1} s",
+        bench.rows.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

@@ -1,0 +1,57 @@
+//! `wgvae`: train and evaluate VAEs on the GPU.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "wgvae", version, about = "Variational autoencoders on the GPU (WGSL kernels through wgpu)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a VAE (same flags as the train_gpu example)
+    Train(wgvae::cli::TrainArgs),
+    /// Evaluate a run's checkpoint on an IDX image file
+    Eval {
+        /// Run directory holding checkpoint.safetensors
+        #[arg(long)]
+        run: PathBuf,
+        /// IDX image file (.gz or raw)
+        #[arg(long)]
+        images: PathBuf,
+        /// Importance samples for the IWAE bound (0: off)
+        #[arg(long, default_value_t = 0)]
+        iwae_k: usize,
+        /// Also write the figures as JSON here
+        #[arg(long)]
+        json: Option<PathBuf>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Show the adapter wgvae would use
+    Info,
+}
+
+fn main() -> anyhow::Result<()> {
+    wgvae::cli::quiet_wayland_probe();
+    env_logger::init();
+    match Cli::parse().command {
+        Command::Train(args) => {
+            wgvae::cli::train(&args)?;
+        }
+        Command::Eval { run, images, iwae_k, json, seed } => {
+            wgvae::cli::eval(&run, &images, iwae_k, json.as_deref(), seed)?;
+        }
+        Command::Info => {
+            let ctx = wgvae::cli::open_context()?;
+            println!("adapter: {}", ctx.info);
+            println!("GEMM kernel: {}", ctx.gemm_variant.name());
+            println!("timestamps: {}, subgroups: {} ({}..{} lanes)", ctx.caps.timestamps, ctx.caps.subgroups, ctx.caps.subgroup_min_size, ctx.caps.subgroup_max_size);
+        }
+    }
+    Ok(())
+}

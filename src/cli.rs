@@ -1,0 +1,258 @@
+//! The command-line front ends (`wgvae` and the `train_gpu` example) share these arguments and
+//! entry points; all logic lives in [`crate::train`] and [`crate::eval`].
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use crate::data;
+use crate::eval::{EvalReport, Evaluator};
+use crate::gpu::GpuContext;
+use crate::model::{GaussianSigma, Likelihood, Vae};
+use crate::ops::Activation;
+use crate::train::checkpoint::{self, Checkpoint};
+use crate::train::{DataSource, ModelSpec, RunSummary, TrainConfig, Trainer};
+
+/// Flags of `train_gpu` and `wgvae train`.
+#[derive(Args, Debug, Clone)]
+pub struct TrainArgs {
+    /// Directory of IDX files (train-images-idx3-ubyte[.gz], t10k-…); default: the built-in sprites
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Epochs to train (with --resume: epochs to add)
+    #[arg(long, default_value_t = 5)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 128)]
+    pub batch: usize,
+    /// Adam learning rate
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f32,
+    /// Weight of the KL term (β-VAE)
+    #[arg(long, default_value_t = 1.0)]
+    pub beta: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Run directory (default: runs/<data set name>)
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue the run in this directory from its checkpoint
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// No progress bar or per-epoch lines
+    #[arg(long)]
+    pub quiet: bool,
+    /// Latent dimensions
+    #[arg(long, default_value_t = 20)]
+    pub latent: usize,
+    /// Hidden layer widths of encoder and decoder, comma-separated
+    #[arg(long, default_value = "400", value_delimiter = ',')]
+    pub hidden: Vec<usize>,
+    /// Hidden activation: relu, leaky_relu, tanh, sigmoid
+    #[arg(long, default_value = "relu")]
+    pub activation: String,
+    /// Likelihood: bernoulli, or gaussian with --log-sigma
+    #[arg(long, default_value = "bernoulli")]
+    pub likelihood: String,
+    /// Gaussian log σ: a number (fixed), `shared` or `per-pixel` (learned)
+    #[arg(long, default_value = "shared")]
+    pub log_sigma: String,
+    /// Importance samples for the test IWAE bound after the last epoch (0: off)
+    #[arg(long, default_value_t = 0)]
+    pub iwae_k: usize,
+    /// Also compute the IWAE bound every N epochs
+    #[arg(long, default_value_t = 0)]
+    pub iwae_every: usize,
+    /// Sprites: training images
+    #[arg(long, default_value_t = 10_000)]
+    pub n_train: usize,
+    /// Sprites: held-out images
+    #[arg(long, default_value_t = 1_000)]
+    pub n_test: usize,
+    /// Clip the global gradient norm (0: off)
+    #[arg(long, default_value_t = 0.0)]
+    pub clip: f32,
+    /// Decoupled weight decay (AdamW; 0: Adam)
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f32,
+    /// Skip the PNG grids
+    #[arg(long)]
+    pub no_pictures: bool,
+}
+
+impl TrainArgs {
+    pub fn to_config(&self) -> Result<TrainConfig> {
+        let activation = match self.activation.as_str() {
+            "relu" => Activation::Relu,
+            "leaky_relu" | "leaky-relu" => Activation::LeakyRelu(0.01),
+            "tanh" => Activation::Tanh,
+            "sigmoid" => Activation::Sigmoid,
+            other => bail!("--activation `{other}`: use relu, leaky_relu, tanh or sigmoid"),
+        };
+        let likelihood = match self.likelihood.as_str() {
+            "bernoulli" => Likelihood::Bernoulli,
+            "gaussian" => Likelihood::Gaussian {
+                log_sigma: match self.log_sigma.as_str() {
+                    "shared" => GaussianSigma::LearnedShared,
+                    "per-pixel" | "per_pixel" => GaussianSigma::LearnedPerPixel,
+                    v => GaussianSigma::Fixed(v.parse().with_context(|| {
+                        format!("--log-sigma `{v}`: use a number, `shared` or `per-pixel`")
+                    })?),
+                },
+            },
+            other => bail!("--likelihood `{other}`: use bernoulli or gaussian"),
+        };
+        let data = match &self.data {
+            Some(dir) => DataSource::Idx { dir: dir.clone() },
+            None => DataSource::Sprites {
+                n_train: self.n_train,
+                n_test: self.n_test,
+                seed: self.seed,
+            },
+        };
+        let name = match &self.data {
+            Some(dir) => dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "idx".into()),
+            None => "sprites".into(),
+        };
+        let defaults = TrainConfig::default();
+        Ok(TrainConfig {
+            data,
+            model: ModelSpec {
+                enc_hidden: self.hidden.clone(),
+                dec_hidden: self.hidden.iter().rev().copied().collect(),
+                latent: self.latent,
+                activation,
+                likelihood,
+            },
+            epochs: self.epochs,
+            batch: self.batch,
+            adam: crate::ops::adam::AdamConfig {
+                lr: self.lr,
+                clip_norm: self.clip,
+                weight_decay: self.weight_decay,
+                ..Default::default()
+            },
+            beta: self.beta,
+            seed: self.seed,
+            out: self
+                .out
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("runs").join(name)),
+            iwae_k: self.iwae_k,
+            iwae_every: self.iwae_every,
+            quiet: self.quiet,
+            pictures: !self.no_pictures,
+            ..defaults
+        })
+    }
+}
+
+/// libwayland, which the Vulkan loader probes, prints an alarming line to stderr when no
+/// runtime directory is set (headless machines, CI). Point it at the temp directory.
+/// Call first thing in `main`, before any thread exists.
+pub fn quiet_wayland_probe() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        // SAFETY: called at the start of main, while the process is single-threaded.
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
+    }
+}
+
+pub fn open_context() -> Result<GpuContext> {
+    let ctx = GpuContext::new()?;
+    Ok(ctx)
+}
+
+/// `train_gpu` / `wgvae train`.
+pub fn train(args: &TrainArgs) -> Result<RunSummary> {
+    let ctx = open_context()?;
+    if !args.quiet {
+        println!("adapter: {} — GEMM kernel {}", ctx.info, ctx.gemm_variant.name());
+    }
+    let mut trainer = match &args.resume {
+        Some(dir) => Trainer::resume(&ctx, dir, args.epochs, Some(args.quiet))
+            .with_context(|| format!("resuming the run in {}", dir.display()))?,
+        None => Trainer::new(&ctx, args.to_config()?)?,
+    };
+    if !args.quiet {
+        let s = &trainer.split;
+        println!(
+            "data: {} train / {} test images of {}x{} ({}); model {} parameters; {} dispatches and 1 submit per step; run directory {}",
+            s.train.n,
+            s.test.n,
+            s.train.height,
+            s.train.width,
+            s.train.name,
+            trainer.vae.layout.count(),
+            trainer.dispatches_per_step(),
+            trainer.cfg.out.display()
+        );
+    }
+    let summary = trainer.train()?;
+    if !args.quiet {
+        if let Some(r) = &summary.last_eval {
+            print_report("test", r);
+        }
+        println!(
+            "wrote {}/{{metrics.jsonl, checkpoint.safetensors, config.json{}}}",
+            summary.out.display(),
+            if trainer.cfg.pictures {
+                ", reconstructions.png, samples.png, traversals.png, interpolation.png"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(summary)
+}
+
+pub fn print_report(what: &str, r: &EvalReport) {
+    println!(
+        "{what}: {} images  -ELBO {:.3} nats (recon {:.3} + KL {:.3}){}  active units {}/{}",
+        r.n,
+        r.neg_elbo,
+        r.recon,
+        r.kl,
+        match (r.iwae_k, r.neg_iwae) {
+            (Some(k), Some(v)) => format!("  -IWAE(k={k}) {v:.3}"),
+            _ => String::new(),
+        },
+        r.active_units,
+        r.kl_per_dim.len()
+    );
+}
+
+/// `wgvae eval`: evaluates a run's checkpoint on an IDX image file.
+pub fn eval(run: &Path, images: &Path, iwae_k: usize, json: Option<&Path>, seed: u64) -> Result<EvalReport> {
+    let ck_path = run.join(checkpoint::FILE_NAME);
+    let ck = Checkpoint::load(&ck_path)?;
+    let set = data::load_idx_images_file(images)?;
+    if (set.height, set.width) != (ck.model.height, ck.model.width) {
+        bail!(
+            "{}: images are {}x{}, but the model in {} takes {}x{}",
+            images.display(),
+            set.height,
+            set.width,
+            ck_path.display(),
+            ck.model.height,
+            ck.model.width
+        );
+    }
+    let ctx = open_context()?;
+    let vae = Vae::new(&ctx, &ck.model, &ck.params)?;
+    let ev = Evaluator::new(&ctx, &vae, &set, 500, iwae_k, seed)?;
+    let report = ev.run(&ctx, vae.cfg.latent)?;
+    print_report(&images.display().to_string(), &report);
+    if let Some(path) = json {
+        let body = serde_json::to_vec_pretty(&serde_json::json!({
+            "run": run,
+            "images": images,
+            "adapter": ctx.info.name,
+            "report": report,
+        }))?;
+        checkpoint::write_atomic(path, &body).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(report)
+}

@@ -1,0 +1,596 @@
+//! The trainer: one library type behind the `train_gpu` example and `wgvae train`.
+//!
+//! A training step is one command encoder replaying prepared dispatches — batch gather,
+//! forward, loss, backward, Adam, loss bookkeeping, step counter — submitted once. Nothing is
+//! read back per step: the loss sums accumulate on the GPU and are read at most every
+//! `readback_every` steps and at the end of each epoch.
+
+pub mod checkpoint;
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::{self, Dataset, Split};
+use crate::error::{Error, Result};
+use crate::eval::{EvalReport, Evaluator};
+use crate::gpu::{GpuContext, Program, Staging, Tensor};
+use crate::model::{Activations, Gradients, GpuParams, Likelihood, Vae, VaeConfig};
+use crate::ops::Activation;
+use crate::ops::adam::{AdamConfig, AdamScratch};
+use crate::ops::data::{StepState, gather};
+use crate::ops::reduce::{loss_accumulate, metric};
+use crate::ops::reparam::{RngStep, Stream};
+use crate::rng::HostRng;
+use checkpoint::{Checkpoint, TrainState};
+
+/// Where the images come from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum DataSource {
+    /// The built-in procedural sprites (64×64, after dSprites).
+    Sprites {
+        n_train: usize,
+        n_test: usize,
+        seed: u64,
+    },
+    /// A directory of IDX files (`train-images-idx3-ubyte[.gz]`, `t10k-…`).
+    Idx { dir: PathBuf },
+}
+
+impl DataSource {
+    pub fn load(&self) -> Result<Split> {
+        Ok(match self {
+            DataSource::Sprites {
+                n_train,
+                n_test,
+                seed,
+            } => data::sprites::generate(&data::sprites::SpritesConfig {
+                n_train: *n_train,
+                n_test: *n_test,
+                seed: *seed,
+            })?,
+            DataSource::Idx { dir } => data::load_idx_dir(dir)?,
+        })
+    }
+}
+
+/// Architecture choices that do not depend on the data.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelSpec {
+    pub enc_hidden: Vec<usize>,
+    pub dec_hidden: Vec<usize>,
+    pub latent: usize,
+    pub activation: Activation,
+    pub likelihood: Likelihood,
+}
+
+impl Default for ModelSpec {
+    /// One hidden layer of 400, latent 20, ReLU, Bernoulli logits.
+    fn default() -> Self {
+        ModelSpec {
+            enc_hidden: vec![400],
+            dec_hidden: vec![400],
+            latent: 20,
+            activation: Activation::Relu,
+            likelihood: Likelihood::Bernoulli,
+        }
+    }
+}
+
+impl ModelSpec {
+    pub fn for_images(&self, height: usize, width: usize) -> VaeConfig {
+        VaeConfig {
+            height,
+            width,
+            enc_hidden: self.enc_hidden.clone(),
+            dec_hidden: self.dec_hidden.clone(),
+            latent: self.latent,
+            activation: self.activation,
+            likelihood: self.likelihood,
+        }
+    }
+}
+
+/// Everything a run needs; serialized into the run directory and the checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub data: DataSource,
+    pub model: ModelSpec,
+    pub epochs: usize,
+    pub batch: usize,
+    pub adam: AdamConfig,
+    /// Weight of the KL term (β-VAE; 1 gives the ELBO).
+    pub beta: f32,
+    pub seed: u64,
+    /// Run directory.
+    pub out: PathBuf,
+    /// Importance samples of the IWAE bound (0: not computed).
+    pub iwae_k: usize,
+    /// Compute the IWAE bound every this many epochs (0: after the last epoch only).
+    pub iwae_every: usize,
+    pub eval_batch: usize,
+    /// Read the running loss back at most every this many steps (the progress bar's refresh).
+    pub readback_every: usize,
+    /// No progress bar and no per-epoch lines.
+    pub quiet: bool,
+    /// Write the PNG grids at the end.
+    pub pictures: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            data: DataSource::Sprites {
+                n_train: 10_000,
+                n_test: 1_000,
+                seed: 0,
+            },
+            model: ModelSpec::default(),
+            epochs: 5,
+            batch: 128,
+            adam: AdamConfig::default(),
+            beta: 1.0,
+            seed: 0,
+            out: PathBuf::from("runs/latest"),
+            iwae_k: 0,
+            iwae_every: 0,
+            eval_batch: 500,
+            readback_every: 50,
+            quiet: false,
+            pictures: true,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |s: String| Err(Error::Config(s));
+        if self.batch == 0 {
+            return bad("--batch must be at least 1".into());
+        }
+        if !(self.adam.lr > 0.0 && self.adam.lr.is_finite()) {
+            return bad(format!("--lr {} must be a positive number", self.adam.lr));
+        }
+        if !(self.beta >= 0.0 && self.beta.is_finite()) {
+            return bad(format!("--beta {} must be a non-negative number", self.beta));
+        }
+        if self.readback_every == 0 {
+            return bad("readback_every must be at least 1".into());
+        }
+        if self.eval_batch == 0 {
+            return bad("eval batch must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub step: u64,
+    /// Training loss (recon + β·KL) and its parts, nats per sample, averaged over the epoch.
+    pub train_loss: f64,
+    pub train_recon: f64,
+    pub train_kl: f64,
+    /// Test −ELBO and its parts.
+    pub test_neg_elbo: f64,
+    pub test_recon: f64,
+    pub test_kl: f64,
+    pub test_neg_iwae: Option<f64>,
+    pub iwae_k: Option<usize>,
+    pub active_units: usize,
+    pub train_seconds: f64,
+    pub samples_per_second: f64,
+}
+
+/// What a finished run reports.
+#[derive(Clone, Debug)]
+pub struct RunSummary {
+    pub epochs: Vec<EpochMetrics>,
+    pub last_eval: Option<EvalReport>,
+    pub out: PathBuf,
+    /// Seconds from `Trainer::new` to the end of the first step.
+    pub first_step_seconds: Option<f64>,
+}
+
+/// The training state on the GPU and the prepared programs.
+pub struct Trainer<'c> {
+    ctx: &'c GpuContext,
+    pub cfg: TrainConfig,
+    pub vae: Vae,
+    pub split: Split,
+    train_images: Tensor<u8>,
+    perm: Tensor<u32>,
+    pub act: Activations,
+    pub grads: Gradients,
+    adam_m: GpuParams,
+    adam_v: GpuParams,
+    pub state: StepState,
+    metrics: Tensor<f32>,
+    staging: Staging,
+    step_program: Program,
+    evaluator: Evaluator,
+    /// Epochs finished.
+    pub epoch: usize,
+    /// Steps finished.
+    pub step: u64,
+    started: Instant,
+}
+
+impl<'c> Trainer<'c> {
+    /// A fresh run: loads the data, initialises the model, prepares every program.
+    pub fn new(ctx: &'c GpuContext, cfg: TrainConfig) -> Result<Self> {
+        let started = Instant::now();
+        cfg.validate()?;
+        let split = cfg.data.load()?;
+        let model = cfg.model.for_images(split.train.height, split.train.width);
+        let params = model.init_params(cfg.seed);
+        Self::build(ctx, cfg, split, &params, None, TrainState { epoch: 0, step: 0 }, started)
+    }
+
+    /// Continues the run in `dir` for `more_epochs` epochs from its checkpoint.
+    pub fn resume(ctx: &'c GpuContext, dir: &Path, more_epochs: usize, quiet: Option<bool>) -> Result<Self> {
+        let started = Instant::now();
+        let path = dir.join(checkpoint::FILE_NAME);
+        let ck = Checkpoint::load(&path)?;
+        let mut cfg: TrainConfig = serde_json::from_value(ck.run.clone()).map_err(|e| Error::Checkpoint {
+            path: path.clone(),
+            detail: format!("metadata field `run`: {e}"),
+        })?;
+        cfg.epochs = ck.state.epoch + more_epochs;
+        cfg.out = dir.to_path_buf();
+        if let Some(q) = quiet {
+            cfg.quiet = q;
+        }
+        cfg.validate()?;
+        let split = cfg.data.load()?;
+        let want = cfg.model.for_images(split.train.height, split.train.width);
+        if want != ck.model {
+            return Err(Error::Checkpoint {
+                path,
+                detail: format!(
+                    "written for the architecture {}, but the data and run configuration need {}",
+                    serde_json::to_string(&ck.model).unwrap_or_default(),
+                    serde_json::to_string(&want).unwrap_or_default()
+                ),
+            });
+        }
+        let moments = match (ck.adam_m, ck.adam_v) {
+            (Some(m), Some(v)) => Some((m, v)),
+            _ => {
+                return Err(Error::Checkpoint {
+                    path,
+                    detail: "no optimizer state (tensors `optimizer.adam_m`, `optimizer.adam_v`): cannot resume exactly".into(),
+                });
+            }
+        };
+        Self::build(ctx, cfg, split, &ck.params, moments, ck.state, started)
+    }
+
+    fn build(
+        ctx: &'c GpuContext,
+        cfg: TrainConfig,
+        split: Split,
+        params: &[f32],
+        moments: Option<(Vec<f32>, Vec<f32>)>,
+        state0: TrainState,
+        started: Instant,
+    ) -> Result<Self> {
+        let model = cfg.model.for_images(split.train.height, split.train.width);
+        if split.test.height != split.train.height || split.test.width != split.train.width {
+            return Err(Error::Config(format!(
+                "train images are {}x{} but test images are {}x{}",
+                split.train.height, split.train.width, split.test.height, split.test.width
+            )));
+        }
+        if split.train.n < cfg.batch {
+            return Err(Error::Config(format!(
+                "the training set has {} images, fewer than one batch of {}",
+                split.train.n, cfg.batch
+            )));
+        }
+        let vae = Vae::new(ctx, &model, params)?;
+        let pixels = model.input_dim();
+        let train_images = Tensor::from_slice(ctx, "train images", &[split.train.n, pixels], &split.train.pixels)?;
+        let perm = Tensor::zeros(ctx, "epoch order", &[split.train.n])?;
+        let act = vae.activations(ctx, cfg.batch, 1)?;
+        let grads = vae.gradients(ctx, &act)?;
+        let adam_m = GpuParams::zeros(ctx, &vae.layout, "adam m")?;
+        let adam_v = GpuParams::zeros(ctx, &vae.layout, "adam v")?;
+        if let Some((m, v)) = &moments {
+            adam_m.flat.write(ctx, m)?;
+            adam_v.flat.write(ctx, v)?;
+        }
+        let state = StepState::new(ctx, "step state")?;
+        let metrics = Tensor::zeros(ctx, "train metrics", &[metric::LEN])?;
+        let staging = Staging::new(ctx, (metric::LEN * 4) as u64)?;
+        let scratch = AdamScratch::new(ctx)?;
+
+        let mut p = Program::new();
+        p.push(gather(ctx, "batch gather", &train_images, pixels, &perm, &act.x, 0, Some(&state))?);
+        p.extend(vae.forward_program(
+            ctx,
+            &act,
+            Some(&grads),
+            cfg.beta,
+            cfg.seed,
+            RngStep::State(&state),
+            Stream::Train,
+        )?);
+        p.extend(vae.backward_program(ctx, &act, &grads)?);
+        p.push(loss_accumulate(ctx, "loss sums", &act.nll, &act.kl, &metrics, cfg.beta)?);
+        p.extend(vae.optimizer_program(ctx, &grads, &adam_m, &adam_v, &state, &scratch, &cfg.adam)?);
+        p.push(state.advance(ctx)?);
+
+        let evaluator = Evaluator::new(ctx, &vae, &split.test, cfg.eval_batch, cfg.iwae_k, cfg.seed)?;
+        std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
+        Ok(Trainer {
+            ctx,
+            cfg,
+            vae,
+            split,
+            train_images,
+            perm,
+            act,
+            grads,
+            adam_m,
+            adam_v,
+            state,
+            metrics,
+            staging,
+            step_program: p,
+            evaluator,
+            epoch: state0.epoch,
+            step: state0.step,
+            started,
+        })
+    }
+
+    /// Dispatches recorded per training step.
+    pub fn dispatches_per_step(&self) -> usize {
+        self.step_program.len()
+    }
+
+    pub fn steps_per_epoch(&self) -> usize {
+        self.split.train.n / self.cfg.batch
+    }
+
+    /// Encodes and submits one training step (no wait, no readback).
+    pub fn submit_step(&mut self) -> Result<wgpu::SubmissionIndex> {
+        let mut enc = self.ctx.encoder("train step");
+        self.step_program.record(&mut enc, "train step");
+        let idx = self.ctx.submit("submitting a training step", enc)?;
+        self.step += 1;
+        Ok(idx)
+    }
+
+    /// Uploads the epoch's order of the training images and positions the step state.
+    pub fn begin_epoch(&mut self) -> Result<()> {
+        let order = HostRng::derive(self.cfg.seed, 0xE90C_0000 + self.epoch as u64).permutation(self.split.train.n);
+        self.perm.write(self.ctx, &order)?;
+        let step = u32::try_from(self.step).map_err(|_| Error::Config("more than 2^32 steps".into()))?;
+        self.state.set(self.ctx, step, step)?;
+        self.metrics.write(self.ctx, &[0.0; metric::LEN])?;
+        Ok(())
+    }
+
+    /// Reads the loss sums of the epoch so far: (loss, recon, kl) per sample and the count.
+    pub fn read_metrics(&self) -> Result<([f64; 3], f64, bool)> {
+        let raw = self.staging.read(self.ctx, self.metrics.buffer(), self.metrics.offset(), (metric::LEN * 4) as u64)?;
+        let m: &[f32] = bytemuck::cast_slice(&raw);
+        let count = m[metric::COUNT] as f64;
+        let per = |i: usize| m[i] as f64 / count.max(1.0);
+        Ok((
+            [per(metric::LOSS), per(metric::RECON), per(metric::KL)],
+            count,
+            m[metric::NONFINITE] != 0.0,
+        ))
+    }
+
+    fn nonfinite_error(&self) -> Error {
+        let ck = self.cfg.out.join(checkpoint::FILE_NAME);
+        let kept = if ck.exists() {
+            format!("the last good checkpoint (epoch {}) is kept at {}", self.epoch, ck.display())
+        } else {
+            "no checkpoint had been written yet".to_string()
+        };
+        Error::NonFinite(format!(
+            "the training loss became NaN or infinite in epoch {} (by step {}); stopping. Try a lower --lr. {kept}",
+            self.epoch + 1,
+            self.step
+        ))
+    }
+
+    /// Writes the checkpoint of the current state (atomically).
+    pub fn save_checkpoint(&self) -> Result<PathBuf> {
+        let params = self.vae.read_params(self.ctx)?;
+        if let Some(i) = params.iter().position(|v| !v.is_finite()) {
+            return Err(Error::NonFinite(format!(
+                "parameter {i} is not finite; the checkpoint in {} is left as it was",
+                self.cfg.out.display()
+            )));
+        }
+        let ck = Checkpoint {
+            model: self.vae.cfg.clone(),
+            run: serde_json::to_value(&self.cfg).expect("config serializes"),
+            state: TrainState {
+                epoch: self.epoch,
+                step: self.step,
+            },
+            params,
+            adam_m: Some(self.adam_m.flat.read(self.ctx)?),
+            adam_v: Some(self.adam_v.flat.read(self.ctx)?),
+        };
+        let path = ck.save(&self.cfg.out)?;
+        let config_json = serde_json::to_vec_pretty(&serde_json::json!({
+            "model": self.vae.cfg,
+            "run": self.cfg,
+        }))
+        .expect("config serializes");
+        checkpoint::write_atomic(&self.cfg.out.join("config.json"), &config_json)?;
+        Ok(path)
+    }
+
+    /// Evaluates the model on the test split.
+    pub fn evaluate(&self, with_iwae: bool) -> Result<EvalReport> {
+        let mut r = self.evaluator.run(self.ctx, self.vae.cfg.latent)?;
+        if !with_iwae {
+            r.iwae_k = None;
+            r.neg_iwae = None;
+        }
+        Ok(r)
+    }
+
+    /// Trains until `cfg.epochs` epochs are done, writing metrics, checkpoints and pictures.
+    pub fn train(&mut self) -> Result<RunSummary> {
+        let metrics_path = self.cfg.out.join("metrics.jsonl");
+        let mut history = read_metrics_file(&metrics_path, self.epoch)?;
+        let steps = self.steps_per_epoch();
+        let mut first_step_seconds = None;
+        let mut last_eval = None;
+        while self.epoch < self.cfg.epochs {
+            self.begin_epoch()?;
+            let bar = if self.cfg.quiet {
+                indicatif::ProgressBar::hidden()
+            } else {
+                let b = indicatif::ProgressBar::new(steps as u64);
+                b.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "epoch {prefix} [{bar:30}] {pos}/{len} steps  {msg}  ETA {eta}",
+                    )
+                    .expect("valid template")
+                    .progress_chars("=> "),
+                );
+                b.set_prefix(format!("{}/{}", self.epoch + 1, self.cfg.epochs));
+                b
+            };
+            let t0 = Instant::now();
+            let mut in_flight: VecDeque<wgpu::SubmissionIndex> = VecDeque::new();
+            for s in 0..steps {
+                in_flight.push_back(self.submit_step()?);
+                // Keep at most two steps queued: the host stays just ahead of the device.
+                while in_flight.len() > 2 {
+                    let idx = in_flight.pop_front().expect("non-empty");
+                    self.ctx.wait_for(idx)?;
+                    if first_step_seconds.is_none() {
+                        first_step_seconds = Some(self.started.elapsed().as_secs_f64());
+                    }
+                }
+                bar.set_position((s + 1 - in_flight.len()) as u64);
+                if (s + 1) % self.cfg.readback_every == 0 && !self.cfg.quiet {
+                    let ([loss, ..], _, bad) = self.read_metrics()?;
+                    if bad {
+                        bar.abandon();
+                        return Err(self.nonfinite_error());
+                    }
+                    bar.set_message(format!("loss {loss:.2}"));
+                }
+            }
+            self.ctx.wait()?;
+            if first_step_seconds.is_none() {
+                first_step_seconds = Some(self.started.elapsed().as_secs_f64());
+            }
+            let train_seconds = t0.elapsed().as_secs_f64();
+            bar.finish_and_clear();
+            let ([loss, recon, kl], count, bad) = self.read_metrics()?;
+            if bad || !loss.is_finite() {
+                return Err(self.nonfinite_error());
+            }
+            self.epoch += 1;
+            let last = self.epoch == self.cfg.epochs;
+            let with_iwae = self.cfg.iwae_k > 0
+                && (last || (self.cfg.iwae_every > 0 && self.epoch % self.cfg.iwae_every == 0));
+            let report = self.evaluate(with_iwae)?;
+            self.save_checkpoint()?;
+            let m = EpochMetrics {
+                epoch: self.epoch,
+                step: self.step,
+                train_loss: loss,
+                train_recon: recon,
+                train_kl: kl,
+                test_neg_elbo: report.neg_elbo,
+                test_recon: report.recon,
+                test_kl: report.kl,
+                test_neg_iwae: report.neg_iwae,
+                iwae_k: report.iwae_k,
+                active_units: report.active_units,
+                train_seconds,
+                samples_per_second: count / train_seconds,
+            };
+            append_line(&metrics_path, &serde_json::to_string(&m).expect("metrics serialize"))?;
+            if !self.cfg.quiet {
+                let iw = match (m.iwae_k, m.test_neg_iwae) {
+                    (Some(k), Some(v)) => format!("  test -IWAE(k={k}) {v:.2}"),
+                    _ => String::new(),
+                };
+                println!(
+                    "epoch {:>3}/{}  train loss {:.2} (recon {:.2} + KL {:.2})  test -ELBO {:.2}{iw}  AU {}  {:.0} samples/s",
+                    m.epoch, self.cfg.epochs, m.train_loss, m.train_recon, m.train_kl, m.test_neg_elbo, m.active_units,
+                    m.samples_per_second
+                );
+            }
+            history.push(m);
+            last_eval = Some(report);
+        }
+        if self.cfg.pictures {
+            crate::viz::save_run_pictures(self.ctx, &self.vae, &self.split.test, &self.cfg.out, self.cfg.seed)?;
+        }
+        Ok(RunSummary {
+            epochs: history,
+            last_eval,
+            out: self.cfg.out.clone(),
+            first_step_seconds,
+        })
+    }
+
+    /// The Adam moments, for tests of exact resumption.
+    pub fn optimizer_state(&self) -> Result<(Vec<f32>, Vec<f32>)> {
+        Ok((self.adam_m.flat.read(self.ctx)?, self.adam_v.flat.read(self.ctx)?))
+    }
+
+    pub fn train_images(&self) -> &Tensor<u8> {
+        &self.train_images
+    }
+
+    pub fn test_set(&self) -> &Dataset {
+        &self.split.test
+    }
+}
+
+/// Keeps the lines of an existing metrics file up to `epoch` (a resumed run rewrites later ones).
+fn read_metrics_file(path: &Path, epoch: usize) -> Result<Vec<EpochMetrics>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let mut kept = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let m: EpochMetrics = serde_json::from_str(line)
+            .map_err(|e| Error::Config(format!("{}: line {}: {e}", path.display(), i + 1)))?;
+        if m.epoch <= epoch {
+            kept.push(m);
+        }
+    }
+    let body: String = kept
+        .iter()
+        .map(|m| serde_json::to_string(m).expect("metrics serialize") + "\n")
+        .collect();
+    checkpoint::write_atomic(path, body.as_bytes())?;
+    Ok(kept)
+}
+
+fn append_line(path: &Path, line: &str) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    writeln!(f, "{line}").map_err(|e| Error::io(path, e))?;
+    f.sync_data().map_err(|e| Error::io(path, e))
+}

@@ -1,0 +1,178 @@
+//! Pictures of a model: reconstructions, samples from the prior, latent traversals and a
+//! spherical interpolation, written as PNG grids.
+
+use std::path::Path;
+
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::gpu::{GpuContext, Program};
+use crate::image::{save_grid_png, save_rows_png};
+use crate::latent::slerp;
+use crate::model::{Activations, Likelihood, Vae};
+use crate::ops::reparam::{RngStep, Stream, reparam_forward};
+
+/// Encodes and decodes through prepared programs with a fixed batch of latents.
+pub struct Inference {
+    pub act: Activations,
+    encode: Program,
+    decode: Program,
+    sample: Program,
+}
+
+impl Inference {
+    pub fn new(ctx: &GpuContext, vae: &Vae, batch: usize, seed: u64) -> Result<Self> {
+        let act = vae.activations(ctx, batch, 1)?;
+        let encode = vae.encode_program(ctx, &act)?;
+        let decode = vae.decode_program(ctx, &act)?;
+        // Prior samples: the reparameterization kernel on mu = 0, log sigma^2 = 0.
+        let mut sample = Program::new();
+        sample.push(reparam_forward(
+            ctx,
+            "prior sample",
+            act.enc.last().expect("encoder has a layer"),
+            &act.z,
+            &act.eps,
+            1,
+            seed,
+            RngStep::Fixed(0),
+            Stream::Prior,
+        )?);
+        Ok(Inference {
+            act,
+            encode,
+            decode,
+            sample,
+        })
+    }
+
+    pub fn batch(&self) -> usize {
+        self.act.batch
+    }
+
+    /// Posterior means and log-variances of up to `batch` images ([0,1] pixels, (n, P)).
+    pub fn encode(&self, ctx: &GpuContext, images: &[f32], latent: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+        let n = self.fill_x(ctx, images)?;
+        self.encode.run(ctx)?;
+        let enc = self.act.enc.last().expect("encoder has a layer").read(ctx)?;
+        let mut mu = Vec::with_capacity(n * latent);
+        let mut lv = Vec::with_capacity(n * latent);
+        for r in 0..n {
+            mu.extend_from_slice(&enc[r * 2 * latent..r * 2 * latent + latent]);
+            lv.extend_from_slice(&enc[r * 2 * latent + latent..(r + 1) * 2 * latent]);
+        }
+        Ok((mu, lv))
+    }
+
+    /// Decoded images (mean of p(x|z) in [0, 1]) of up to `batch` latents (n, D).
+    pub fn decode(&self, ctx: &GpuContext, vae: &Vae, z: &[f32]) -> Result<Vec<f32>> {
+        let d = vae.cfg.latent;
+        let n = z.len() / d;
+        if n > self.batch() || z.len() % d != 0 {
+            return Err(Error::Config(format!(
+                "decode: {} values are not up to {} latents of size {d}",
+                z.len(),
+                self.batch()
+            )));
+        }
+        let mut full = vec![0.0f32; self.batch() * d];
+        full[..z.len()].copy_from_slice(z);
+        self.act.z.write(ctx, &full)?;
+        self.decode.run(ctx)?;
+        self.read_images(ctx, vae, n)
+    }
+
+    /// `n` images decoded from z ~ N(0, I) drawn in-shader.
+    pub fn sample_prior(&self, ctx: &GpuContext, vae: &Vae, n: usize) -> Result<Vec<f32>> {
+        let enc = self.act.enc.last().expect("encoder has a layer");
+        enc.write(ctx, &vec![0.0; enc.len()])?;
+        self.sample.run(ctx)?;
+        self.decode.run(ctx)?;
+        self.read_images(ctx, vae, n.min(self.batch()))
+    }
+
+    fn read_images(&self, ctx: &GpuContext, vae: &Vae, n: usize) -> Result<Vec<f32>> {
+        let p = vae.cfg.input_dim();
+        let out = self.act.dec.last().expect("decoder has a layer").read(ctx)?;
+        Ok(out[..n * p]
+            .iter()
+            .map(|&v| match vae.cfg.likelihood {
+                Likelihood::Bernoulli => 1.0 / (1.0 + (-v).exp()),
+                Likelihood::Gaussian { .. } => v.clamp(0.0, 1.0),
+            })
+            .collect())
+    }
+
+    fn fill_x(&self, ctx: &GpuContext, images: &[f32]) -> Result<usize> {
+        let p = self.act.x.dims2().1;
+        let n = images.len() / p;
+        if n > self.batch() || images.len() % p != 0 {
+            return Err(Error::Config(format!(
+                "encode: {} values are not up to {} images of {p} pixels",
+                images.len(),
+                self.batch()
+            )));
+        }
+        let mut full = vec![0.0f32; self.batch() * p];
+        full[..images.len()].copy_from_slice(images);
+        self.act.x.write(ctx, &full)?;
+        Ok(n)
+    }
+}
+
+/// Writes `reconstructions.png`, `samples.png`, `traversals.png` and `interpolation.png`
+/// into `dir` for a model and its test images.
+pub fn save_run_pictures(ctx: &GpuContext, vae: &Vae, test: &Dataset, dir: &Path, seed: u64) -> Result<()> {
+    let (h, w) = (vae.cfg.height, vae.cfg.width);
+    let d = vae.cfg.latent;
+    let scale = if h <= 32 { 2 } else { 1 };
+    let inf = Inference::new(ctx, vae, 64, seed)?;
+    let n_rec = test.n.min(16);
+    let inputs: Vec<f32> = (0..n_rec).flat_map(|i| test.to_f32(i)).collect();
+    let (mu, _) = inf.encode(ctx, &inputs, d)?;
+    let recon = inf.decode(ctx, vae, &mu)?;
+    save_rows_png(&dir.join("reconstructions.png"), &[inputs, recon], h, w, 2, scale)?;
+
+    let samples = inf.sample_prior(ctx, vae, 64)?;
+    save_grid_png(&dir.join("samples.png"), &samples, 64, h, w, 8, 2, scale)?;
+
+    // Traversals of the most active dimensions around the first test image's posterior mean.
+    let n_enc = test.n.min(64);
+    let enc_in: Vec<f32> = (0..n_enc).flat_map(|i| test.to_f32(i)).collect();
+    let (mus, _) = inf.encode(ctx, &enc_in, d)?;
+    let mut var: Vec<(f64, usize)> = (0..d)
+        .map(|k| {
+            let m = (0..n_enc).map(|i| mus[i * d + k] as f64).sum::<f64>() / n_enc as f64;
+            let v = (0..n_enc).map(|i| (mus[i * d + k] as f64 - m).powi(2)).sum::<f64>() / n_enc as f64;
+            (v, k)
+        })
+        .collect();
+    var.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let dims: Vec<usize> = var.iter().take(d.min(6)).map(|x| x.1).collect();
+    let steps = 9;
+    let mut rows = Vec::new();
+    for &k in &dims {
+        let mut zs = Vec::with_capacity(steps * d);
+        for s in 0..steps {
+            let mut z = mus[..d].to_vec();
+            z[k] = -3.0 + 6.0 * s as f32 / (steps - 1) as f32;
+            zs.extend(z);
+        }
+        rows.push(inf.decode(ctx, vae, &zs)?);
+    }
+    save_rows_png(&dir.join("traversals.png"), &rows, h, w, 2, scale)?;
+
+    // Spherical interpolation between two test images' posterior means, inputs at the ends.
+    if test.n >= 2 {
+        let (a, b) = (&mus[..d], &mus[d..2 * d]);
+        let steps = 8;
+        let mut zs = Vec::new();
+        for s in 0..steps {
+            zs.extend(slerp(a, b, s as f32 / (steps - 1) as f32));
+        }
+        let mut row = test.to_f32(0);
+        row.extend(inf.decode(ctx, vae, &zs)?);
+        row.extend(test.to_f32(1));
+        save_grid_png(&dir.join("interpolation.png"), &row, steps + 2, h, w, steps + 2, 2, scale)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,235 @@
+//! End-to-end training on the GPU: the loss falls, the outputs of a run exist, resume is exact,
+//! IWAE with k = 1 is the single-sample ELBO, and bad input gives clear errors.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::ctx;
+use wgvae::eval::Evaluator;
+use wgvae::model::Vae;
+use wgvae::ops::kl::iwae_log_weights;
+use wgvae::ops::reparam::{RngStep, Stream};
+use wgvae::train::checkpoint::{self, Checkpoint};
+use wgvae::train::{DataSource, TrainConfig, Trainer};
+
+fn mnist512() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/mnist-512")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("wgvae-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&p);
+    p
+}
+
+fn small_cfg(out: &Path) -> TrainConfig {
+    TrainConfig {
+        data: DataSource::Idx { dir: mnist512() },
+        batch: 32,
+        epochs: 2,
+        out: out.to_path_buf(),
+        quiet: true,
+        pictures: false,
+        eval_batch: 128,
+        ..TrainConfig::default()
+    }
+}
+
+#[test]
+fn short_mnist_run_learns_and_writes_its_outputs() {
+    let ctx = ctx();
+    let out = tmp("short");
+    let cfg = TrainConfig {
+        epochs: 4,
+        pictures: true,
+        iwae_k: 8,
+        ..small_cfg(&out)
+    };
+    let mut t = Trainer::new(ctx, cfg).unwrap();
+    let start = t.evaluate(false).unwrap();
+    let s = t.train().unwrap();
+    let end = s.last_eval.clone().unwrap();
+    eprintln!("mnist-512: test -ELBO {:.1} at start, {:.1} after 4 epochs of 16 steps", start.neg_elbo, end.neg_elbo);
+    // An untrained decoder scores ~784 ln 2 = 543 nats; 64 steps bring the test loss far below.
+    assert!(start.neg_elbo > 500.0, "start {}", start.neg_elbo);
+    assert!(end.neg_elbo < 0.5 * start.neg_elbo, "{} -> {}", start.neg_elbo, end.neg_elbo);
+    let train_losses: Vec<f64> = s.epochs.iter().map(|m| m.train_loss).collect();
+    assert!(train_losses.windows(2).all(|w| w[1] < w[0]), "train loss not falling: {train_losses:?}");
+    // The IWAE bound is at least as tight as the ELBO (up to Monte Carlo noise).
+    let iw = end.neg_iwae.unwrap();
+    assert!(iw < end.neg_elbo + 1.0, "-IWAE {iw} vs -ELBO {}", end.neg_elbo);
+    // Outputs of a run.
+    let lines = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 4);
+    let ck = Checkpoint::load(&out.join(checkpoint::FILE_NAME)).unwrap();
+    assert_eq!(ck.state.epoch, 4);
+    assert_eq!(ck.state.step, 4 * 16);
+    assert!(out.join("config.json").exists());
+    for png in ["reconstructions.png", "samples.png", "traversals.png", "interpolation.png"] {
+        let (h, w, px) = wgvae::image::read_png_gray(&out.join(png)).unwrap();
+        assert!(h >= 28 && w >= 28, "{png}: {h}x{w}");
+        // Padding is grey 128: strokes brighter than it and background darker must both show.
+        let (lo, hi) = (px.iter().min().unwrap(), px.iter().max().unwrap());
+        assert!(*lo < 30 && *hi > 150, "{png} looks blank: pixels {lo}..{hi}");
+    }
+    let _ = std::fs::remove_dir_all(out);
+}
+
+#[test]
+fn resume_is_exact() {
+    let ctx = ctx();
+    let straight = tmp("straight");
+    let split = tmp("split");
+    let mut a = Trainer::new(ctx, small_cfg(&straight)).unwrap();
+    let sa = a.train().unwrap();
+    let mut b = Trainer::new(ctx, TrainConfig { epochs: 1, ..small_cfg(&split) }).unwrap();
+    b.train().unwrap();
+    drop(b);
+    let mut c = Trainer::resume(ctx, &split, 1, Some(true)).unwrap();
+    let sc = c.train().unwrap();
+    assert_eq!(sc.epochs.len(), 2, "resumed history keeps epoch 1");
+    for (x, y) in sa.epochs.iter().zip(&sc.epochs) {
+        assert_eq!(x.epoch, y.epoch);
+        assert_eq!(x.train_loss.to_bits(), y.train_loss.to_bits(), "train loss, epoch {}", x.epoch);
+        assert_eq!(x.test_neg_elbo.to_bits(), y.test_neg_elbo.to_bits(), "test -ELBO, epoch {}", x.epoch);
+    }
+    let pa = a.vae.read_params(ctx).unwrap();
+    let pc = c.vae.read_params(ctx).unwrap();
+    assert!(pa.iter().zip(&pc).all(|(x, y)| x.to_bits() == y.to_bits()), "parameters differ");
+    assert_eq!(a.optimizer_state().unwrap(), c.optimizer_state().unwrap());
+    let _ = std::fs::remove_dir_all(straight);
+    let _ = std::fs::remove_dir_all(split);
+}
+
+#[test]
+fn iwae_with_one_sample_is_the_single_sample_elbo() {
+    let ctx = ctx();
+    let out = tmp("iwae1");
+    let t = Trainer::new(ctx, small_cfg(&out)).unwrap();
+    let vae: &Vae = &t.vae;
+    let (b, d) = (16, vae.cfg.latent);
+    let act = vae.activations(ctx, b, 1).unwrap();
+    let x: Vec<f32> = (0..b).flat_map(|i| t.test_set().to_f32(i)).collect();
+    act.x.write(ctx, &x).unwrap();
+    let mut p = vae.forward_program(ctx, &act, None, 1.0, 5, RngStep::Fixed(0), Stream::Eval).unwrap();
+    let logw = wgvae::gpu::Tensor::<f32>::zeros(ctx, "logw", &[1, b]).unwrap();
+    let bound = wgvae::gpu::Tensor::<f32>::zeros(ctx, "bound", &[b]).unwrap();
+    let enc = act.enc.last().unwrap();
+    p.push(iwae_log_weights(ctx, "logw", enc, &act.nll, &act.z, &act.eps, &logw, 1).unwrap());
+    p.push(wgvae::ops::reduce::logmeanexp(ctx, "lme", &logw, &bound, 1.0, false).unwrap());
+    p.run(ctx).unwrap();
+    // log p(x|z) + log N(z; 0, I) - log N(z; mu, sigma^2), in f64 from the same eps.
+    let (nll, z, eps, e) = (act.nll.read(ctx).unwrap(), act.z.read(ctx).unwrap(), act.eps.read(ctx).unwrap(), enc.read(ctx).unwrap());
+    let want: Vec<f64> = (0..b)
+        .map(|r| {
+            let mut s = -(nll[r] as f64);
+            for k in 0..d {
+                let (zz, ee, lv) = (z[r * d + k] as f64, eps[r * d + k] as f64, e[r * 2 * d + d + k] as f64);
+                s += -0.5 * zz * zz + 0.5 * ee * ee + 0.5 * lv;
+            }
+            s
+        })
+        .collect();
+    // Terms of size ~500 in f32: 1e-5 relative.
+    common::assert_close("IWAE k=1 vs single-sample ELBO", &bound.read(ctx).unwrap(), &want, 1e-3, 1e-5);
+    let _ = std::fs::remove_dir_all(out);
+}
+
+#[test]
+fn evaluator_rejects_images_of_another_size() {
+    let ctx = ctx();
+    let out = tmp("size");
+    let t = Trainer::new(ctx, small_cfg(&out)).unwrap();
+    let sprites = wgvae::data::sprites::generate(&wgvae::data::sprites::SpritesConfig { n_train: 4, n_test: 4, seed: 1 }).unwrap();
+    let err = Evaluator::new(ctx, &t.vae, &sprites.test, 8, 0, 0).err().unwrap().to_string();
+    assert!(err.contains("64x64") && err.contains("28x28"), "{err}");
+    let _ = std::fs::remove_dir_all(out);
+}
+
+#[test]
+fn corrupt_idx_data_names_the_file() {
+    let ctx = ctx();
+    let dir = tmp("corrupt");
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz"] {
+        std::fs::copy(mnist512().join(f), dir.join(f)).unwrap();
+    }
+    // Truncate the test images.
+    let raw = std::fs::read(mnist512().join("t10k-images-idx3-ubyte.gz")).unwrap();
+    std::fs::write(dir.join("t10k-images-idx3-ubyte.gz"), &raw[..raw.len() / 2]).unwrap();
+    let cfg = TrainConfig { data: DataSource::Idx { dir: dir.clone() }, ..small_cfg(&dir.join("run")) };
+    let err = Trainer::new(ctx, cfg).err().unwrap().to_string();
+    assert!(err.contains("t10k-images-idx3-ubyte.gz"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn resume_from_another_architecture_is_refused() {
+    let ctx = ctx();
+    let a = tmp("arch-a");
+    let mut t = Trainer::new(ctx, TrainConfig { epochs: 1, ..small_cfg(&a) }).unwrap();
+    t.train().unwrap();
+    drop(t);
+    // Rewrite the checkpoint as if a 10-dimensional latent had been trained.
+    let path = a.join(checkpoint::FILE_NAME);
+    let mut ck = Checkpoint::load(&path).unwrap();
+    let mut run: TrainConfig = serde_json::from_value(ck.run.clone()).unwrap();
+    run.model.latent = 10;
+    ck.run = serde_json::to_value(&run).unwrap();
+    ck.save(&a).unwrap();
+    let err = Trainer::resume(ctx, &a, 1, Some(true)).err().unwrap().to_string();
+    assert!(err.contains("checkpoint.safetensors") && err.contains("architecture"), "{err}");
+    // A truncated checkpoint is an error naming the file, not a panic.
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 3]).unwrap();
+    let err = Trainer::resume(ctx, &a, 1, Some(true)).err().unwrap().to_string();
+    assert!(err.contains("checkpoint.safetensors"), "{err}");
+    let _ = std::fs::remove_dir_all(a);
+}
+
+#[test]
+fn nan_loss_stops_training_and_keeps_the_last_good_checkpoint() {
+    let ctx = ctx();
+    let out = tmp("nan");
+    let mut t = Trainer::new(ctx, TrainConfig { epochs: 1, ..small_cfg(&out) }).unwrap();
+    t.train().unwrap();
+    let good = std::fs::read(out.join(checkpoint::FILE_NAME)).unwrap();
+    // Poison the decoder's output bias: every logit of the next forward pass is NaN.
+    let layout = t.vae.layout.clone();
+    let spec = layout.get("decoder.fc2.bias").unwrap();
+    t.vae.params.flat.write_at(ctx, spec.offset, &[f32::NAN]).unwrap();
+    t.cfg.epochs = 2;
+    let err = t.train().err().expect("NaN must stop training").to_string();
+    assert!(err.contains("NaN") && err.contains("last good checkpoint (epoch 1)"), "{err}");
+    assert_eq!(std::fs::read(out.join(checkpoint::FILE_NAME)).unwrap(), good, "checkpoint was overwritten");
+    let ck = Checkpoint::load(&out.join(checkpoint::FILE_NAME)).unwrap();
+    assert_eq!(ck.state.epoch, 1);
+    let _ = std::fs::remove_dir_all(out);
+}
+
+#[test]
+fn sprites_run_trains() {
+    let ctx = ctx();
+    let out = tmp("sprites");
+    let cfg = TrainConfig {
+        data: DataSource::Sprites { n_train: 256, n_test: 64, seed: 3 },
+        model: wgvae::train::ModelSpec { enc_hidden: vec![64], dec_hidden: vec![64], latent: 6, ..Default::default() },
+        batch: 16,
+        epochs: 3,
+        adam: wgvae::ops::adam::AdamConfig { lr: 3e-3, ..Default::default() },
+        out: out.clone(),
+        quiet: true,
+        pictures: true,
+        eval_batch: 64,
+        ..TrainConfig::default()
+    };
+    let mut t = Trainer::new(ctx, cfg).unwrap();
+    let start = t.evaluate(false).unwrap().neg_elbo;
+    let s = t.train().unwrap();
+    let end = s.last_eval.unwrap().neg_elbo;
+    eprintln!("sprites: test -ELBO {start:.1} at start, {end:.1} after 48 steps");
+    assert!(end < 0.5 * start, "sprites -ELBO {start} -> {end}");
+    assert!(out.join("samples.png").exists());
+    let _ = std::fs::remove_dir_all(out);
+}
