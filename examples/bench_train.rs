@@ -1,0 +1,100 @@
+//! Times the classic MNIST training step (784-400-20-400-784, batch 128) after warm-up.
+//!
+//! ```text
+//! cargo run --release --example bench_train -- [--steps N] [--data DIR] [--json PATH]
+//! ```
+//!
+//! Prints samples/s, ms per step, dispatches and submits per step, bytes read back per step and
+//! the time from process start to the first finished step. Quote figures with the adapter name.
+//! Data: `--data`, else ../shared/data/mnist-8k when present, else tests/data/mnist-512 (the
+//! cost of a step does not depend on the pixels).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Parser;
+use wgvae::train::{DataSource, TrainConfig, Trainer};
+
+#[derive(Parser)]
+struct Args {
+    /// Timed steps (after 10 warm-up steps)
+    #[arg(long, default_value_t = 300)]
+    steps: usize,
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Also write the figures as JSON here
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    wgvae::cli::quiet_wayland_probe();
+    env_logger::init();
+    let args = Args::parse();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = args.data.clone().unwrap_or_else(|| {
+        let shared = root.join("../shared/data/mnist-8k");
+        if shared.is_dir() { shared } else { root.join("tests/data/mnist-512") }
+    });
+    let ctx = wgvae::cli::open_context()?;
+    let out = std::env::temp_dir().join(format!("wgvae-bench-train-{}", std::process::id()));
+    let cfg = TrainConfig {
+        data: DataSource::Idx { dir: dir.clone() },
+        batch: 128,
+        out: out.clone(),
+        quiet: true,
+        pictures: false,
+        ..TrainConfig::default()
+    };
+    let mut t = Trainer::new(&ctx, cfg).with_context(|| format!("loading {}", dir.display()))?;
+    let per_epoch = t.steps_per_epoch();
+    let mut in_epoch = 0;
+    let mut step = |t: &mut Trainer| -> anyhow::Result<wgpu::SubmissionIndex> {
+        if in_epoch == 0 {
+            t.begin_epoch()?;
+        }
+        let idx = t.submit_step()?;
+        in_epoch = (in_epoch + 1) % per_epoch;
+        Ok(idx)
+    };
+    let first = step(&mut t)?;
+    ctx.wait_for(first)?;
+    let first_step = t0.elapsed().as_secs_f64();
+    for _ in 0..10 {
+        step(&mut t)?;
+    }
+    ctx.wait()?;
+    let start = Instant::now();
+    let mut queue = std::collections::VecDeque::new();
+    for _ in 0..args.steps {
+        queue.push_back(step(&mut t)?);
+        while queue.len() > 2 {
+            ctx.wait_for(queue.pop_front().expect("non-empty"))?;
+        }
+    }
+    ctx.wait()?;
+    let secs = start.elapsed().as_secs_f64();
+    let ms = secs * 1e3 / args.steps as f64;
+    let sps = (args.steps * 128) as f64 / secs;
+    let dispatches = t.dispatches_per_step();
+    // The trainer reads the 32-byte loss sums every 50 steps (progress bar) and at epoch ends.
+    let readback_per_step = 32.0 / 50.0;
+    println!("adapter: {}  (GEMM kernel {})", ctx.info, ctx.gemm_variant.name());
+    println!("data: {} ({} images), batch 128, model {} parameters", dir.display(), t.split.train.n, t.vae.layout.count());
+    println!("first step finished {first_step:.2} s after start (context, data, {} pipelines compiled)", ctx.pipelines_compiled());
+    println!("{} steps: {ms:.2} ms per step, {sps:.0} samples/s", args.steps);
+    println!("per step: {dispatches} dispatches, 1 submit, {readback_per_step:.2} bytes read back (32 B every 50 steps)");
+    if let Some(path) = &args.json {
+        let body = serde_json::to_vec_pretty(&serde_json::json!({
+            "adapter": ctx.info.name, "backend": format!("{:?}", ctx.info.backend),
+            "gemm_variant": ctx.gemm_variant.name(), "steps": args.steps, "ms_per_step": ms,
+            "samples_per_second": sps, "dispatches_per_step": dispatches, "submits_per_step": 1,
+            "readback_bytes_per_step": readback_per_step, "first_step_seconds": first_step,
+        }))?;
+        wgvae::train::checkpoint::write_atomic(path, &body)?;
+    }
+    let _ = std::fs::remove_dir_all(out);
+    Ok(())
+}
