@@ -74,3 +74,21 @@ fn box_muller(u1: f32, u2: f32) -> vec2<f32> {
 fn softplus(x: f32) -> f32 {
     return max(x, 0.0) + log(1.0 + exp(-abs(x)));
 }
+
+// Sum of v over the 64 invocations of a workgroup (workgroup size 64), in a fixed order, so
+// the result is the same bit for bit on every run. Every invocation gets the total.
+var<workgroup> partial: array<f32, 64>;
+
+fn tree_sum(lid: u32, v: f32) -> f32 {
+    partial[lid] = v;
+    workgroupBarrier();
+    for (var s = 32u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            partial[lid] += partial[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let total = partial[0];
+    workgroupBarrier();
+    return total;
+}

@@ -22,21 +22,6 @@ struct LikParams {
 @group(0) @binding(3) var<storage, read_write> grad: array<f32>;   // (R, P)
 @group(0) @binding(4) var<uniform> lp: LikParams;
 
-var<workgroup> partial: array<f32, 64>;
-
-fn tree_sum(lid: u32, v: f32) -> f32 {
-    partial[lid] = v;
-    workgroupBarrier();
-    for (var s = 32u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            partial[lid] += partial[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let total = partial[0];
-    workgroupBarrier();
-    return total;
-}
 
 fn sigmoid(x: f32) -> f32 {
     if (x >= 0.0) {

@@ -16,21 +16,6 @@ struct ReduceParams {
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
 @group(0) @binding(2) var<uniform> rp: ReduceParams;
 
-var<workgroup> partial: array<f32, 64>;
-
-fn tree_sum(lid: u32, v: f32) -> f32 {
-    partial[lid] = v;
-    workgroupBarrier();
-    for (var s = 32u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            partial[lid] += partial[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let total = partial[0];
-    workgroupBarrier();
-    return total;
-}
 
 fn store(i: u32, v: f32) {
     if (rp.accumulate == 1u) {

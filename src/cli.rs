@@ -169,7 +169,11 @@ pub fn open_context() -> Result<GpuContext> {
 pub fn train(args: &TrainArgs) -> Result<RunSummary> {
     let ctx = open_context()?;
     if !args.quiet {
-        println!("adapter: {} — GEMM kernel {}", ctx.info, ctx.gemm_variant.name());
+        println!(
+            "adapter: {} — GEMM kernel {}",
+            ctx.info,
+            ctx.gemm_variant.name()
+        );
     }
     let mut trainer = match &args.resume {
         Some(dir) => Trainer::resume(&ctx, dir, args.epochs, Some(args.quiet))
@@ -225,7 +229,13 @@ pub fn print_report(what: &str, r: &EvalReport) {
 }
 
 /// `wgvae eval`: evaluates a run's checkpoint on an IDX image file.
-pub fn eval(run: &Path, images: &Path, iwae_k: usize, json: Option<&Path>, seed: u64) -> Result<EvalReport> {
+pub fn eval(
+    run: &Path,
+    images: &Path,
+    iwae_k: usize,
+    json: Option<&Path>,
+    seed: u64,
+) -> Result<EvalReport> {
     let ck_path = run.join(checkpoint::FILE_NAME);
     let ck = Checkpoint::load(&ck_path)?;
     let set = data::load_idx_images_file(images)?;
@@ -252,7 +262,8 @@ pub fn eval(run: &Path, images: &Path, iwae_k: usize, json: Option<&Path>, seed:
             "adapter": ctx.info.name,
             "report": report,
         }))?;
-        checkpoint::write_atomic(path, &body).with_context(|| format!("writing {}", path.display()))?;
+        checkpoint::write_atomic(path, &body)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(report)
 }

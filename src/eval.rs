@@ -79,7 +79,16 @@ impl Evaluator {
         let state = StepState::new(ctx, "eval batch")?;
         let act = vae.activations(ctx, batch, 1)?;
         let mut program = Program::new();
-        program.push(gather(ctx, "eval gather", &images, pixels, &perm, &act.x, 0, Some(&state))?);
+        program.push(gather(
+            ctx,
+            "eval gather",
+            &images,
+            pixels,
+            &perm,
+            &act.x,
+            0,
+            Some(&state),
+        )?);
         program.extend(vae.forward_program(
             ctx,
             &act,
@@ -91,12 +100,21 @@ impl Evaluator {
         )?);
         let iwae = if iwae_k > 0 {
             // Keep the K·E decoder rows near 6,400 so memory stays small.
-            let eb = (6400 / iwae_k).clamp(1, batch);
+            let eb = (6400 / iwae_k.max(1)).clamp(1, batch);
             let iact = vae.activations(ctx, eb, iwae_k)?;
             let logw = Tensor::zeros(ctx, "log w", &[iwae_k, eb])?;
             let bound = Tensor::zeros(ctx, "iwae bound", &[eb])?;
             let mut p = Program::new();
-            p.push(gather(ctx, "iwae gather", &images, pixels, &perm, &iact.x, 0, Some(&state))?);
+            p.push(gather(
+                ctx,
+                "iwae gather",
+                &images,
+                pixels,
+                &perm,
+                &iact.x,
+                0,
+                Some(&state),
+            )?);
             p.extend(vae.forward_program(
                 ctx,
                 &iact,
@@ -107,7 +125,9 @@ impl Evaluator {
                 Stream::Eval,
             )?);
             let enc_out = iact.enc.last().expect("encoder has a layer");
-            p.push(iwae_log_weights(ctx, "log w", enc_out, &iact.nll, &iact.z, &iact.eps, &logw, iwae_k)?);
+            p.push(iwae_log_weights(
+                ctx, "log w", enc_out, &iact.nll, &iact.z, &iact.eps, &logw, iwae_k,
+            )?);
             p.push(logmeanexp(ctx, "iwae", &logw, &bound, 1.0, false)?);
             Some(IwaeRun {
                 k: iwae_k,
@@ -145,7 +165,12 @@ impl Evaluator {
             let nll = self.act.nll.read(ctx)?;
             let klv = self.act.kl.read(ctx)?;
             let kle = self.act.kl_elem.read(ctx)?;
-            let enc = self.act.enc.last().expect("encoder has a layer").read(ctx)?;
+            let enc = self
+                .act
+                .enc
+                .last()
+                .expect("encoder has a layer")
+                .read(ctx)?;
             for r in 0..valid {
                 recon += nll[r] as f64;
                 kl += klv[r] as f64;

@@ -2,7 +2,10 @@
 
 /// Linear interpolation (1 − t)·a + t·b.
 pub fn lerp(a: &[f32], b: &[f32], t: f32) -> Vec<f32> {
-    a.iter().zip(b).map(|(&x, &y)| (1.0 - t) * x + t * y).collect()
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| (1.0 - t) * x + t * y)
+        .collect()
 }
 
 /// Spherical linear interpolation between a and b (falls back to `lerp` when they are
@@ -30,7 +33,11 @@ pub fn slerp(a: &[f32], b: &[f32], t: f32) -> Vec<f32> {
 
 /// a − b + c ("king − man + woman").
 pub fn arithmetic(a: &[f32], b: &[f32], c: &[f32]) -> Vec<f32> {
-    a.iter().zip(b).zip(c).map(|((&x, &y), &z)| x - y + z).collect()
+    a.iter()
+        .zip(b)
+        .zip(c)
+        .map(|((&x, &y), &z)| x - y + z)
+        .collect()
 }
 
 #[cfg(test)]
@@ -55,6 +62,9 @@ mod tests {
 
     #[test]
     fn arithmetic_is_elementwise() {
-        assert_eq!(arithmetic(&[1.0, 2.0], &[0.5, 1.0], &[2.0, 0.0]), vec![2.5, 1.0]);
+        assert_eq!(
+            arithmetic(&[1.0, 2.0], &[0.5, 1.0], &[2.0, 0.0]),
+            vec![2.5, 1.0]
+        );
     }
 }

@@ -50,10 +50,20 @@ impl Inference {
     }
 
     /// Posterior means and log-variances of up to `batch` images ([0,1] pixels, (n, P)).
-    pub fn encode(&self, ctx: &GpuContext, images: &[f32], latent: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+    pub fn encode(
+        &self,
+        ctx: &GpuContext,
+        images: &[f32],
+        latent: usize,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
         let n = self.fill_x(ctx, images)?;
         self.encode.run(ctx)?;
-        let enc = self.act.enc.last().expect("encoder has a layer").read(ctx)?;
+        let enc = self
+            .act
+            .enc
+            .last()
+            .expect("encoder has a layer")
+            .read(ctx)?;
         let mut mu = Vec::with_capacity(n * latent);
         let mut lv = Vec::with_capacity(n * latent);
         for r in 0..n {
@@ -67,7 +77,7 @@ impl Inference {
     pub fn decode(&self, ctx: &GpuContext, vae: &Vae, z: &[f32]) -> Result<Vec<f32>> {
         let d = vae.cfg.latent;
         let n = z.len() / d;
-        if n > self.batch() || z.len() % d != 0 {
+        if n > self.batch() || !z.len().is_multiple_of(d) {
             return Err(Error::Config(format!(
                 "decode: {} values are not up to {} latents of size {d}",
                 z.len(),
@@ -92,7 +102,12 @@ impl Inference {
 
     fn read_images(&self, ctx: &GpuContext, vae: &Vae, n: usize) -> Result<Vec<f32>> {
         let p = vae.cfg.input_dim();
-        let out = self.act.dec.last().expect("decoder has a layer").read(ctx)?;
+        let out = self
+            .act
+            .dec
+            .last()
+            .expect("decoder has a layer")
+            .read(ctx)?;
         Ok(out[..n * p]
             .iter()
             .map(|&v| match vae.cfg.likelihood {
@@ -105,7 +120,7 @@ impl Inference {
     fn fill_x(&self, ctx: &GpuContext, images: &[f32]) -> Result<usize> {
         let p = self.act.x.dims2().1;
         let n = images.len() / p;
-        if n > self.batch() || images.len() % p != 0 {
+        if n > self.batch() || !images.len().is_multiple_of(p) {
             return Err(Error::Config(format!(
                 "encode: {} values are not up to {} images of {p} pixels",
                 images.len(),
@@ -121,7 +136,13 @@ impl Inference {
 
 /// Writes `reconstructions.png`, `samples.png`, `traversals.png` and `interpolation.png`
 /// into `dir` for a model and its test images.
-pub fn save_run_pictures(ctx: &GpuContext, vae: &Vae, test: &Dataset, dir: &Path, seed: u64) -> Result<()> {
+pub fn save_run_pictures(
+    ctx: &GpuContext,
+    vae: &Vae,
+    test: &Dataset,
+    dir: &Path,
+    seed: u64,
+) -> Result<()> {
     let (h, w) = (vae.cfg.height, vae.cfg.width);
     let d = vae.cfg.latent;
     let scale = if h <= 32 { 2 } else { 1 };
@@ -130,7 +151,14 @@ pub fn save_run_pictures(ctx: &GpuContext, vae: &Vae, test: &Dataset, dir: &Path
     let inputs: Vec<f32> = (0..n_rec).flat_map(|i| test.to_f32(i)).collect();
     let (mu, _) = inf.encode(ctx, &inputs, d)?;
     let recon = inf.decode(ctx, vae, &mu)?;
-    save_rows_png(&dir.join("reconstructions.png"), &[inputs, recon], h, w, 2, scale)?;
+    save_rows_png(
+        &dir.join("reconstructions.png"),
+        &[inputs, recon],
+        h,
+        w,
+        2,
+        scale,
+    )?;
 
     let samples = inf.sample_prior(ctx, vae, 64)?;
     save_grid_png(&dir.join("samples.png"), &samples, 64, h, w, 8, 2, scale)?;
@@ -142,7 +170,10 @@ pub fn save_run_pictures(ctx: &GpuContext, vae: &Vae, test: &Dataset, dir: &Path
     let mut var: Vec<(f64, usize)> = (0..d)
         .map(|k| {
             let m = (0..n_enc).map(|i| mus[i * d + k] as f64).sum::<f64>() / n_enc as f64;
-            let v = (0..n_enc).map(|i| (mus[i * d + k] as f64 - m).powi(2)).sum::<f64>() / n_enc as f64;
+            let v = (0..n_enc)
+                .map(|i| (mus[i * d + k] as f64 - m).powi(2))
+                .sum::<f64>()
+                / n_enc as f64;
             (v, k)
         })
         .collect();
@@ -172,7 +203,16 @@ pub fn save_run_pictures(ctx: &GpuContext, vae: &Vae, test: &Dataset, dir: &Path
         let mut row = test.to_f32(0);
         row.extend(inf.decode(ctx, vae, &zs)?);
         row.extend(test.to_f32(1));
-        save_grid_png(&dir.join("interpolation.png"), &row, steps + 2, h, w, steps + 2, 2, scale)?;
+        save_grid_png(
+            &dir.join("interpolation.png"),
+            &row,
+            steps + 2,
+            h,
+            w,
+            steps + 2,
+            2,
+            scale,
+        )?;
     }
     Ok(())
 }

@@ -19,7 +19,15 @@ fn check(cfg: VaeConfig, batch: usize, samples: usize, beta: f32) {
     let x_h = data(12, batch * cfg.input_dim(), 0.0, 1.0);
     act.x.write(ctx, &x_h).unwrap();
     let mut p = vae
-        .forward_program(ctx, &act, Some(&g), beta, 99, RngStep::Fixed(3), Stream::Train)
+        .forward_program(
+            ctx,
+            &act,
+            Some(&g),
+            beta,
+            99,
+            RngStep::Fixed(3),
+            Stream::Train,
+        )
         .unwrap();
     p.extend(vae.backward_program(ctx, &act, &g).unwrap());
     p.run(ctx).unwrap();
@@ -60,7 +68,12 @@ fn check(cfg: VaeConfig, batch: usize, samples: usize, beta: f32) {
             }
         }
     }
-    eprintln!("gradient check: {} parameters, largest error {:e} at {}", layout.count(), worst.0, worst.1);
+    eprintln!(
+        "gradient check: {} parameters, largest error {:e} at {}",
+        layout.count(),
+        worst.0,
+        worst.1
+    );
 }
 
 #[test]
@@ -96,7 +109,11 @@ fn gradcheck_tanh_aligned_shapes_two_samples_beta() {
 
 #[test]
 fn gradcheck_gaussian_learned_sigma() {
-    for sigma in [GaussianSigma::LearnedShared, GaussianSigma::LearnedPerPixel, GaussianSigma::Fixed(-0.5)] {
+    for sigma in [
+        GaussianSigma::LearnedShared,
+        GaussianSigma::LearnedPerPixel,
+        GaussianSigma::Fixed(-0.5),
+    ] {
         let cfg = VaeConfig {
             height: 1,
             width: 6,

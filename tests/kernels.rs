@@ -35,7 +35,18 @@ fn reparam_forward_matches_twin() {
         let z = Tensor::<f32>::zeros(ctx, "z", &[k, b, d]).unwrap();
         let eps = Tensor::<f32>::zeros(ctx, "eps", &[k, b, d]).unwrap();
         let seed = 0x1234_5678_9abc_def0u64;
-        run([reparam_forward(ctx, "rp", &enc, &z, &eps, k, seed, RngStep::Fixed(17), Stream::Train).unwrap()]);
+        run([reparam_forward(
+            ctx,
+            "rp",
+            &enc,
+            &z,
+            &eps,
+            k,
+            seed,
+            RngStep::Fixed(17),
+            Stream::Train,
+        )
+        .unwrap()]);
         let eps_ref = cpu::reparam_eps(k * b * d, seed, 17, Stream::Train as u32);
         // The integer Philox is exact; Box-Muller's f32 log, sqrt, cos and sin differ from f64
         // by a few ulp of values up to ~5 in magnitude.
@@ -60,9 +71,16 @@ fn reparam_backward_matches_twin() {
         for acc in [false, true] {
             let g = Tensor::from_slice(ctx, "genc", &[b, 2 * d], &base_h).unwrap();
             run([reparam_backward(ctx, "rpb", &enc, &dz, &eps, &g, k, acc).unwrap()]);
-            let want = cpu::reparam_backward(&enc_h, &dz_h, &eps_h, b, d, k, acc.then_some(&base_h[..]));
+            let want =
+                cpu::reparam_backward(&enc_h, &dz_h, &eps_h, b, d, k, acc.then_some(&base_h[..]));
             // sums of K products of magnitude <= 3 * exp(1): f32 rounding ~1e-6 relative.
-            assert_close(&format!("genc acc={acc}"), &g.read(ctx).unwrap(), &want, 1e-5, 1e-5);
+            assert_close(
+                &format!("genc acc={acc}"),
+                &g.read(ctx).unwrap(),
+                &want,
+                1e-5,
+                1e-5,
+            );
         }
     }
 }
@@ -71,9 +89,15 @@ fn reparam_backward_matches_twin() {
 fn normal_cdf(x: f64) -> f64 {
     let z = x.abs() / std::f64::consts::SQRT_2;
     let t = 1.0 / (1.0 + 0.3275911 * z);
-    let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+    let poly = t
+        * (0.254829592
+            + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
     let erf = 1.0 - poly * (-z * z).exp();
-    if x >= 0.0 { 0.5 * (1.0 + erf) } else { 0.5 * (1.0 - erf) }
+    if x >= 0.0 {
+        0.5 * (1.0 + erf)
+    } else {
+        0.5 * (1.0 - erf)
+    }
 }
 
 fn draw(b: usize, d: usize, seed: u64, step: u32, stream: Stream) -> Vec<f32> {
@@ -81,31 +105,56 @@ fn draw(b: usize, d: usize, seed: u64, step: u32, stream: Stream) -> Vec<f32> {
     let enc = Tensor::<f32>::zeros(ctx, "enc", &[b, 2 * d]).unwrap(); // mu = 0, logvar = 0
     let z = Tensor::<f32>::zeros(ctx, "z", &[b, d]).unwrap();
     let eps = Tensor::<f32>::zeros(ctx, "eps", &[b, d]).unwrap();
-    run([reparam_forward(ctx, "rng", &enc, &z, &eps, 1, seed, RngStep::Fixed(step), stream).unwrap()]);
+    run([reparam_forward(
+        ctx,
+        "rng",
+        &enc,
+        &z,
+        &eps,
+        1,
+        seed,
+        RngStep::Fixed(step),
+        stream,
+    )
+    .unwrap()]);
     let zs = z.read(ctx).unwrap();
-    assert_eq!(zs, eps.read(ctx).unwrap(), "with mu = 0 and sigma = 1, z must equal eps");
+    assert_eq!(
+        zs,
+        eps.read(ctx).unwrap(),
+        "with mu = 0 and sigma = 1, z must equal eps"
+    );
     zs
 }
 
 #[test]
 fn rng_is_standard_normal() {
     let n = 1024 * 1024;
-    let mut x: Vec<f64> = draw(1024, 1024, 42, 0, Stream::Train).iter().map(|&v| v as f64).collect();
+    let mut x: Vec<f64> = draw(1024, 1024, 42, 0, Stream::Train)
+        .iter()
+        .map(|&v| v as f64)
+        .collect();
     let mean = x.iter().sum::<f64>() / n as f64;
     let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / (n - 1) as f64;
     // A correct N(0,1) sample of n = 2^20 has sd(mean) = 1/1024 and sd(var) = sqrt(2/n) =
     // 1.4e-3: both bounds are 5 standard deviations.
     assert!(mean.abs() < 5.0 / 1024.0, "mean {mean}");
-    assert!((var - 1.0).abs() < 5.0 * (2.0 / n as f64).sqrt(), "variance {var}");
+    assert!(
+        (var - 1.0).abs() < 5.0 * (2.0 / n as f64).sqrt(),
+        "variance {var}"
+    );
     // Kolmogorov-Smirnov: P(D > 1.95 / sqrt(n)) = 0.001 for a correct generator.
     x.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let mut d_max = 0.0f64;
     for (i, &v) in x.iter().enumerate() {
         let f = normal_cdf(v);
-        d_max = d_max.max((f - i as f64 / n as f64).abs()).max(((i + 1) as f64 / n as f64 - f).abs());
+        d_max = d_max
+            .max((f - i as f64 / n as f64).abs())
+            .max(((i + 1) as f64 / n as f64 - f).abs());
     }
     let bound = 1.95 / (n as f64).sqrt();
-    eprintln!("N(0,1) check over {n} draws: mean {mean:.2e}, var {var:.5}, KS D {d_max:.2e} (bound {bound:.2e})");
+    eprintln!(
+        "N(0,1) check over {n} draws: mean {mean:.2e}, var {var:.5}, KS D {d_max:.2e} (bound {bound:.2e})"
+    );
     assert!(d_max < bound, "KS statistic {d_max} >= {bound}");
     // Tails exist and are not absurd: P(|z| > 4) ~ 6.3e-5 -> ~66 of 2^20.
     let tail = x.iter().filter(|v| v.abs() > 4.0).count();
@@ -120,12 +169,20 @@ fn rng_streams_repeat_and_differ() {
     for (other, what) in [
         (draw(33, 20, 7, 4, Stream::Train), "step + 1"),
         (draw(33, 20, 8, 3, Stream::Train), "seed + 1"),
-        (draw(33, 20, (1u64 << 32) | 7, 3, Stream::Train), "high seed word"),
+        (
+            draw(33, 20, (1u64 << 32) | 7, 3, Stream::Train),
+            "high seed word",
+        ),
         (draw(33, 20, 7, 3, Stream::Eval), "another stream"),
     ] {
         let same = a.iter().zip(&other).filter(|(x, y)| x == y).count();
         assert!(same < 3, "{what}: {same} of {} draws equal", a.len());
-        let corr: f64 = a.iter().zip(&other).map(|(x, y)| *x as f64 * *y as f64).sum::<f64>() / a.len() as f64;
+        let corr: f64 = a
+            .iter()
+            .zip(&other)
+            .map(|(x, y)| *x as f64 * *y as f64)
+            .sum::<f64>()
+            / a.len() as f64;
         // 660 pairs: sd of the correlation ~ 1/sqrt(660) = 0.039.
         assert!(corr.abs() < 0.2, "{what}: correlation {corr}");
     }
@@ -148,7 +205,13 @@ fn kl_matches_twin() {
         let (ks_r, ke_r, g_r) = cpu::kl(&enc_h, b, d, 0.25);
         // Terms up to exp(3) ~ 20: f32 exp is good to a few ulp; sums of D terms.
         assert_close("kl elem", &ke.read(ctx).unwrap(), &ke_r, 2e-6, 1e-5);
-        assert_close("kl sample", &ks.read(ctx).unwrap(), &ks_r, 2e-6 * d as f64, 1e-5);
+        assert_close(
+            "kl sample",
+            &ks.read(ctx).unwrap(),
+            &ks_r,
+            2e-6 * d as f64,
+            1e-5,
+        );
         assert_close("kl grad", &g.read(ctx).unwrap(), &g_r, 1e-6, 1e-5);
     }
 }
@@ -198,7 +261,16 @@ fn gaussian_matches_twin() {
             (LogSigma::PerPixel(&ls_pp), ls_pp_h.clone()),
         ] {
             let learned = !matches!(mode, LogSigma::Fixed(_));
-            run([gaussian(ctx, "gauss", &mean, &target, mode, &nll, Some((&g, learned.then_some(&gls), 0.25))).unwrap()]);
+            run([gaussian(
+                ctx,
+                "gauss",
+                &mean,
+                &target,
+                mode,
+                &nll,
+                Some((&g, learned.then_some(&gls), 0.25)),
+            )
+            .unwrap()]);
             let (nll_r, g_r, gls_r) = cpu::gaussian(&mean_h, &target_h, &ls_host, r, p, 0.25);
             assert_close("gauss nll", &nll.read(ctx).unwrap(), &nll_r, 1e-4, 1e-5);
             assert_close("gauss grad", &g.read(ctx).unwrap(), &g_r, 1e-5, 1e-5);
@@ -229,9 +301,18 @@ fn reductions_match_twins() {
         p.run(ctx).unwrap();
         // Sums of n values in [-1, 1]: f32 error below n * 2^-24 in the worst case.
         let tol = |n: usize| 1e-7 * n as f64 + 1e-6;
-        let col_r: Vec<f64> = cpu::col_sum(&x_h, r, c).iter().map(|v| 1.0 + 0.5 * v).collect();
+        let col_r: Vec<f64> = cpu::col_sum(&x_h, r, c)
+            .iter()
+            .map(|v| 1.0 + 0.5 * v)
+            .collect();
         assert_close("col_sum", &ycol.read(ctx).unwrap(), &col_r, tol(r), 1e-6);
-        assert_close("row_sum", &yrow.read(ctx).unwrap(), &cpu::row_sum(&x_h, r, c), tol(c), 1e-6);
+        assert_close(
+            "row_sum",
+            &yrow.read(ctx).unwrap(),
+            &cpu::row_sum(&x_h, r, c),
+            tol(c),
+            1e-6,
+        );
         let s = ys.read(ctx).unwrap();
         assert_close(
             "sum_all",
@@ -240,7 +321,13 @@ fn reductions_match_twins() {
             tol(r * c),
             1e-6,
         );
-        assert_close("logmeanexp", &lme.read(ctx).unwrap(), &cpu::logmeanexp(&x_h, r, c), 1e-6, 1e-5);
+        assert_close(
+            "logmeanexp",
+            &lme.read(ctx).unwrap(),
+            &cpu::logmeanexp(&x_h, r, c),
+            1e-6,
+            1e-5,
+        );
     }
 }
 
@@ -257,7 +344,10 @@ fn reductions_are_bit_identical_across_runs() {
         p.run(ctx).unwrap();
         seen.push(ys.read(ctx).unwrap()[0].to_bits());
     }
-    assert!(seen.windows(2).all(|w| w[0] == w[1]), "sums differ between runs: {seen:?}");
+    assert!(
+        seen.windows(2).all(|w| w[0] == w[1]),
+        "sums differ between runs: {seen:?}"
+    );
 }
 
 #[test]
@@ -285,7 +375,11 @@ fn loss_accumulate_sums_and_flags_nonfinite() {
     assert_eq!(m[metric::NONFINITE], 0.0);
     recon.write_at(ctx, 5, &[f32::NAN]).unwrap();
     p.run(ctx).unwrap();
-    assert_eq!(metrics.read(ctx).unwrap()[metric::NONFINITE], 1.0, "NaN not flagged");
+    assert_eq!(
+        metrics.read(ctx).unwrap()[metric::NONFINITE],
+        1.0,
+        "NaN not flagged"
+    );
 }
 
 #[test]
@@ -293,8 +387,21 @@ fn adam_matches_twin() {
     let ctx = ctx();
     for (n, cfg) in [
         (1usize, AdamConfig::default()),
-        (1000, AdamConfig { weight_decay: 0.01, ..Default::default() }),
-        (4099, AdamConfig { clip_norm: 0.5, lr: 3e-3, ..Default::default() }),
+        (
+            1000,
+            AdamConfig {
+                weight_decay: 0.01,
+                ..Default::default()
+            },
+        ),
+        (
+            4099,
+            AdamConfig {
+                clip_norm: 0.5,
+                lr: 3e-3,
+                ..Default::default()
+            },
+        ),
     ] {
         let p_h = data(51, n, -1.0, 1.0);
         let g_h = data(52, n, -0.1, 0.1);
@@ -307,7 +414,10 @@ fn adam_matches_twin() {
         let state = StepState::new(ctx, "state").unwrap();
         state.set(ctx, 6, 0).unwrap(); // this is step t = 7
         let scratch = AdamScratch::new(ctx).unwrap();
-        adam(ctx, "adam", &params, &grads, &m, &v, &state, &scratch, &cfg).unwrap().run(ctx).unwrap();
+        adam(ctx, "adam", &params, &grads, &m, &v, &state, &scratch, &cfg)
+            .unwrap()
+            .run(ctx)
+            .unwrap();
         let (p_r, m_r, v_r) = cpu::adam(&p_h, &g_h, &m_h, &v_h, 7, &cfg);
         // One update of size ~lr: f32 rounding of p plus the update's relative error.
         assert_close("adam p", &params.read(ctx).unwrap(), &p_r, 1e-6, 1e-6);
@@ -349,10 +459,19 @@ fn elementwise_maps() {
     let x = Tensor::from_slice(ctx, "x", &[n], &x_h).unwrap();
     let y = Tensor::<f32>::zeros(ctx, "y", &[n]).unwrap();
     run([elementwise::sigmoid(ctx, "sig", &x, &y).unwrap()]);
-    let want: Vec<f64> = x_h.iter().map(|&v| 1.0 / (1.0 + (-(v as f64)).exp())).collect();
+    let want: Vec<f64> = x_h
+        .iter()
+        .map(|&v| 1.0 / (1.0 + (-(v as f64)).exp()))
+        .collect();
     assert_close("sigmoid", &y.read(ctx).unwrap(), &want, 1e-7, 1e-6);
     run([elementwise::scale(ctx, "scale", &x, &y, -2.0).unwrap()]);
-    assert_close("scale", &y.read(ctx).unwrap(), &f64s(&x_h).iter().map(|v| -2.0 * v).collect::<Vec<_>>(), 0.0, 1e-7);
+    assert_close(
+        "scale",
+        &y.read(ctx).unwrap(),
+        &f64s(&x_h).iter().map(|v| -2.0 * v).collect::<Vec<_>>(),
+        0.0,
+        1e-7,
+    );
     run([elementwise::fill(ctx, "fill", &y, 3.5).unwrap()]);
     assert!(y.read(ctx).unwrap().iter().all(|&v| v == 3.5));
 }

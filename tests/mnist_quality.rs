@@ -16,7 +16,11 @@ use wgvae::train::{DataSource, TrainConfig, Trainer};
 #[ignore = "needs ../shared/data/mnist-8k; run by .ci/run"]
 fn classic_vae_reaches_reference_elbo_and_iwae() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/mnist-8k");
-    assert!(dir.is_dir(), "{} is missing: this test needs the shared MNIST subset", dir.display());
+    assert!(
+        dir.is_dir(),
+        "{} is missing: this test needs the shared MNIST subset",
+        dir.display()
+    );
     let out = std::env::temp_dir().join(format!("wgvae-mnist-quality-{}", std::process::id()));
     let cfg = TrainConfig {
         data: DataSource::Idx { dir },
@@ -35,9 +39,19 @@ fn classic_vae_reaches_reference_elbo_and_iwae() {
         r.neg_elbo, r.recon, r.kl, iwae, r.active_units
     );
     for m in &s.epochs {
-        eprintln!("  epoch {:>2}: train {:.2}  test -ELBO {:.2}  {:.0} samples/s", m.epoch, m.train_loss, m.test_neg_elbo, m.samples_per_second);
+        eprintln!(
+            "  epoch {:>2}: train {:.2}  test -ELBO {:.2}  {:.0} samples/s",
+            m.epoch, m.train_loss, m.test_neg_elbo, m.samples_per_second
+        );
     }
-    assert!((r.neg_elbo - 114.0).abs() <= 2.0, "test -ELBO {:.2} is not within 2 nats of 114", r.neg_elbo);
-    assert!((iwae - 109.0).abs() <= 2.0, "test -IWAE {iwae:.2} is not within 2 nats of 109");
+    assert!(
+        (r.neg_elbo - 114.0).abs() <= 2.0,
+        "test -ELBO {:.2} is not within 2 nats of 114",
+        r.neg_elbo
+    );
+    assert!(
+        (iwae - 109.0).abs() <= 2.0,
+        "test -IWAE {iwae:.2} is not within 2 nats of 109"
+    );
     let _ = std::fs::remove_dir_all(out);
 }

@@ -50,15 +50,30 @@ fn short_mnist_run_learns_and_writes_its_outputs() {
     let start = t.evaluate(false).unwrap();
     let s = t.train().unwrap();
     let end = s.last_eval.clone().unwrap();
-    eprintln!("mnist-512: test -ELBO {:.1} at start, {:.1} after 4 epochs of 16 steps", start.neg_elbo, end.neg_elbo);
+    eprintln!(
+        "mnist-512: test -ELBO {:.1} at start, {:.1} after 4 epochs of 16 steps",
+        start.neg_elbo, end.neg_elbo
+    );
     // An untrained decoder scores ~784 ln 2 = 543 nats; 64 steps bring the test loss far below.
     assert!(start.neg_elbo > 500.0, "start {}", start.neg_elbo);
-    assert!(end.neg_elbo < 0.5 * start.neg_elbo, "{} -> {}", start.neg_elbo, end.neg_elbo);
+    assert!(
+        end.neg_elbo < 0.5 * start.neg_elbo,
+        "{} -> {}",
+        start.neg_elbo,
+        end.neg_elbo
+    );
     let train_losses: Vec<f64> = s.epochs.iter().map(|m| m.train_loss).collect();
-    assert!(train_losses.windows(2).all(|w| w[1] < w[0]), "train loss not falling: {train_losses:?}");
+    assert!(
+        train_losses.windows(2).all(|w| w[1] < w[0]),
+        "train loss not falling: {train_losses:?}"
+    );
     // The IWAE bound is at least as tight as the ELBO (up to Monte Carlo noise).
     let iw = end.neg_iwae.unwrap();
-    assert!(iw < end.neg_elbo + 1.0, "-IWAE {iw} vs -ELBO {}", end.neg_elbo);
+    assert!(
+        iw < end.neg_elbo + 1.0,
+        "-IWAE {iw} vs -ELBO {}",
+        end.neg_elbo
+    );
     // Outputs of a run.
     let lines = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     assert_eq!(lines.lines().count(), 4);
@@ -66,12 +81,20 @@ fn short_mnist_run_learns_and_writes_its_outputs() {
     assert_eq!(ck.state.epoch, 4);
     assert_eq!(ck.state.step, 4 * 16);
     assert!(out.join("config.json").exists());
-    for png in ["reconstructions.png", "samples.png", "traversals.png", "interpolation.png"] {
+    for png in [
+        "reconstructions.png",
+        "samples.png",
+        "traversals.png",
+        "interpolation.png",
+    ] {
         let (h, w, px) = wgvae::image::read_png_gray(&out.join(png)).unwrap();
         assert!(h >= 28 && w >= 28, "{png}: {h}x{w}");
         // Padding is grey 128: strokes brighter than it and background darker must both show.
         let (lo, hi) = (px.iter().min().unwrap(), px.iter().max().unwrap());
-        assert!(*lo < 30 && *hi > 150, "{png} looks blank: pixels {lo}..{hi}");
+        assert!(
+            *lo < 30 && *hi > 150,
+            "{png} looks blank: pixels {lo}..{hi}"
+        );
     }
     let _ = std::fs::remove_dir_all(out);
 }
@@ -83,7 +106,14 @@ fn resume_is_exact() {
     let split = tmp("split");
     let mut a = Trainer::new(ctx, small_cfg(&straight)).unwrap();
     let sa = a.train().unwrap();
-    let mut b = Trainer::new(ctx, TrainConfig { epochs: 1, ..small_cfg(&split) }).unwrap();
+    let mut b = Trainer::new(
+        ctx,
+        TrainConfig {
+            epochs: 1,
+            ..small_cfg(&split)
+        },
+    )
+    .unwrap();
     b.train().unwrap();
     drop(b);
     let mut c = Trainer::resume(ctx, &split, 1, Some(true)).unwrap();
@@ -91,12 +121,25 @@ fn resume_is_exact() {
     assert_eq!(sc.epochs.len(), 2, "resumed history keeps epoch 1");
     for (x, y) in sa.epochs.iter().zip(&sc.epochs) {
         assert_eq!(x.epoch, y.epoch);
-        assert_eq!(x.train_loss.to_bits(), y.train_loss.to_bits(), "train loss, epoch {}", x.epoch);
-        assert_eq!(x.test_neg_elbo.to_bits(), y.test_neg_elbo.to_bits(), "test -ELBO, epoch {}", x.epoch);
+        assert_eq!(
+            x.train_loss.to_bits(),
+            y.train_loss.to_bits(),
+            "train loss, epoch {}",
+            x.epoch
+        );
+        assert_eq!(
+            x.test_neg_elbo.to_bits(),
+            y.test_neg_elbo.to_bits(),
+            "test -ELBO, epoch {}",
+            x.epoch
+        );
     }
     let pa = a.vae.read_params(ctx).unwrap();
     let pc = c.vae.read_params(ctx).unwrap();
-    assert!(pa.iter().zip(&pc).all(|(x, y)| x.to_bits() == y.to_bits()), "parameters differ");
+    assert!(
+        pa.iter().zip(&pc).all(|(x, y)| x.to_bits() == y.to_bits()),
+        "parameters differ"
+    );
     assert_eq!(a.optimizer_state().unwrap(), c.optimizer_state().unwrap());
     let _ = std::fs::remove_dir_all(straight);
     let _ = std::fs::remove_dir_all(split);
@@ -112,7 +155,9 @@ fn iwae_with_one_sample_is_the_single_sample_elbo() {
     let act = vae.activations(ctx, b, 1).unwrap();
     let x: Vec<f32> = (0..b).flat_map(|i| t.test_set().to_f32(i)).collect();
     act.x.write(ctx, &x).unwrap();
-    let mut p = vae.forward_program(ctx, &act, None, 1.0, 5, RngStep::Fixed(0), Stream::Eval).unwrap();
+    let mut p = vae
+        .forward_program(ctx, &act, None, 1.0, 5, RngStep::Fixed(0), Stream::Eval)
+        .unwrap();
     let logw = wgvae::gpu::Tensor::<f32>::zeros(ctx, "logw", &[1, b]).unwrap();
     let bound = wgvae::gpu::Tensor::<f32>::zeros(ctx, "bound", &[b]).unwrap();
     let enc = act.enc.last().unwrap();
@@ -120,19 +165,34 @@ fn iwae_with_one_sample_is_the_single_sample_elbo() {
     p.push(wgvae::ops::reduce::logmeanexp(ctx, "lme", &logw, &bound, 1.0, false).unwrap());
     p.run(ctx).unwrap();
     // log p(x|z) + log N(z; 0, I) - log N(z; mu, sigma^2), in f64 from the same eps.
-    let (nll, z, eps, e) = (act.nll.read(ctx).unwrap(), act.z.read(ctx).unwrap(), act.eps.read(ctx).unwrap(), enc.read(ctx).unwrap());
+    let (nll, z, eps, e) = (
+        act.nll.read(ctx).unwrap(),
+        act.z.read(ctx).unwrap(),
+        act.eps.read(ctx).unwrap(),
+        enc.read(ctx).unwrap(),
+    );
     let want: Vec<f64> = (0..b)
         .map(|r| {
             let mut s = -(nll[r] as f64);
             for k in 0..d {
-                let (zz, ee, lv) = (z[r * d + k] as f64, eps[r * d + k] as f64, e[r * 2 * d + d + k] as f64);
+                let (zz, ee, lv) = (
+                    z[r * d + k] as f64,
+                    eps[r * d + k] as f64,
+                    e[r * 2 * d + d + k] as f64,
+                );
                 s += -0.5 * zz * zz + 0.5 * ee * ee + 0.5 * lv;
             }
             s
         })
         .collect();
     // Terms of size ~500 in f32: 1e-5 relative.
-    common::assert_close("IWAE k=1 vs single-sample ELBO", &bound.read(ctx).unwrap(), &want, 1e-3, 1e-5);
+    common::assert_close(
+        "IWAE k=1 vs single-sample ELBO",
+        &bound.read(ctx).unwrap(),
+        &want,
+        1e-3,
+        1e-5,
+    );
     let _ = std::fs::remove_dir_all(out);
 }
 
@@ -141,8 +201,16 @@ fn evaluator_rejects_images_of_another_size() {
     let ctx = ctx();
     let out = tmp("size");
     let t = Trainer::new(ctx, small_cfg(&out)).unwrap();
-    let sprites = wgvae::data::sprites::generate(&wgvae::data::sprites::SpritesConfig { n_train: 4, n_test: 4, seed: 1 }).unwrap();
-    let err = Evaluator::new(ctx, &t.vae, &sprites.test, 8, 0, 0).err().unwrap().to_string();
+    let sprites = wgvae::data::sprites::generate(&wgvae::data::sprites::SpritesConfig {
+        n_train: 4,
+        n_test: 4,
+        seed: 1,
+    })
+    .unwrap();
+    let err = Evaluator::new(ctx, &t.vae, &sprites.test, 8, 0, 0)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("64x64") && err.contains("28x28"), "{err}");
     let _ = std::fs::remove_dir_all(out);
 }
@@ -158,7 +226,10 @@ fn corrupt_idx_data_names_the_file() {
     // Truncate the test images.
     let raw = std::fs::read(mnist512().join("t10k-images-idx3-ubyte.gz")).unwrap();
     std::fs::write(dir.join("t10k-images-idx3-ubyte.gz"), &raw[..raw.len() / 2]).unwrap();
-    let cfg = TrainConfig { data: DataSource::Idx { dir: dir.clone() }, ..small_cfg(&dir.join("run")) };
+    let cfg = TrainConfig {
+        data: DataSource::Idx { dir: dir.clone() },
+        ..small_cfg(&dir.join("run"))
+    };
     let err = Trainer::new(ctx, cfg).err().unwrap().to_string();
     assert!(err.contains("t10k-images-idx3-ubyte.gz"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
@@ -168,7 +239,14 @@ fn corrupt_idx_data_names_the_file() {
 fn resume_from_another_architecture_is_refused() {
     let ctx = ctx();
     let a = tmp("arch-a");
-    let mut t = Trainer::new(ctx, TrainConfig { epochs: 1, ..small_cfg(&a) }).unwrap();
+    let mut t = Trainer::new(
+        ctx,
+        TrainConfig {
+            epochs: 1,
+            ..small_cfg(&a)
+        },
+    )
+    .unwrap();
     t.train().unwrap();
     drop(t);
     // Rewrite the checkpoint as if a 10-dimensional latent had been trained.
@@ -178,12 +256,21 @@ fn resume_from_another_architecture_is_refused() {
     run.model.latent = 10;
     ck.run = serde_json::to_value(&run).unwrap();
     ck.save(&a).unwrap();
-    let err = Trainer::resume(ctx, &a, 1, Some(true)).err().unwrap().to_string();
-    assert!(err.contains("checkpoint.safetensors") && err.contains("architecture"), "{err}");
+    let err = Trainer::resume(ctx, &a, 1, Some(true))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("checkpoint.safetensors") && err.contains("architecture"),
+        "{err}"
+    );
     // A truncated checkpoint is an error naming the file, not a panic.
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 3]).unwrap();
-    let err = Trainer::resume(ctx, &a, 1, Some(true)).err().unwrap().to_string();
+    let err = Trainer::resume(ctx, &a, 1, Some(true))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("checkpoint.safetensors"), "{err}");
     let _ = std::fs::remove_dir_all(a);
 }
@@ -192,17 +279,35 @@ fn resume_from_another_architecture_is_refused() {
 fn nan_loss_stops_training_and_keeps_the_last_good_checkpoint() {
     let ctx = ctx();
     let out = tmp("nan");
-    let mut t = Trainer::new(ctx, TrainConfig { epochs: 1, ..small_cfg(&out) }).unwrap();
+    let mut t = Trainer::new(
+        ctx,
+        TrainConfig {
+            epochs: 1,
+            ..small_cfg(&out)
+        },
+    )
+    .unwrap();
     t.train().unwrap();
     let good = std::fs::read(out.join(checkpoint::FILE_NAME)).unwrap();
     // Poison the decoder's output bias: every logit of the next forward pass is NaN.
     let layout = t.vae.layout.clone();
     let spec = layout.get("decoder.fc2.bias").unwrap();
-    t.vae.params.flat.write_at(ctx, spec.offset, &[f32::NAN]).unwrap();
+    t.vae
+        .params
+        .flat
+        .write_at(ctx, spec.offset, &[f32::NAN])
+        .unwrap();
     t.cfg.epochs = 2;
-    let err = t.train().err().expect("NaN must stop training").to_string();
-    assert!(err.contains("NaN") && err.contains("last good checkpoint (epoch 1)"), "{err}");
-    assert_eq!(std::fs::read(out.join(checkpoint::FILE_NAME)).unwrap(), good, "checkpoint was overwritten");
+    let err = t.train().expect_err("NaN must stop training").to_string();
+    assert!(
+        err.contains("NaN") && err.contains("last good checkpoint (epoch 1)"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(out.join(checkpoint::FILE_NAME)).unwrap(),
+        good,
+        "checkpoint was overwritten"
+    );
     let ck = Checkpoint::load(&out.join(checkpoint::FILE_NAME)).unwrap();
     assert_eq!(ck.state.epoch, 1);
     let _ = std::fs::remove_dir_all(out);
@@ -213,11 +318,23 @@ fn sprites_run_trains() {
     let ctx = ctx();
     let out = tmp("sprites");
     let cfg = TrainConfig {
-        data: DataSource::Sprites { n_train: 256, n_test: 64, seed: 3 },
-        model: wgvae::train::ModelSpec { enc_hidden: vec![64], dec_hidden: vec![64], latent: 6, ..Default::default() },
+        data: DataSource::Sprites {
+            n_train: 256,
+            n_test: 64,
+            seed: 3,
+        },
+        model: wgvae::train::ModelSpec {
+            enc_hidden: vec![64],
+            dec_hidden: vec![64],
+            latent: 6,
+            ..Default::default()
+        },
         batch: 16,
         epochs: 3,
-        adam: wgvae::ops::adam::AdamConfig { lr: 3e-3, ..Default::default() },
+        adam: wgvae::ops::adam::AdamConfig {
+            lr: 3e-3,
+            ..Default::default()
+        },
         out: out.clone(),
         quiet: true,
         pictures: true,

@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "wgvae", version, about = "Variational autoencoders on the GPU (WGSL kernels through wgpu)")]
+#[command(
+    name = "wgvae",
+    version,
+    about = "Variational autoencoders on the GPU (WGSL kernels through wgpu)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -43,14 +47,26 @@ fn main() -> anyhow::Result<()> {
         Command::Train(args) => {
             wgvae::cli::train(&args)?;
         }
-        Command::Eval { run, images, iwae_k, json, seed } => {
+        Command::Eval {
+            run,
+            images,
+            iwae_k,
+            json,
+            seed,
+        } => {
             wgvae::cli::eval(&run, &images, iwae_k, json.as_deref(), seed)?;
         }
         Command::Info => {
             let ctx = wgvae::cli::open_context()?;
             println!("adapter: {}", ctx.info);
             println!("GEMM kernel: {}", ctx.gemm_variant.name());
-            println!("timestamps: {}, subgroups: {} ({}..{} lanes)", ctx.caps.timestamps, ctx.caps.subgroups, ctx.caps.subgroup_min_size, ctx.caps.subgroup_max_size);
+            println!(
+                "timestamps: {}, subgroups: {} ({}..{} lanes)",
+                ctx.caps.timestamps,
+                ctx.caps.subgroups,
+                ctx.caps.subgroup_min_size,
+                ctx.caps.subgroup_max_size
+            );
         }
     }
     Ok(())

@@ -8,7 +8,10 @@ use crate::rng::{box_muller, philox4x32, u01};
 pub fn reparam_eps(n: usize, seed: u64, step: u32, stream: u32) -> Vec<f64> {
     let mut out = Vec::with_capacity(n);
     for t in 0..n.div_ceil(4) {
-        let r = philox4x32([t as u32, step, stream, 0], [seed as u32, (seed >> 32) as u32]);
+        let r = philox4x32(
+            [t as u32, step, stream, 0],
+            [seed as u32, (seed >> 32) as u32],
+        );
         let (a, b) = box_muller(u01(r[0]), u01(r[1]));
         let (c, d) = box_muller(u01(r[2]), u01(r[3]));
         for v in [a, b, c, d] {
@@ -93,7 +96,13 @@ fn sigmoid(x: f64) -> f64 {
 
 /// (nll (R,), gradient (R, P) scaled by `scale`) of the Bernoulli with logits; row r uses
 /// target row r % B.
-pub fn bernoulli(logits: &[f32], target: &[f32], r: usize, p: usize, scale: f64) -> (Vec<f64>, Vec<f64>) {
+pub fn bernoulli(
+    logits: &[f32],
+    target: &[f32],
+    r: usize,
+    p: usize,
+    scale: f64,
+) -> (Vec<f64>, Vec<f64>) {
     let b = target.len() / p;
     let mut nll = vec![0.0; r];
     let mut g = vec![0.0; r * p];
@@ -125,7 +134,11 @@ pub fn gaussian(
     let half_log_2pi = 0.5 * (2.0 * std::f64::consts::PI).ln();
     for i in 0..r {
         for j in 0..p {
-            let s = if log_sigma.len() == 1 { log_sigma[0] } else { log_sigma[j] } as f64;
+            let s = if log_sigma.len() == 1 {
+                log_sigma[0]
+            } else {
+                log_sigma[j]
+            } as f64;
             let diff = mean[i * p + j] as f64 - target[(i % b) * p + j] as f64;
             let q = diff * diff * (-2.0 * s).exp();
             nll[i] += 0.5 * q + s + half_log_2pi;
@@ -149,19 +162,31 @@ pub fn col_sum(x: &[f32], r: usize, c: usize) -> Vec<f64> {
 
 /// Σ over columns of x (R, C) → (R,).
 pub fn row_sum(x: &[f32], r: usize, c: usize) -> Vec<f64> {
-    (0..r).map(|i| x[i * c..(i + 1) * c].iter().map(|&v| v as f64).sum()).collect()
+    (0..r)
+        .map(|i| x[i * c..(i + 1) * c].iter().map(|&v| v as f64).sum())
+        .collect()
 }
 
 /// Σ x (or Σ x²).
 pub fn sum_all(x: &[f32], square: bool) -> f64 {
-    x.iter().map(|&v| if square { v as f64 * v as f64 } else { v as f64 }).sum()
+    x.iter()
+        .map(|&v| {
+            if square {
+                v as f64 * v as f64
+            } else {
+                v as f64
+            }
+        })
+        .sum()
 }
 
 /// log mean_k exp(x[k, b]) for x (K, B) → (B,).
 pub fn logmeanexp(x: &[f32], k: usize, b: usize) -> Vec<f64> {
     (0..b)
         .map(|j| {
-            let m = (0..k).map(|i| x[i * b + j] as f64).fold(f64::NEG_INFINITY, f64::max);
+            let m = (0..k)
+                .map(|i| x[i * b + j] as f64)
+                .fold(f64::NEG_INFINITY, f64::max);
             let s: f64 = (0..k).map(|i| (x[i * b + j] as f64 - m).exp()).sum();
             m + s.ln() - (k as f64).ln()
         })
@@ -177,7 +202,11 @@ pub fn adam(
     t: u32,
     cfg: &AdamConfig,
 ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-    let norm = grads.iter().map(|&g| g as f64 * g as f64).sum::<f64>().sqrt();
+    let norm = grads
+        .iter()
+        .map(|&g| g as f64 * g as f64)
+        .sum::<f64>()
+        .sqrt();
     let gs = if cfg.clip_norm > 0.0 && norm > cfg.clip_norm as f64 {
         cfg.clip_norm as f64 / norm
     } else {

@@ -5,7 +5,14 @@ use crate::model::{GaussianSigma, Likelihood, VaeConfig};
 
 /// Per-input terms of one forward pass: (nll (K·B,), kl (B,)), with latent noise `eps`
 /// (K·B, D) given, parameters in the flat layout of `cfg.layout()`.
-pub fn vae_forward(cfg: &VaeConfig, params: &[f64], x: &[f32], batch: usize, samples: usize, eps: &[f32]) -> (Vec<f64>, Vec<f64>) {
+pub fn vae_forward(
+    cfg: &VaeConfig,
+    params: &[f64],
+    x: &[f32],
+    batch: usize,
+    samples: usize,
+    eps: &[f32],
+) -> (Vec<f64>, Vec<f64>) {
     let layout = cfg.layout();
     let get = |name: &str| {
         let s = layout.get(name).expect("parameter");
@@ -68,7 +75,9 @@ pub fn vae_forward(cfg: &VaeConfig, params: &[f64], x: &[f32], batch: usize, sam
                         GaussianSigma::LearnedShared => get("decoder.log_sigma").0[0],
                         GaussianSigma::LearnedPerPixel => get("decoder.log_sigma").0[pi],
                     };
-                    0.5 * (o - t).powi(2) * (-2.0 * s).exp() + s + 0.5 * (2.0 * std::f64::consts::PI).ln()
+                    0.5 * (o - t).powi(2) * (-2.0 * s).exp()
+                        + s
+                        + 0.5 * (2.0 * std::f64::consts::PI).ln()
                 }
             };
         }
@@ -77,7 +86,15 @@ pub fn vae_forward(cfg: &VaeConfig, params: &[f64], x: &[f32], batch: usize, sam
 }
 
 /// The batch-mean loss (1/B) Σ_b [(1/K) Σ_s nll_sb + β KL_b].
-pub fn vae_loss(cfg: &VaeConfig, params: &[f64], x: &[f32], batch: usize, samples: usize, eps: &[f32], beta: f64) -> f64 {
+pub fn vae_loss(
+    cfg: &VaeConfig,
+    params: &[f64],
+    x: &[f32],
+    batch: usize,
+    samples: usize,
+    eps: &[f32],
+    beta: f64,
+) -> f64 {
     let (nll, kl) = vae_forward(cfg, params, x, batch, samples, eps);
     let recon: f64 = nll.iter().sum::<f64>() / samples as f64;
     (recon + beta * kl.iter().sum::<f64>()) / batch as f64

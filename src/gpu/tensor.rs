@@ -94,7 +94,7 @@ impl<T: Element> Tensor<T> {
     pub fn view(parent: &Tensor<T>, label: &str, offset: usize, shape: &[usize]) -> Result<Self> {
         let len: usize = shape.iter().product();
         let byte_off = offset * std::mem::size_of::<T>();
-        if byte_off % VIEW_ALIGN != 0 || offset + len > parent.len() {
+        if !byte_off.is_multiple_of(VIEW_ALIGN) || offset + len > parent.len() {
             return Err(Error::Shape {
                 op: "Tensor::view",
                 detail: format!(
@@ -163,7 +163,7 @@ impl<T: Element> Tensor<T> {
         let mut bytes: Vec<u8> = bytemuck::cast_slice(data).to_vec();
         let start = offset * std::mem::size_of::<T>();
         // Queue writes must start and end on 4-byte boundaries; pad u8 data with zeros.
-        if start % 4 != 0 {
+        if !start.is_multiple_of(4) {
             return Err(Error::Shape {
                 op: "Tensor::write_at",
                 detail: format!("{}: byte offset {start} is not a multiple of 4", self.label),
@@ -264,7 +264,7 @@ impl Staging {
         offset: u64,
         size: u64,
     ) -> Result<Vec<u8>> {
-        if size > self.size || size % 4 != 0 || offset % 4 != 0 {
+        if size > self.size || !size.is_multiple_of(4) || !offset.is_multiple_of(4) {
             return Err(Error::Readback(format!(
                 "cannot read {size} bytes at {offset} through a {}-byte staging buffer",
                 self.size

@@ -3,7 +3,7 @@
 
 pub mod vae;
 
-pub use vae::{Activations, Gradients, GpuParams, Vae};
+pub use vae::{Activations, GpuParams, Gradients, Vae};
 
 use serde::{Deserialize, Serialize};
 
@@ -66,12 +66,20 @@ impl VaeConfig {
     pub fn validate(&self) -> Result<()> {
         let bad = |what: String| Err(Error::Config(what));
         if self.input_dim() == 0 {
-            return bad(format!("image size {}x{} is empty", self.height, self.width));
+            return bad(format!(
+                "image size {}x{} is empty",
+                self.height, self.width
+            ));
         }
         if self.latent == 0 {
             return bad("latent size must be at least 1".into());
         }
-        if let Some(h) = self.enc_hidden.iter().chain(&self.dec_hidden).find(|&&h| h == 0) {
+        if let Some(h) = self
+            .enc_hidden
+            .iter()
+            .chain(&self.dec_hidden)
+            .find(|&&h| h == 0)
+        {
             return bad(format!("hidden layer width {h} must be at least 1"));
         }
         Ok(())
@@ -86,7 +94,11 @@ impl VaeConfig {
                     name: format!("{prefix}.fc{}", i + 1),
                     inp: dims[i],
                     out: dims[i + 1],
-                    act: if i + 1 == n { Activation::Identity } else { act },
+                    act: if i + 1 == n {
+                        Activation::Identity
+                    } else {
+                        act
+                    },
                 })
                 .collect()
         };
@@ -132,7 +144,9 @@ impl VaeConfig {
         for layer in enc.iter().chain(&dec) {
             let bound = 1.0 / (layer.inp as f32).sqrt();
             for suffix in ["weight", "bias"] {
-                let spec = layout.get(&format!("{}.{suffix}", layer.name)).expect("layer in layout");
+                let spec = layout
+                    .get(&format!("{}.{suffix}", layer.name))
+                    .expect("layer in layout");
                 for v in &mut flat[spec.offset..spec.offset + spec.len()] {
                     *v = bound * (2.0 * rng.uniform() as f32 - 1.0);
                 }

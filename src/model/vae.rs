@@ -109,10 +109,12 @@ impl Vae {
     }
 
     fn w(&self, layer: &LayerSpec) -> &Tensor<f32> {
-        self.params.get(&self.layout, &format!("{}.weight", layer.name))
+        self.params
+            .get(&self.layout, &format!("{}.weight", layer.name))
     }
     fn b(&self, layer: &LayerSpec) -> &Tensor<f32> {
-        self.params.get(&self.layout, &format!("{}.bias", layer.name))
+        self.params
+            .get(&self.layout, &format!("{}.bias", layer.name))
     }
 
     fn log_sigma<'a>(&'a self) -> LogSigma<'a> {
@@ -140,7 +142,12 @@ impl Vae {
     }
 
     /// Allocates the buffers of a forward pass over `batch` inputs, `samples` latent draws each.
-    pub fn activations(&self, ctx: &GpuContext, batch: usize, samples: usize) -> Result<Activations> {
+    pub fn activations(
+        &self,
+        ctx: &GpuContext,
+        batch: usize,
+        samples: usize,
+    ) -> Result<Activations> {
         if batch == 0 || samples == 0 {
             return Err(Error::Config(format!(
                 "batch ({batch}) and samples ({samples}) must be at least 1"
@@ -173,7 +180,8 @@ impl Vae {
     }
 
     pub fn gradients(&self, ctx: &GpuContext, act: &Activations) -> Result<Gradients> {
-        let like = |t: &Tensor<f32>| Tensor::<f32>::zeros(ctx, &format!("d {}", t.label()), t.shape());
+        let like =
+            |t: &Tensor<f32>| Tensor::<f32>::zeros(ctx, &format!("d {}", t.label()), t.shape());
         Ok(Gradients {
             params: GpuParams::zeros(ctx, &self.layout, "grads")?,
             enc: act.enc.iter().map(like).collect::<Result<Vec<_>>>()?,
@@ -291,14 +299,24 @@ impl Vae {
             enc_out,
             &act.kl,
             &act.kl_elem,
-            grads.map(|g| (g.enc.last().expect("encoder has a layer"), beta / act.batch as f32)),
+            grads.map(|g| {
+                (
+                    g.enc.last().expect("encoder has a layer"),
+                    beta / act.batch as f32,
+                )
+            }),
         )?);
         Ok(p)
     }
 
     /// Backpropagates the gradients that [`Vae::forward_program`] wrote at the decoder output
     /// and encoder output into every parameter gradient.
-    pub fn backward_program(&self, ctx: &GpuContext, act: &Activations, g: &Gradients) -> Result<Program> {
+    pub fn backward_program(
+        &self,
+        ctx: &GpuContext,
+        act: &Activations,
+        g: &Gradients,
+    ) -> Result<Program> {
         let mut p = Program::new();
         for (j, layer) in self.dec_layers.iter().enumerate().rev() {
             let gout = &g.dec[j];
@@ -316,7 +334,15 @@ impl Vae {
                     },
                 )
             };
-            p.push(gemm(ctx, &format!("d {} input", layer.name), gout, self.w(layer), g_in, Trans::NT, epi)?);
+            p.push(gemm(
+                ctx,
+                &format!("d {} input", layer.name),
+                gout,
+                self.w(layer),
+                g_in,
+                Trans::NT,
+                epi,
+            )?);
         }
         if let Some(gls) = &g.log_sigma_elem {
             let target = g.params.get(&self.layout, "decoder.log_sigma");
@@ -324,13 +350,32 @@ impl Vae {
                 Likelihood::Gaussian {
                     log_sigma: GaussianSigma::LearnedPerPixel,
                 } => p.push(col_sum(ctx, "d log sigma", gls, target, 1.0, false)?),
-                _ => p.extend(sum_all(ctx, "d log sigma", gls, &g.partials, target, 0, 1.0, false, false)?),
+                _ => p.extend(sum_all(
+                    ctx,
+                    "d log sigma",
+                    gls,
+                    &g.partials,
+                    target,
+                    0,
+                    1.0,
+                    false,
+                    false,
+                )?),
             }
         }
         let enc_out = act.enc.last().expect("encoder has a layer");
         let g_enc_out = g.enc.last().expect("encoder has a layer");
         // The KL kernel wrote β/B·∂KL into g_enc_out; add the reconstruction path.
-        p.push(reparam_backward(ctx, "reparam backward", enc_out, &g.z, &act.eps, g_enc_out, act.samples, true)?);
+        p.push(reparam_backward(
+            ctx,
+            "reparam backward",
+            enc_out,
+            &g.z,
+            &act.eps,
+            g_enc_out,
+            act.samples,
+            true,
+        )?);
         for (i, layer) in self.enc_layers.iter().enumerate().rev() {
             let gout = &g.enc[i];
             let input = if i == 0 { &act.x } else { &act.enc[i - 1] };
@@ -364,10 +409,27 @@ impl Vae {
         gout: &Tensor<f32>,
         g: &Gradients,
     ) -> Result<()> {
-        let dw = g.params.get(&self.layout, &format!("{}.weight", layer.name));
+        let dw = g
+            .params
+            .get(&self.layout, &format!("{}.weight", layer.name));
         let db = g.params.get(&self.layout, &format!("{}.bias", layer.name));
-        p.push(gemm(ctx, &format!("d {}.weight", layer.name), input, gout, dw, Trans::TN, Epilogue::Store)?);
-        p.push(col_sum(ctx, &format!("d {}.bias", layer.name), gout, db, 1.0, false)?);
+        p.push(gemm(
+            ctx,
+            &format!("d {}.weight", layer.name),
+            input,
+            gout,
+            dw,
+            Trans::TN,
+            Epilogue::Store,
+        )?);
+        p.push(col_sum(
+            ctx,
+            &format!("d {}.bias", layer.name),
+            gout,
+            db,
+            1.0,
+            false,
+        )?);
         Ok(())
     }
 
@@ -383,7 +445,17 @@ impl Vae {
         scratch: &AdamScratch,
         cfg: &AdamConfig,
     ) -> Result<Program> {
-        adam(ctx, "adam", &self.params.flat, &g.params.flat, &m.flat, &v.flat, state, scratch, cfg)
+        adam(
+            ctx,
+            "adam",
+            &self.params.flat,
+            &g.params.flat,
+            &m.flat,
+            &v.flat,
+            state,
+            scratch,
+            cfg,
+        )
     }
 
     /// Reads all parameters back (flat layout).
@@ -396,7 +468,11 @@ impl Vae {
         if act.x.dims2().1 != self.cfg.input_dim() {
             return Err(shape_err(
                 "vae",
-                format!("inputs of {} pixels for a model of {}", act.x.dims2().1, self.cfg.input_dim()),
+                format!(
+                    "inputs of {} pixels for a model of {}",
+                    act.x.dims2().1,
+                    self.cfg.input_dim()
+                ),
             ));
         }
         Ok(())

@@ -55,6 +55,7 @@ pub struct GatherParams {
 /// Prepares `x[r, p] = images[perm[pos + r], p] / 255` with `pos = base` (+ the batch offset
 /// of the current step when `state` is given). Rows past `n_items` are zero.
 /// `images` holds the data set as bytes (N, P); `perm` (n_items,) indexes it.
+#[allow(clippy::too_many_arguments)] // one argument per kernel binding
 pub fn gather(
     ctx: &GpuContext,
     label: &str,
@@ -66,7 +67,7 @@ pub fn gather(
     state: Option<&StepState>,
 ) -> Result<Dispatch> {
     let (rows, p) = x.dims2();
-    if p != pixels || pixels == 0 || images.is_empty() || images.len() % pixels != 0 {
+    if p != pixels || pixels == 0 || images.is_empty() || !images.len().is_multiple_of(pixels) {
         return Err(shape_err(
             "gather",
             format!(

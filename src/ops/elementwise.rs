@@ -14,11 +14,21 @@ pub struct MapParams {
     pub _pad: u32,
 }
 
-fn map(ctx: &GpuContext, label: &str, src: Option<&Tensor<f32>>, dst: &Tensor<f32>, op: u32, value: f32) -> Result<Dispatch> {
+fn map(
+    ctx: &GpuContext,
+    label: &str,
+    src: Option<&Tensor<f32>>,
+    dst: &Tensor<f32>,
+    op: u32,
+    value: f32,
+) -> Result<Dispatch> {
     if let Some(s) = src
         && s.len() != dst.len()
     {
-        return Err(shape_err("map", format!("{:?} -> {:?}", s.shape(), dst.shape())));
+        return Err(shape_err(
+            "map",
+            format!("{:?} -> {:?}", s.shape(), dst.shape()),
+        ));
     }
     let p = MapParams {
         n: dst.len() as u32,
@@ -31,7 +41,11 @@ fn map(ctx: &GpuContext, label: &str, src: Option<&Tensor<f32>>, dst: &Tensor<f3
         &KernelKey::new(Shader::Elementwise, "map"),
         label,
         &[
-            (0, src.map(|s| s.binding()).unwrap_or(ctx.dummy.as_entire_binding())),
+            (
+                0,
+                src.map(|s| s.binding())
+                    .unwrap_or(ctx.dummy.as_entire_binding()),
+            ),
             (1, dst.binding()),
         ],
         Some((2, &p)),
@@ -40,7 +54,12 @@ fn map(ctx: &GpuContext, label: &str, src: Option<&Tensor<f32>>, dst: &Tensor<f3
 }
 
 /// dst = σ(src) (probabilities from logits).
-pub fn sigmoid(ctx: &GpuContext, label: &str, src: &Tensor<f32>, dst: &Tensor<f32>) -> Result<Dispatch> {
+pub fn sigmoid(
+    ctx: &GpuContext,
+    label: &str,
+    src: &Tensor<f32>,
+    dst: &Tensor<f32>,
+) -> Result<Dispatch> {
     map(ctx, label, Some(src), dst, 0, 0.0)
 }
 
@@ -50,6 +69,12 @@ pub fn fill(ctx: &GpuContext, label: &str, dst: &Tensor<f32>, value: f32) -> Res
 }
 
 /// dst = value · src.
-pub fn scale(ctx: &GpuContext, label: &str, src: &Tensor<f32>, dst: &Tensor<f32>, value: f32) -> Result<Dispatch> {
+pub fn scale(
+    ctx: &GpuContext,
+    label: &str,
+    src: &Tensor<f32>,
+    dst: &Tensor<f32>,
+    value: f32,
+) -> Result<Dispatch> {
     map(ctx, label, Some(src), dst, 2, value)
 }

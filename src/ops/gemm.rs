@@ -114,7 +114,9 @@ pub fn gemm_dims(
 
 /// Whether the subgroup kernel takes this shape (its vec4 loads need these multiples of 4).
 pub fn subgroup8_fits(m: usize, k: usize, n: usize, trans: Trans) -> bool {
-    n % 4 == 0 && (!trans.b() || k % 4 == 0) && (!trans.a() || m % 4 == 0)
+    n.is_multiple_of(4)
+        && (!trans.b() || k.is_multiple_of(4))
+        && (!trans.a() || m.is_multiple_of(4))
 }
 
 /// Tile of the subgroup kernel for a shape: (rows per workgroup, vec4 groups per lane).

@@ -82,6 +82,7 @@ pub struct IwaeParams {
 
 /// Prepares the importance log-weights log w (K, B) = −nll + log p(z) − log q(z|x) from
 /// enc (B, 2D), nll (K·B,), z and ε (K, B, D).
+#[allow(clippy::too_many_arguments)] // one argument per kernel binding
 pub fn iwae_log_weights(
     ctx: &GpuContext,
     label: &str,

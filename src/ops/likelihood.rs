@@ -19,6 +19,9 @@ pub struct LikParams {
     pub _pad: u32,
 }
 
+/// Gradients the Gaussian kernel writes: (∂/∂mean, per-element ∂/∂log σ when learned, scale).
+pub type GaussianGrad<'a> = Option<(&'a Tensor<f32>, Option<&'a Tensor<f32>>, f32)>;
+
 /// The Gaussian's log σ.
 #[derive(Clone, Copy, Debug)]
 pub enum LogSigma<'a> {
@@ -29,7 +32,11 @@ pub enum LogSigma<'a> {
     PerPixel(&'a Tensor<f32>),
 }
 
-fn check(out: &Tensor<f32>, target: &Tensor<f32>, nll: &Tensor<f32>) -> Result<(usize, usize, usize)> {
+fn check(
+    out: &Tensor<f32>,
+    target: &Tensor<f32>,
+    nll: &Tensor<f32>,
+) -> Result<(usize, usize, usize)> {
     let (r, p) = out.dims2();
     let (b, pt) = target.dims2();
     if p != pt || b == 0 || r % b != 0 || nll.len() != r {
@@ -64,7 +71,10 @@ pub fn bernoulli(
     if let Some((g, _)) = grad
         && g.len() != logits.len()
     {
-        return Err(shape_err("bernoulli", format!("gradient {:?} vs {:?}", g.shape(), logits.shape())));
+        return Err(shape_err(
+            "bernoulli",
+            format!("gradient {:?} vs {:?}", g.shape(), logits.shape()),
+        ));
     }
     let params = LikParams {
         rows: r as u32,
@@ -82,7 +92,11 @@ pub fn bernoulli(
             (0, logits.binding()),
             (1, target.binding()),
             (2, nll.binding()),
-            (3, grad.map(|g| g.0.binding()).unwrap_or(ctx.dummy.as_entire_binding())),
+            (
+                3,
+                grad.map(|g| g.0.binding())
+                    .unwrap_or(ctx.dummy.as_entire_binding()),
+            ),
         ],
         Some((4, &params)),
         groups(r),
@@ -99,7 +113,7 @@ pub fn gaussian(
     target: &Tensor<f32>,
     log_sigma: LogSigma<'_>,
     nll: &Tensor<f32>,
-    grad: Option<(&Tensor<f32>, Option<&Tensor<f32>>, f32)>,
+    grad: GaussianGrad<'_>,
 ) -> Result<Dispatch> {
     let (r, p, b) = check(mean, target, nll)?;
     let (ls_mode, ls_fixed, ls) = match log_sigma {
@@ -110,14 +124,20 @@ pub fn gaussian(
     if let Some(t) = ls
         && t.len() != if ls_mode == 1 { 1 } else { p }
     {
-        return Err(shape_err("gaussian", format!("log sigma {:?} for {p} pixels", t.shape())));
+        return Err(shape_err(
+            "gaussian",
+            format!("log sigma {:?} for {p} pixels", t.shape()),
+        ));
     }
     if let Some((g, gls, _)) = grad {
         let ok = g.len() == mean.len() && gls.is_none_or(|t| t.len() == mean.len());
         if !ok || (ls_mode != 0 && gls.is_none()) {
             return Err(shape_err(
                 "gaussian",
-                format!("gradients must be {:?} (and one for a learned log sigma)", mean.shape()),
+                format!(
+                    "gradients must be {:?} (and one for a learned log sigma)",
+                    mean.shape()
+                ),
             ));
         }
     }

@@ -49,7 +49,10 @@ pub fn col_sum(
 ) -> Result<Dispatch> {
     let (r, c) = x.dims2();
     if y.len() != c {
-        return Err(shape_err("col_sum", format!("{:?} -> {:?}", x.shape(), y.shape())));
+        return Err(shape_err(
+            "col_sum",
+            format!("{:?} -> {:?}", x.shape(), y.shape()),
+        ));
     }
     let p = ReduceParams {
         rows: r as u32,
@@ -72,7 +75,10 @@ pub fn row_sum(
 ) -> Result<Dispatch> {
     let (r, c) = x.dims2();
     if y.len() != r {
-        return Err(shape_err("row_sum", format!("{:?} -> {:?}", x.shape(), y.shape())));
+        return Err(shape_err(
+            "row_sum",
+            format!("{:?} -> {:?}", x.shape(), y.shape()),
+        ));
     }
     let p = ReduceParams {
         rows: r as u32,
@@ -104,7 +110,11 @@ pub fn sum_all(
     if partials.len() < SUM_GROUPS || out_index >= y.len() {
         return Err(shape_err(
             "sum_all",
-            format!("partials {:?} (need {SUM_GROUPS}), out index {out_index} of {:?}", partials.shape(), y.shape()),
+            format!(
+                "partials {:?} (need {SUM_GROUPS}), out index {out_index} of {:?}",
+                partials.shape(),
+                y.shape()
+            ),
         ));
     }
     let n = x.len();
@@ -126,8 +136,24 @@ pub fn sum_all(
         ..Default::default()
     };
     let mut p = Program::new();
-    p.push(reduce_dispatch(ctx, "sum_partial", label, x, partials, stage1, [SUM_GROUPS as u32, 1, 1])?);
-    p.push(reduce_dispatch(ctx, "sum_final", label, partials, y, stage2, [1, 1, 1])?);
+    p.push(reduce_dispatch(
+        ctx,
+        "sum_partial",
+        label,
+        x,
+        partials,
+        stage1,
+        [SUM_GROUPS as u32, 1, 1],
+    )?);
+    p.push(reduce_dispatch(
+        ctx,
+        "sum_final",
+        label,
+        partials,
+        y,
+        stage2,
+        [1, 1, 1],
+    )?);
     Ok(p)
 }
 
@@ -142,7 +168,10 @@ pub fn logmeanexp(
 ) -> Result<Dispatch> {
     let (k, b) = x.dims2();
     if y.len() != b {
-        return Err(shape_err("logmeanexp", format!("{:?} -> {:?}", x.shape(), y.shape())));
+        return Err(shape_err(
+            "logmeanexp",
+            format!("{:?} -> {:?}", x.shape(), y.shape()),
+        ));
     }
     let p = ReduceParams {
         rows: k as u32,
@@ -186,7 +215,12 @@ pub fn loss_accumulate(
     if recon.len() != kl.len() || metrics.len() != metric::LEN {
         return Err(shape_err(
             "loss_accumulate",
-            format!("recon {:?}, kl {:?}, metrics {:?}", recon.shape(), kl.shape(), metrics.shape()),
+            format!(
+                "recon {:?}, kl {:?}, metrics {:?}",
+                recon.shape(),
+                kl.shape(),
+                metrics.shape()
+            ),
         ));
     }
     let p = LossParams {
@@ -198,7 +232,11 @@ pub fn loss_accumulate(
         ctx,
         &KernelKey::new(Shader::Reduce, "loss_accumulate"),
         label,
-        &[(3, recon.binding()), (4, kl.binding()), (5, metrics.binding())],
+        &[
+            (3, recon.binding()),
+            (4, kl.binding()),
+            (5, metrics.binding()),
+        ],
         Some((6, &p)),
         [1, 1, 1],
     )

@@ -43,7 +43,11 @@ fn check(enc: &Tensor<f32>, z: &Tensor<f32>, samples: usize) -> Result<(usize, u
     if two_d % 2 != 0 || two_d == 0 {
         return Err(shape_err(
             "reparam",
-            format!("{} {:?}: expected (B, 2D) [mu | logvar]", enc.label(), enc.shape()),
+            format!(
+                "{} {:?}: expected (B, 2D) [mu | logvar]",
+                enc.label(),
+                enc.shape()
+            ),
         ));
     }
     let d = two_d / 2;
@@ -111,6 +115,7 @@ pub fn reparam_forward(
 }
 
 /// Prepares the backward: genc (B, 2D) (+)= [Σ_k dz | Σ_k dz·ε·σ/2].
+#[allow(clippy::too_many_arguments)] // one argument per kernel binding
 pub fn reparam_backward(
     ctx: &GpuContext,
     label: &str,
@@ -126,7 +131,12 @@ pub fn reparam_backward(
     if genc.len() != enc.len() {
         return Err(shape_err(
             "reparam_backward",
-            format!("{} {:?} must match {:?}", genc.label(), genc.shape(), enc.shape()),
+            format!(
+                "{} {:?} must match {:?}",
+                genc.label(),
+                genc.shape(),
+                enc.shape()
+            ),
         ));
     }
     let params = ReparamParams {

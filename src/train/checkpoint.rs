@@ -63,7 +63,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(format!(".tmp{}", std::process::id()));
     path.with_file_name(name)
 }
@@ -100,9 +103,7 @@ impl Checkpoint {
         }
         let views = owned
             .iter()
-            .map(|(n, s, d)| {
-                TensorView::new(Dtype::F32, s.clone(), d).map(|v| (n.clone(), v))
-            })
+            .map(|(n, s, d)| TensorView::new(Dtype::F32, s.clone(), d).map(|v| (n.clone(), v)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| Error::Config(format!("building checkpoint tensors: {e}")))?;
         let mut meta = HashMap::new();
@@ -147,7 +148,10 @@ impl Checkpoint {
         };
         let format = field("format")?;
         if format != FORMAT {
-            return Err(err(path, format!("metadata field `format` is `{format}`, expected `{FORMAT}`")));
+            return Err(err(
+                path,
+                format!("metadata field `format` is `{format}`, expected `{FORMAT}`"),
+            ));
         }
         let model: VaeConfig = serde_json::from_str(field("model")?)
             .map_err(|e| err(path, format!("metadata field `model`: {e}")))?;
@@ -217,7 +221,10 @@ fn read_params(path: &Path, st: &SafeTensors<'_>, layout: &ParamLayout) -> Resul
         }
         let vals: Vec<f32> = bytemuck::pod_collect_to_vec(t.data());
         if let Some(i) = vals.iter().position(|v| !v.is_finite()) {
-            return Err(err(path, format!("tensor `{}` holds a non-finite value at {i}", spec.name)));
+            return Err(err(
+                path,
+                format!("tensor `{}` holds a non-finite value at {i}", spec.name),
+            ));
         }
         let dst = &mut flat[spec.offset..spec.offset + spec.len()];
         if spec.shape.len() == 2 {

@@ -18,7 +18,7 @@ use crate::data::{self, Dataset, Split};
 use crate::error::{Error, Result};
 use crate::eval::{EvalReport, Evaluator};
 use crate::gpu::{GpuContext, Program, Staging, Tensor};
-use crate::model::{Activations, Gradients, GpuParams, Likelihood, Vae, VaeConfig};
+use crate::model::{Activations, GpuParams, Gradients, Likelihood, Vae, VaeConfig};
 use crate::ops::Activation;
 use crate::ops::adam::{AdamConfig, AdamScratch};
 use crate::ops::data::{StepState, gather};
@@ -156,7 +156,10 @@ impl TrainConfig {
             return bad(format!("--lr {} must be a positive number", self.adam.lr));
         }
         if !(self.beta >= 0.0 && self.beta.is_finite()) {
-            return bad(format!("--beta {} must be a non-negative number", self.beta));
+            return bad(format!(
+                "--beta {} must be a non-negative number",
+                self.beta
+            ));
         }
         if self.readback_every == 0 {
             return bad("readback_every must be at least 1".into());
@@ -230,18 +233,32 @@ impl<'c> Trainer<'c> {
         let split = cfg.data.load()?;
         let model = cfg.model.for_images(split.train.height, split.train.width);
         let params = model.init_params(cfg.seed);
-        Self::build(ctx, cfg, split, &params, None, TrainState { epoch: 0, step: 0 }, started)
+        Self::build(
+            ctx,
+            cfg,
+            split,
+            &params,
+            None,
+            TrainState { epoch: 0, step: 0 },
+            started,
+        )
     }
 
     /// Continues the run in `dir` for `more_epochs` epochs from its checkpoint.
-    pub fn resume(ctx: &'c GpuContext, dir: &Path, more_epochs: usize, quiet: Option<bool>) -> Result<Self> {
+    pub fn resume(
+        ctx: &'c GpuContext,
+        dir: &Path,
+        more_epochs: usize,
+        quiet: Option<bool>,
+    ) -> Result<Self> {
         let started = Instant::now();
         let path = dir.join(checkpoint::FILE_NAME);
         let ck = Checkpoint::load(&path)?;
-        let mut cfg: TrainConfig = serde_json::from_value(ck.run.clone()).map_err(|e| Error::Checkpoint {
-            path: path.clone(),
-            detail: format!("metadata field `run`: {e}"),
-        })?;
+        let mut cfg: TrainConfig =
+            serde_json::from_value(ck.run.clone()).map_err(|e| Error::Checkpoint {
+                path: path.clone(),
+                detail: format!("metadata field `run`: {e}"),
+            })?;
         cfg.epochs = ck.state.epoch + more_epochs;
         cfg.out = dir.to_path_buf();
         if let Some(q) = quiet {
@@ -296,7 +313,12 @@ impl<'c> Trainer<'c> {
         }
         let vae = Vae::new(ctx, &model, params)?;
         let pixels = model.input_dim();
-        let train_images = Tensor::from_slice(ctx, "train images", &[split.train.n, pixels], &split.train.pixels)?;
+        let train_images = Tensor::from_slice(
+            ctx,
+            "train images",
+            &[split.train.n, pixels],
+            &split.train.pixels,
+        )?;
         let perm = Tensor::zeros(ctx, "epoch order", &[split.train.n])?;
         let act = vae.activations(ctx, cfg.batch, 1)?;
         let grads = vae.gradients(ctx, &act)?;
@@ -312,7 +334,16 @@ impl<'c> Trainer<'c> {
         let scratch = AdamScratch::new(ctx)?;
 
         let mut p = Program::new();
-        p.push(gather(ctx, "batch gather", &train_images, pixels, &perm, &act.x, 0, Some(&state))?);
+        p.push(gather(
+            ctx,
+            "batch gather",
+            &train_images,
+            pixels,
+            &perm,
+            &act.x,
+            0,
+            Some(&state),
+        )?);
         p.extend(vae.forward_program(
             ctx,
             &act,
@@ -323,11 +354,21 @@ impl<'c> Trainer<'c> {
             Stream::Train,
         )?);
         p.extend(vae.backward_program(ctx, &act, &grads)?);
-        p.push(loss_accumulate(ctx, "loss sums", &act.nll, &act.kl, &metrics, cfg.beta)?);
-        p.extend(vae.optimizer_program(ctx, &grads, &adam_m, &adam_v, &state, &scratch, &cfg.adam)?);
+        p.push(loss_accumulate(
+            ctx,
+            "loss sums",
+            &act.nll,
+            &act.kl,
+            &metrics,
+            cfg.beta,
+        )?);
+        p.extend(
+            vae.optimizer_program(ctx, &grads, &adam_m, &adam_v, &state, &scratch, &cfg.adam)?,
+        );
         p.push(state.advance(ctx)?);
 
-        let evaluator = Evaluator::new(ctx, &vae, &split.test, cfg.eval_batch, cfg.iwae_k, cfg.seed)?;
+        let evaluator =
+            Evaluator::new(ctx, &vae, &split.test, cfg.eval_batch, cfg.iwae_k, cfg.seed)?;
         std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
         Ok(Trainer {
             ctx,
@@ -371,9 +412,11 @@ impl<'c> Trainer<'c> {
 
     /// Uploads the epoch's order of the training images and positions the step state.
     pub fn begin_epoch(&mut self) -> Result<()> {
-        let order = HostRng::derive(self.cfg.seed, 0xE90C_0000 + self.epoch as u64).permutation(self.split.train.n);
+        let order = HostRng::derive(self.cfg.seed, 0xE90C_0000 + self.epoch as u64)
+            .permutation(self.split.train.n);
         self.perm.write(self.ctx, &order)?;
-        let step = u32::try_from(self.step).map_err(|_| Error::Config("more than 2^32 steps".into()))?;
+        let step =
+            u32::try_from(self.step).map_err(|_| Error::Config("more than 2^32 steps".into()))?;
         self.state.set(self.ctx, step, step)?;
         self.metrics.write(self.ctx, &[0.0; metric::LEN])?;
         Ok(())
@@ -381,7 +424,12 @@ impl<'c> Trainer<'c> {
 
     /// Reads the loss sums of the epoch so far: (loss, recon, kl) per sample and the count.
     pub fn read_metrics(&self) -> Result<([f64; 3], f64, bool)> {
-        let raw = self.staging.read(self.ctx, self.metrics.buffer(), self.metrics.offset(), (metric::LEN * 4) as u64)?;
+        let raw = self.staging.read(
+            self.ctx,
+            self.metrics.buffer(),
+            self.metrics.offset(),
+            (metric::LEN * 4) as u64,
+        )?;
         let m: &[f32] = bytemuck::cast_slice(&raw);
         let count = m[metric::COUNT] as f64;
         let per = |i: usize| m[i] as f64 / count.max(1.0);
@@ -395,7 +443,11 @@ impl<'c> Trainer<'c> {
     fn nonfinite_error(&self) -> Error {
         let ck = self.cfg.out.join(checkpoint::FILE_NAME);
         let kept = if ck.exists() {
-            format!("the last good checkpoint (epoch {}) is kept at {}", self.epoch, ck.display())
+            format!(
+                "the last good checkpoint (epoch {}) is kept at {}",
+                self.epoch,
+                ck.display()
+            )
         } else {
             "no checkpoint had been written yet".to_string()
         };
@@ -504,7 +556,8 @@ impl<'c> Trainer<'c> {
             self.epoch += 1;
             let last = self.epoch == self.cfg.epochs;
             let with_iwae = self.cfg.iwae_k > 0
-                && (last || (self.cfg.iwae_every > 0 && self.epoch % self.cfg.iwae_every == 0));
+                && (last
+                    || (self.cfg.iwae_every > 0 && self.epoch.is_multiple_of(self.cfg.iwae_every)));
             let report = self.evaluate(with_iwae)?;
             self.save_checkpoint()?;
             let m = EpochMetrics {
@@ -522,7 +575,10 @@ impl<'c> Trainer<'c> {
                 train_seconds,
                 samples_per_second: count / train_seconds,
             };
-            append_line(&metrics_path, &serde_json::to_string(&m).expect("metrics serialize"))?;
+            append_line(
+                &metrics_path,
+                &serde_json::to_string(&m).expect("metrics serialize"),
+            )?;
             if !self.cfg.quiet {
                 let iw = match (m.iwae_k, m.test_neg_iwae) {
                     (Some(k), Some(v)) => format!("  test -IWAE(k={k}) {v:.2}"),
@@ -530,7 +586,13 @@ impl<'c> Trainer<'c> {
                 };
                 println!(
                     "epoch {:>3}/{}  train loss {:.2} (recon {:.2} + KL {:.2})  test -ELBO {:.2}{iw}  AU {}  {:.0} samples/s",
-                    m.epoch, self.cfg.epochs, m.train_loss, m.train_recon, m.train_kl, m.test_neg_elbo, m.active_units,
+                    m.epoch,
+                    self.cfg.epochs,
+                    m.train_loss,
+                    m.train_recon,
+                    m.train_kl,
+                    m.test_neg_elbo,
+                    m.active_units,
                     m.samples_per_second
                 );
             }
@@ -538,7 +600,13 @@ impl<'c> Trainer<'c> {
             last_eval = Some(report);
         }
         if self.cfg.pictures {
-            crate::viz::save_run_pictures(self.ctx, &self.vae, &self.split.test, &self.cfg.out, self.cfg.seed)?;
+            crate::viz::save_run_pictures(
+                self.ctx,
+                &self.vae,
+                &self.split.test,
+                &self.cfg.out,
+                self.cfg.seed,
+            )?;
         }
         Ok(RunSummary {
             epochs: history,
@@ -550,7 +618,10 @@ impl<'c> Trainer<'c> {
 
     /// The Adam moments, for tests of exact resumption.
     pub fn optimizer_state(&self) -> Result<(Vec<f32>, Vec<f32>)> {
-        Ok((self.adam_m.flat.read(self.ctx)?, self.adam_v.flat.read(self.ctx)?))
+        Ok((
+            self.adam_m.flat.read(self.ctx)?,
+            self.adam_v.flat.read(self.ctx)?,
+        ))
     }
 
     pub fn train_images(&self) -> &Tensor<u8> {
@@ -570,7 +641,11 @@ fn read_metrics_file(path: &Path, epoch: usize) -> Result<Vec<EpochMetrics>> {
         Err(e) => return Err(Error::io(path, e)),
     };
     let mut kept = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
         let m: EpochMetrics = serde_json::from_str(line)
             .map_err(|e| Error::Config(format!("{}: line {}: {e}", path.display(), i + 1)))?;
         if m.epoch <= epoch {
