@@ -45,6 +45,8 @@ pub struct ContextOptions {
     pub gemm: Option<GemmVariant>,
     /// Keep wgpu's shader bounds checks and loop bounding (slower; for debugging kernels).
     pub shader_checks: bool,
+    /// Do not request timestamp queries even when offered (`WGVAE_TIMESTAMPS=0`).
+    pub no_timestamps: bool,
 }
 
 impl ContextOptions {
@@ -69,6 +71,9 @@ impl ContextOptions {
         }
         if let Ok(v) = std::env::var("WGVAE_SHADER_CHECKS") {
             opts.shader_checks = matches!(v.trim(), "1" | "true" | "yes" | "on");
+        }
+        if let Ok(v) = std::env::var("WGVAE_TIMESTAMPS") {
+            opts.no_timestamps = matches!(v.trim(), "0" | "false" | "no" | "off");
         }
         Ok(opts)
     }
@@ -251,7 +256,8 @@ impl GpuContext {
             wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS,
             wgpu::Features::SUBGROUP,
         ] {
-            if offered.contains(f) {
+            let is_timestamp = f != wgpu::Features::SUBGROUP;
+            if offered.contains(f) && !(is_timestamp && opts.no_timestamps) {
                 features |= f;
             }
         }

@@ -16,6 +16,7 @@ pub const MAX_GROUPS_X: u32 = 65535;
 /// One prepared kernel invocation: pipeline + bind group + workgroup counts.
 pub struct Dispatch {
     label: String,
+    kernel: String,
     pipeline: Arc<wgpu::ComputePipeline>,
     bind_group: wgpu::BindGroup,
     groups: [u32; 3],
@@ -72,6 +73,7 @@ impl Dispatch {
         })?;
         Ok(Dispatch {
             label: label.to_string(),
+            kernel: key.label(),
             pipeline,
             bind_group,
             groups,
@@ -99,6 +101,10 @@ impl Dispatch {
 
     pub fn label(&self) -> &str {
         &self.label
+    }
+    /// The kernel it runs: `file::entry` and its defines (e.g. which GEMM family was chosen).
+    pub fn kernel(&self) -> &str {
+        &self.kernel
     }
     pub fn groups(&self) -> [u32; 3] {
         self.groups
