@@ -127,7 +127,7 @@ pub fn adam(
             (5, scratch.norm_sq.binding()),
         ],
         Some((6, &ap)),
-        groups_for(n, 64 * 8),
+        groups_for(n.div_ceil(4), 64 * 4),
     )?);
     Ok(p)
 }
