@@ -149,8 +149,14 @@ impl Evaluator {
         })
     }
 
-    /// Runs the evaluation over the whole data set.
+    /// Runs the evaluation over the whole data set (with the IWAE bound when this evaluator
+    /// was built with k > 0).
     pub fn run(&self, ctx: &GpuContext, latent: usize) -> Result<EvalReport> {
+        self.run_with(ctx, latent, true)
+    }
+
+    /// Like [`Evaluator::run`]; `with_iwae = false` skips the (costlier) IWAE pass.
+    pub fn run_with(&self, ctx: &GpuContext, latent: usize, with_iwae: bool) -> Result<EvalReport> {
         let mut recon = 0.0f64;
         let mut kl = 0.0f64;
         let mut kl_dim = vec![0.0f64; latent];
@@ -184,7 +190,7 @@ impl Evaluator {
         }
         let n = self.n as f64;
         let (mut iwae_k, mut neg_iwae) = (None, None);
-        if let Some(iw) = &self.iwae {
+        if let Some(iw) = self.iwae.as_ref().filter(|_| with_iwae) {
             let mut total = 0.0f64;
             let eb = iw.act.batch;
             for bi in 0..self.n.div_ceil(eb) {

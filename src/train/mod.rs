@@ -490,12 +490,8 @@ impl<'c> Trainer<'c> {
 
     /// Evaluates the model on the test split.
     pub fn evaluate(&self, with_iwae: bool) -> Result<EvalReport> {
-        let mut r = self.evaluator.run(self.ctx, self.vae.cfg.latent)?;
-        if !with_iwae {
-            r.iwae_k = None;
-            r.neg_iwae = None;
-        }
-        Ok(r)
+        self.evaluator
+            .run_with(self.ctx, self.vae.cfg.latent, with_iwae)
     }
 
     /// Trains until `cfg.epochs` epochs are done, writing metrics, checkpoints and pictures.
