@@ -53,8 +53,6 @@ const BATCH: usize = 128;
 const PIXELS: usize = 784;
 const HIDDEN: usize = 400;
 const LATENT: usize = 20;
-/// Its parameter count: 784·400+400 + 400·40+40 + 20·400+400 + 400·784+784.
-const VAE_PARAMS: usize = 648_824;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -539,7 +537,8 @@ fn memory_cases(b: &mut Bench<'_>, quick: bool) -> Result<()> {
     // adam over the whole model: reads params, grads, m, v (n,) and writes params, m, v; with
     // clipping, the squared-norm reduction first reads grads once more (plus its partials).
     {
-        let n = VAE_PARAMS;
+        // The classic VAE's parameter count (652,824), from the model's own layout.
+        let n = wgvae::model::VaeConfig::classic(28, 28).layout().count();
         let params = b.uniform("params", &[n], -0.1, 0.1)?;
         let grads = b.uniform("grads", &[n], -0.01, 0.01)?;
         let m = b.zeros("m", &[n])?;

@@ -36,7 +36,11 @@ fn main() -> anyhow::Result<()> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let dir = args.data.clone().unwrap_or_else(|| {
         let shared = root.join("../shared/data/mnist-8k");
-        if shared.is_dir() { shared } else { root.join("tests/data/mnist-512") }
+        if shared.is_dir() {
+            shared
+        } else {
+            root.join("tests/data/mnist-512")
+        }
     });
     let ctx = wgvae::cli::open_context()?;
     let out = std::env::temp_dir().join(format!("wgvae-bench-train-{}", std::process::id()));
@@ -81,11 +85,28 @@ fn main() -> anyhow::Result<()> {
     let dispatches = t.dispatches_per_step();
     // The trainer reads the 32-byte loss sums every 50 steps (progress bar) and at epoch ends.
     let readback_per_step = 32.0 / 50.0;
-    println!("adapter: {}  (GEMM kernel {})", ctx.info, ctx.gemm_variant.name());
-    println!("data: {} ({} images), batch 128, model {} parameters", dir.display(), t.split.train.n, t.vae.layout.count());
-    println!("first step finished {first_step:.2} s after start (context, data, {} pipelines compiled)", ctx.pipelines_compiled());
-    println!("{} steps: {ms:.2} ms per step, {sps:.0} samples/s", args.steps);
-    println!("per step: {dispatches} dispatches, 1 submit, {readback_per_step:.2} bytes read back (32 B every 50 steps)");
+    println!(
+        "adapter: {}  (GEMM kernel {})",
+        ctx.info,
+        ctx.gemm_variant.name()
+    );
+    println!(
+        "data: {} ({} images), batch 128, model {} parameters",
+        dir.display(),
+        t.split.train.n,
+        t.vae.layout.count()
+    );
+    println!(
+        "first step finished {first_step:.2} s after start (context, data, {} pipelines compiled)",
+        ctx.pipelines_compiled()
+    );
+    println!(
+        "{} steps: {ms:.2} ms per step, {sps:.0} samples/s",
+        args.steps
+    );
+    println!(
+        "per step: {dispatches} dispatches, 1 submit, {readback_per_step:.2} bytes read back (32 B every 50 steps)"
+    );
     if let Some(path) = &args.json {
         let body = serde_json::to_vec_pretty(&serde_json::json!({
             "adapter": ctx.info.name, "backend": format!("{:?}", ctx.info.backend),

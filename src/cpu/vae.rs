@@ -16,7 +16,7 @@ pub fn vae_forward(
     let layout = cfg.layout();
     let get = |name: &str| {
         let s = layout.get(name).expect("parameter");
-        (&params[s.offset..s.offset + s.len()], ())
+        &params[s.offset..s.offset + s.len()]
     };
     let (enc, dec) = cfg.layers();
     let d = cfg.latent;
@@ -24,8 +24,8 @@ pub fn vae_forward(
     // Forward in f64 throughout: weights are read from `params` (f64) so finite differences
     // of size 1e-6 are seen exactly.
     let lin = |act, x: &[f64], rows: usize, name: &str, inp: usize, out: usize| {
-        let (w, _) = get(&format!("{name}.weight"));
-        let (b, _) = get(&format!("{name}.bias"));
+        let w = get(&format!("{name}.weight"));
+        let b = get(&format!("{name}.bias"));
         let mut y = vec![0.0; rows * out];
         for r in 0..rows {
             for j in 0..out {
@@ -72,8 +72,8 @@ pub fn vae_forward(
                 Likelihood::Gaussian { log_sigma } => {
                     let s = match log_sigma {
                         GaussianSigma::Fixed(v) => v as f64,
-                        GaussianSigma::LearnedShared => get("decoder.log_sigma").0[0],
-                        GaussianSigma::LearnedPerPixel => get("decoder.log_sigma").0[pi],
+                        GaussianSigma::LearnedShared => get("decoder.log_sigma")[0],
+                        GaussianSigma::LearnedPerPixel => get("decoder.log_sigma")[pi],
                     };
                     0.5 * (o - t).powi(2) * (-2.0 * s).exp()
                         + s
