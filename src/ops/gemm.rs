@@ -201,6 +201,13 @@ pub fn gemm_with(
         k: k as u32,
         slope: epilogue.act().slope(),
     };
+    // One workgroup row per tile of rows: at most 65,535 of them (WebGPU's limit).
+    if m.div_ceil(8) > 65535 || n.div_ceil(32) > 65535 {
+        return Err(shape_err(
+            "gemm",
+            format!("({m}x{k})·({k}x{n}) needs more than 65,535 workgroups along one axis"),
+        ));
+    }
     let use_sg8 = variant == GemmVariant::Subgroup8 && subgroup8_fits(m, k, n, trans);
     if use_sg8 {
         let (tm, tnv) = subgroup8_tile(m, n);

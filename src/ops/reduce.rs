@@ -38,20 +38,34 @@ fn reduce_dispatch(
     )
 }
 
-/// y (C,) (+)= scale · Σ_rows x (R, C).
-pub fn col_sum(
+/// Which axis of x (R, C) a [`sum_axis`] reduction removes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Axis {
+    /// Σ over rows → (C,): bias gradients.
+    Rows,
+    /// Σ over columns → (R,), one workgroup per row.
+    Cols,
+}
+
+/// y (+)= scale · Σ over `axis` of x (R, C).
+pub fn sum_axis(
     ctx: &GpuContext,
     label: &str,
     x: &Tensor<f32>,
     y: &Tensor<f32>,
+    axis: Axis,
     scale: f32,
     accumulate: bool,
 ) -> Result<Dispatch> {
     let (r, c) = x.dims2();
-    if y.len() != c {
+    let (entry, out_len, groups) = match axis {
+        Axis::Rows => ("col_sum", c, groups_for(c, 64)),
+        Axis::Cols => ("row_sum", r, [r.min(65535) as u32, 1, 1]),
+    };
+    if y.len() != out_len {
         return Err(shape_err(
-            "col_sum",
-            format!("{:?} -> {:?}", x.shape(), y.shape()),
+            "sum_axis",
+            format!("{axis:?}: {:?} -> {:?}", x.shape(), y.shape()),
         ));
     }
     let p = ReduceParams {
@@ -61,7 +75,19 @@ pub fn col_sum(
         accumulate: accumulate as u32,
         ..Default::default()
     };
-    reduce_dispatch(ctx, "col_sum", label, x, y, p, groups_for(c, 64))
+    reduce_dispatch(ctx, entry, label, x, y, p, groups)
+}
+
+/// y (C,) (+)= scale · Σ_rows x (R, C).
+pub fn col_sum(
+    ctx: &GpuContext,
+    label: &str,
+    x: &Tensor<f32>,
+    y: &Tensor<f32>,
+    scale: f32,
+    accumulate: bool,
+) -> Result<Dispatch> {
+    sum_axis(ctx, label, x, y, Axis::Rows, scale, accumulate)
 }
 
 /// y (R,) (+)= scale · Σ_cols x (R, C).
@@ -73,21 +99,7 @@ pub fn row_sum(
     scale: f32,
     accumulate: bool,
 ) -> Result<Dispatch> {
-    let (r, c) = x.dims2();
-    if y.len() != r {
-        return Err(shape_err(
-            "row_sum",
-            format!("{:?} -> {:?}", x.shape(), y.shape()),
-        ));
-    }
-    let p = ReduceParams {
-        rows: r as u32,
-        cols: c as u32,
-        scale,
-        accumulate: accumulate as u32,
-        ..Default::default()
-    };
-    reduce_dispatch(ctx, "row_sum", label, x, y, p, [r.min(65535) as u32, 1, 1])
+    sum_axis(ctx, label, x, y, Axis::Cols, scale, accumulate)
 }
 
 /// Number of partial sums the scalar reductions use.
