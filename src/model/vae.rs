@@ -198,36 +198,31 @@ impl Vae {
 
     /// The encoder: act.x → act.enc (the last output is [mu | log sigma^2]).
     pub fn encode_program(&self, ctx: &GpuContext, act: &Activations) -> Result<Program> {
-        let mut p = Program::new();
-        for (i, layer) in self.enc_layers.iter().enumerate() {
-            let input = if i == 0 { &act.x } else { &act.enc[i - 1] };
-            p.push(gemm(
-                ctx,
-                &layer.name,
-                input,
-                self.w(layer),
-                &act.enc[i],
-                Trans::NN,
-                Epilogue::BiasAct {
-                    bias: self.b(layer),
-                    act: layer.act,
-                },
-            )?);
-        }
-        Ok(p)
+        self.mlp_program(ctx, &self.enc_layers, &act.x, &act.enc)
     }
 
     /// The decoder: act.z → act.dec (the last output is logits or means, (K·B, P)).
     pub fn decode_program(&self, ctx: &GpuContext, act: &Activations) -> Result<Program> {
+        self.mlp_program(ctx, &self.dec_layers, &act.z, &act.dec)
+    }
+
+    /// `outputs[i] = act_i(outputs[i-1]·W_i + b_i)` with `outputs[-1] = input`.
+    fn mlp_program(
+        &self,
+        ctx: &GpuContext,
+        layers: &[LayerSpec],
+        input: &Tensor<f32>,
+        outputs: &[Tensor<f32>],
+    ) -> Result<Program> {
         let mut p = Program::new();
-        for (j, layer) in self.dec_layers.iter().enumerate() {
-            let input = if j == 0 { &act.z } else { &act.dec[j - 1] };
+        for (i, layer) in layers.iter().enumerate() {
+            let x = if i == 0 { input } else { &outputs[i - 1] };
             p.push(gemm(
                 ctx,
                 &layer.name,
-                input,
+                x,
                 self.w(layer),
-                &act.dec[j],
+                &outputs[i],
                 Trans::NN,
                 Epilogue::BiasAct {
                     bias: self.b(layer),
