@@ -196,6 +196,9 @@ pub fn train(args: &TrainArgs) -> Result<RunSummary> {
     }
     let summary = trainer.train()?;
     if !args.quiet {
+        if let Some(t) = summary.first_step_seconds {
+            println!("first training step finished {t:.2} s after start");
+        }
         if let Some(r) = &summary.last_eval {
             print_report("test", r);
         }
