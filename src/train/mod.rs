@@ -187,6 +187,9 @@ pub struct EpochMetrics {
     pub test_neg_iwae: Option<f64>,
     pub iwae_k: Option<usize>,
     pub active_units: usize,
+    /// Test KL per latent dimension, nats.
+    #[serde(default)]
+    pub test_kl_per_dim: Vec<f64>,
     pub train_seconds: f64,
     pub samples_per_second: f64,
 }
@@ -568,6 +571,7 @@ impl<'c> Trainer<'c> {
                 test_neg_iwae: report.neg_iwae,
                 iwae_k: report.iwae_k,
                 active_units: report.active_units,
+                test_kl_per_dim: report.kl_per_dim.clone(),
                 train_seconds,
                 samples_per_second: count / train_seconds,
             };
