@@ -36,7 +36,8 @@ pub struct TrainArgs {
     /// Run directory (default: runs/<data set name>)
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Continue the run in this directory from its checkpoint
+    /// Continue the run in this directory from its checkpoint, with the run's own configuration
+    /// (only --epochs, the epochs to add, and --quiet apply)
     #[arg(long)]
     pub resume: Option<PathBuf>,
     /// No progress bar or per-epoch lines
