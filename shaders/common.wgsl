@@ -63,10 +63,14 @@ fn u01(x: u32) -> f32 {
     return (f32(x >> 8u) + 1.0) * (1.0 / 16777216.0);
 }
 
-// Two independent N(0,1) draws from two uniforms (Box-Muller).
+// Two independent N(0,1) draws from two uniforms in (0, 1] (Box-Muller). The angle
+// 2 pi (u2 - 1/2) is uniform on (-pi, pi], the range on which WGSL specifies the accuracy of
+// sin and cos (u2 - 1/2 is exact in f32: u2 is a multiple of 2^-24). Mirrored by
+// `rng::box_muller` in src/rng.rs; the integer Philox words are bit-identical across
+// adapters, eps itself (after log, sqrt, sin, cos) agrees only to float accuracy.
 fn box_muller(u1: f32, u2: f32) -> vec2<f32> {
     let r = sqrt(-2.0 * log(u1));
-    let t = 6.283185307179586 * u2;
+    let t = 6.283185307179586 * (u2 - 0.5);
     return vec2<f32>(r * cos(t), r * sin(t));
 }
 

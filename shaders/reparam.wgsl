@@ -4,8 +4,10 @@
 // Samples are laid out (K, B, D): sample s of row b is row s * B + b of z.
 // eps element i comes from Philox4x32-10 with counter (i / 4, step, stream, 0) and key
 // (seed_lo, seed_hi): word i % 4 of that block, paired by Box-Muller with its neighbour.
-// So the same (seed, step, stream) gives the same eps on every adapter that computes the
-// integer Philox exactly, and any other (seed, step) gives another stream.
+// So the same (seed, step, stream) gives the same Philox words on every adapter, bit for bit,
+// and any other (seed, step) gives another stream. eps itself goes through f32 log, sqrt, sin
+// and cos, which WGSL specifies only to within an error bound: across adapters it agrees to
+// float accuracy, not bit for bit.
 
 struct ReparamParams {
     batch: u32,     // B

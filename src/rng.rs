@@ -1,6 +1,16 @@
 //! Random numbers. [`philox4x32`] is the CPU twin of the counter-based generator in
 //! `shaders/common.wgsl`; [`HostRng`] drives host-side choices (initial weights, shuffles),
 //! seeded so that a run is reproducible.
+//!
+//! # What is reproducible across adapters
+//!
+//! The in-shader ε of the reparameterization is Philox4x32-10 on 32-bit integers, then
+//! [`u01`] and [`box_muller`] in f32. Only the integer Philox stream is bit-identical on every
+//! adapter (and equal to [`philox4x32`] here). ε itself passes through `log`, `sqrt`, `sin` and
+//! `cos`, whose f32 results WGSL specifies only to within an error bound, so ε (and everything
+//! computed from it) agrees across adapters, drivers and this f64 twin only to float accuracy
+//! (a few ulp), not bit for bit. On one adapter and driver, the same (seed, step, stream)
+//! gives the same ε on every run.
 
 /// Philox4x32-10 (Salmon, Moraes, Dror, Shaw: "Parallel random numbers: as easy as 1, 2, 3").
 pub fn philox4x32(counter: [u32; 4], key: [u32; 2]) -> [u32; 4] {
@@ -25,10 +35,11 @@ pub fn u01(x: u32) -> f64 {
     ((x >> 8) as f64 + 1.0) / 16_777_216.0
 }
 
-/// Box–Muller: two N(0,1) draws from two uniforms in (0, 1] (mirrors `box_muller`).
+/// Box–Muller: two N(0,1) draws from two uniforms in (0, 1] (mirrors `box_muller` in WGSL).
+/// The angle 2π(u2 − ½) is uniform on (−π, π], where WGSL specifies sin and cos.
 pub fn box_muller(u1: f64, u2: f64) -> (f64, f64) {
     let r = (-2.0 * u1.ln()).sqrt();
-    let t = std::f64::consts::TAU * u2;
+    let t = std::f64::consts::TAU * (u2 - 0.5);
     (r * t.cos(), r * t.sin())
 }
 
@@ -121,6 +132,23 @@ mod tests {
             ),
             [0xd16c_fe09, 0x94fd_cceb, 0x5001_e420, 0x2412_6ea1]
         );
+    }
+
+    /// The angle is 2π(u2 − ½) ∈ (−π, π]: u2 = 1 gives −r, u2 = ½ gives +r, u2 = ¾ gives +r·i.
+    #[test]
+    fn box_muller_angle_is_centred() {
+        let u1 = 0.25f64;
+        let r = (-2.0 * u1.ln()).sqrt();
+        let close = |(a, b): (f64, f64), (x, y): (f64, f64)| {
+            assert!(
+                (a - x).abs() < 1e-6 && (b - y).abs() < 1e-6,
+                "({a}, {b}) vs ({x}, {y})"
+            );
+        };
+        close(box_muller(u1, 1.0), (-r, 0.0));
+        close(box_muller(u1, 0.5), (r, 0.0));
+        close(box_muller(u1, 0.75), (0.0, r));
+        close(box_muller(u1, u01(0)), (-r, 0.0));
     }
 
     #[test]

@@ -1,4 +1,9 @@
 //! Fused reparameterization `z = μ + σ·ε`, ε drawn in-shader, and its backward.
+//!
+//! ε is Philox4x32-10 of (element / 4, step, stream) under the seed, then Box–Muller in f32.
+//! The Philox integers are bit-identical on every adapter; ε agrees across adapters (and with
+//! the f64 twin [`crate::cpu::reparam_eps`]) only to float accuracy, because WGSL's `log`,
+//! `sqrt`, `sin` and `cos` are specified to within an error bound. See [`crate::rng`].
 
 use crate::error::Result;
 use crate::gpu::{Dispatch, GpuContext, KernelKey, Shader, Tensor, groups_for};
