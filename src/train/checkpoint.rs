@@ -1,18 +1,41 @@
 //! Checkpoints: one safetensors file holding the weights (named by layer, PyTorch's
-//! `(out, in)` layout, loadable with Python's `safetensors`), the optimizer moments, and as
-//! metadata the run configuration and the position in training. Written atomically.
+//! `(out, in)` layout, loadable with Python's `safetensors`), the Adam moments in the same named
+//! layout (`optimizer.adam_m.<name>`, `optimizer.adam_v.<name>`), and as metadata the run
+//! configuration and the position in training. Written atomically.
+//!
+//! Reading trusts nothing in the file: the header is bounded before it is parsed, every metadata
+//! field is bounded and validated, the architecture's sizes are computed with checked arithmetic
+//! and compared with the tensor bytes the file actually holds before anything is allocated, and
+//! every tensor's dtype, shape and values are checked. Each error names the file and the field or
+//! tensor at fault.
+//!
+//! Version 1 files (`wgvae-checkpoint-1`), which stored each moment as one flat tensor in the
+//! padded internal layout, are still read.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, Metadata, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::model::{ParamLayout, VaeConfig};
 
-pub const FORMAT: &str = "wgvae-checkpoint-1";
+/// The format this version writes: moments per parameter tensor.
+pub const FORMAT: &str = "wgvae-checkpoint-2";
+/// The previous format, still read: moments as flat tensors in the padded internal layout.
+pub const FORMAT_V1: &str = "wgvae-checkpoint-1";
 pub const FILE_NAME: &str = "checkpoint.safetensors";
+/// Name prefix of Adam's first moment: `optimizer.adam_m.encoder.fc1.weight`, … (in version 1
+/// files, the name of one flat tensor).
+pub const ADAM_M: &str = "optimizer.adam_m";
+/// Name prefix of Adam's second moment.
+pub const ADAM_V: &str = "optimizer.adam_v";
+/// Largest safetensors header (tensor table and metadata) a checkpoint may have. The header of
+/// the largest model wgvae builds is well under this.
+pub const MAX_HEADER_BYTES: usize = 4 << 20;
+/// Largest metadata field (`model`, `run`, `state`, `format`).
+pub const MAX_METADATA_FIELD_BYTES: usize = 64 << 10;
 
 /// Where training stands when the checkpoint is written.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -21,6 +44,41 @@ pub struct TrainState {
     pub epoch: usize,
     /// Optimizer steps finished (the GPU step counter).
     pub step: u64,
+}
+
+impl TrainState {
+    /// Largest step count: the GPU's step counter is a `u32`.
+    pub const MAX_STEP: u64 = u32::MAX as u64;
+
+    /// Checks a position read from a file: the step count fits the GPU's `u32` step counter, and
+    /// no more epochs than steps are finished (every epoch takes at least one step), so the epoch
+    /// count fits in a `u32` too.
+    pub fn validate(&self) -> Result<()> {
+        if self.step > Self::MAX_STEP {
+            return Err(Error::Config(format!(
+                "step {} does not fit the GPU's 32-bit step counter (at most {})",
+                self.step,
+                Self::MAX_STEP
+            )));
+        }
+        if self.epoch as u128 > u128::from(self.step) {
+            return Err(Error::Config(format!(
+                "epoch {} is larger than step {}: every epoch takes at least one step",
+                self.epoch, self.step
+            )));
+        }
+        Ok(())
+    }
+
+    /// The epoch count after `more` further epochs, or an error if it overflows.
+    pub fn epochs_after(&self, more: usize) -> Result<usize> {
+        self.epoch.checked_add(more).ok_or_else(|| {
+            Error::Config(format!(
+                "{} finished epochs plus {more} more overflows the epoch counter",
+                self.epoch
+            ))
+        })
+    }
 }
 
 /// Everything a checkpoint holds, in host memory.
@@ -47,75 +105,251 @@ fn err(path: &Path, detail: impl Into<String>) -> Error {
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory, synced, then
 /// renamed over `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let tmp = tmp_path(path);
-    let res = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = res {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(path, e));
-    }
-    Ok(())
+    crate::fsio::write_atomic(path, bytes)
 }
 
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(format!(".tmp{}", std::process::id()));
-    path.with_file_name(name)
-}
-
+/// Little-endian bytes of `v` (safetensors stores little-endian).
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    bytemuck::cast_slice(v).to_vec()
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// The message of a validation error, without the "invalid configuration" prefix.
+fn detail_of(e: Error) -> String {
+    match e {
+        Error::Config(s) => s,
+        e => e.to_string(),
+    }
+}
+
+/// A parameter tensor as stored in the file: `(out, in)` for a weight (`(in, out)` in the flat
+/// buffer), the flat shape otherwise.
+fn stored_shape(shape: &[usize]) -> Vec<usize> {
+    if shape.len() == 2 {
+        vec![shape[1], shape[0]]
+    } else {
+        shape.to_vec()
+    }
+}
+
+/// The values of `spec` in the flat buffer `flat`, in the stored order (weights transposed).
+fn to_stored(flat: &[f32], shape: &[usize], offset: usize) -> Vec<f32> {
+    let len: usize = shape.iter().product();
+    let vals = &flat[offset..offset + len];
+    if shape.len() == 2 {
+        // (in, out) on the GPU -> (out, in) as torch.nn.Linear stores it.
+        let (i, o) = (shape[0], shape[1]);
+        let mut t = vec![0.0f32; len];
+        for a in 0..i {
+            for b in 0..o {
+                t[b * i + a] = vals[a * o + b];
+            }
+        }
+        t
+    } else {
+        vals.to_vec()
+    }
+}
+
+/// What a tensor holds, for the checks of its values.
+#[derive(Clone, Copy, PartialEq)]
+enum Values {
+    /// Model parameters: finite.
+    Params,
+    /// Adam's first moment: finite.
+    FirstMoment,
+    /// Adam's second moment: finite and non-negative.
+    SecondMoment,
+}
+
+impl Values {
+    fn check(self, v: f32) -> std::result::Result<(), &'static str> {
+        if !v.is_finite() {
+            return Err("a non-finite value");
+        }
+        if self == Values::SecondMoment && v < 0.0 {
+            return Err("a negative value (a second moment is a mean of squares)");
+        }
+        Ok(())
+    }
+}
+
+/// The tensors of a file: its table and the data after the header.
+struct Tensors<'a> {
+    path: &'a Path,
+    meta: &'a Metadata,
+    data: &'a [u8],
+}
+
+impl<'a> Tensors<'a> {
+    fn has(&self, name: &str) -> bool {
+        self.meta.info(name).is_some()
+    }
+
+    /// The bytes of tensor `name` after checking that it is F32 of shape `want`.
+    fn f32_data(&self, name: &str, want: &[usize], what: &str) -> Result<&'a [u8]> {
+        let info = self
+            .meta
+            .info(name)
+            .ok_or_else(|| err(self.path, format!("tensor `{name}` is missing")))?;
+        if info.dtype != Dtype::F32 || info.shape != want {
+            return Err(err(
+                self.path,
+                format!(
+                    "tensor `{name}` is {:?} {:?}, {what} needs F32 {want:?}",
+                    info.dtype, info.shape
+                ),
+            ));
+        }
+        let (s, e) = info.data_offsets;
+        // safetensors checked that the offsets tile the data and match the shape; this only
+        // guards against a mismatch turning into a panic.
+        match self.data.get(s..e) {
+            Some(d) if want.iter().try_fold(4usize, |a, &b| a.checked_mul(b)) == Some(d.len()) => {
+                Ok(d)
+            }
+            _ => Err(err(
+                self.path,
+                format!("tensor `{name}`: data offsets {s}..{e} do not match its shape"),
+            )),
+        }
+    }
+
+    /// Reads the tensors of `layout`, each named `prefix` + its name, into a new flat buffer
+    /// (weights transposed back to `(in, out)`, padding zero). `None` if none of them is present
+    /// and `required` is false; an error naming the tensor if some are missing.
+    fn read_named(
+        &self,
+        layout: &ParamLayout,
+        prefix: &str,
+        values: Values,
+        required: bool,
+    ) -> Result<Option<Vec<f32>>> {
+        let names: Vec<String> = layout
+            .tensors
+            .iter()
+            .map(|s| format!("{prefix}{}", s.name))
+            .collect();
+        if !required && !names.iter().any(|n| self.has(n)) {
+            return Ok(None);
+        }
+        // Every tensor is checked before the flat buffer is allocated, so its size is backed by
+        // bytes the file holds.
+        let mut datas = Vec::with_capacity(names.len());
+        for (spec, name) in layout.tensors.iter().zip(&names) {
+            datas.push(self.f32_data(name, &stored_shape(&spec.shape), "the architecture")?);
+        }
+        let mut flat = vec![0.0f32; layout.total];
+        for ((spec, name), data) in layout.tensors.iter().zip(&names).zip(datas) {
+            let dst = &mut flat[spec.offset..spec.offset + spec.len()];
+            // For a weight, stored element k = b·in + a is flat element a·out + b.
+            let (i, o) = match spec.shape.as_slice() {
+                [i, o] => (*i, *o),
+                _ => (1, 1),
+            };
+            for (k, bytes) in data.chunks_exact(4).enumerate() {
+                let v = f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+                if let Err(what) = values.check(v) {
+                    return Err(err(
+                        self.path,
+                        format!("tensor `{name}` holds {what} at element {k}: {v}"),
+                    ));
+                }
+                let at = if spec.shape.len() == 2 {
+                    (k % i) * o + k / i
+                } else {
+                    k
+                };
+                dst[at] = v;
+            }
+        }
+        Ok(Some(flat))
+    }
+
+    /// A version-1 moment: one flat F32 tensor `name` of shape `[layout.total]`.
+    fn read_flat(
+        &self,
+        layout: &ParamLayout,
+        name: &str,
+        values: Values,
+    ) -> Result<Option<Vec<f32>>> {
+        if !self.has(name) {
+            return Ok(None);
+        }
+        let data = self.f32_data(name, &[layout.total], "the architecture's flat layout")?;
+        let mut flat = Vec::with_capacity(layout.total);
+        for (k, bytes) in data.chunks_exact(4).enumerate() {
+            let v = f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+            if let Err(what) = values.check(v) {
+                return Err(err(
+                    self.path,
+                    format!("tensor `{name}` holds {what} at element {k}: {v}"),
+                ));
+            }
+            flat.push(v);
+        }
+        Ok(Some(flat))
+    }
 }
 
 impl Checkpoint {
-    /// Serializes to safetensors bytes.
+    /// Serializes to safetensors bytes (format [`FORMAT`]).
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        self.model.validate()?;
+        self.state.validate()?;
         let layout = self.model.layout();
+        let moments = match (&self.adam_m, &self.adam_v) {
+            (Some(m), Some(v)) => vec![(ADAM_M, m), (ADAM_V, v)],
+            (None, None) => Vec::new(),
+            _ => {
+                return Err(Error::Config(
+                    "checkpoint: one Adam moment given without the other".into(),
+                ));
+            }
+        };
+        let mut sources = vec![("", &self.params)];
+        sources.extend(moments);
         let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-        for spec in &layout.tensors {
-            let vals = &self.params[spec.offset..spec.offset + spec.len()];
-            let (shape, data) = if spec.shape.len() == 2 {
-                // (in, out) on the GPU -> (out, in) as torch.nn.Linear stores it.
-                let (i, o) = (spec.shape[0], spec.shape[1]);
-                let mut t = vec![0.0f32; i * o];
-                for a in 0..i {
-                    for b in 0..o {
-                        t[b * i + a] = vals[a * o + b];
-                    }
-                }
-                (vec![o, i], t)
-            } else {
-                (spec.shape.clone(), vals.to_vec())
-            };
-            owned.push((spec.name.clone(), shape, f32_bytes(&data)));
-        }
-        if let (Some(m), Some(v)) = (&self.adam_m, &self.adam_v) {
-            owned.push(("optimizer.adam_m".into(), vec![m.len()], f32_bytes(m)));
-            owned.push(("optimizer.adam_v".into(), vec![v.len()], f32_bytes(v)));
+        for (prefix, flat) in sources {
+            if flat.len() != layout.total {
+                let what = if prefix.is_empty() {
+                    "parameters"
+                } else {
+                    prefix
+                };
+                return Err(Error::Config(format!(
+                    "checkpoint: {} values of {what} given, the architecture's layout has {}",
+                    flat.len(),
+                    layout.total
+                )));
+            }
+            let dot = if prefix.is_empty() { "" } else { "." };
+            for spec in &layout.tensors {
+                let vals = to_stored(flat, &spec.shape, spec.offset);
+                owned.push((
+                    format!("{prefix}{dot}{}", spec.name),
+                    stored_shape(&spec.shape),
+                    f32_bytes(&vals),
+                ));
+            }
         }
         let views = owned
             .iter()
             .map(|(n, s, d)| TensorView::new(Dtype::F32, s.clone(), d).map(|v| (n.clone(), v)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| Error::Config(format!("building checkpoint tensors: {e}")))?;
+        let json = |what: &str, v: std::result::Result<String, serde_json::Error>| {
+            v.map_err(|e| Error::Config(format!("serializing checkpoint {what}: {e}")))
+        };
         let mut meta = HashMap::new();
         meta.insert("format".to_string(), FORMAT.to_string());
         meta.insert(
             "model".to_string(),
-            serde_json::to_string(&self.model).expect("config serializes"),
+            json("model", serde_json::to_string(&self.model))?,
         );
         meta.insert("run".to_string(), self.run.to_string());
         meta.insert(
             "state".to_string(),
-            serde_json::to_string(&self.state).expect("state serializes"),
+            json("state", serde_json::to_string(&self.state))?,
         );
         safetensors::serialize(views, Some(meta))
             .map_err(|e| Error::Config(format!("serializing checkpoint: {e}")))
@@ -135,108 +369,515 @@ impl Checkpoint {
         Self::from_bytes(path, &bytes)
     }
 
+    /// Parses checkpoint bytes (format [`FORMAT`] or [`FORMAT_V1`]); `path` names the file in
+    /// errors. Allocates at most a small multiple of `bytes.len()`.
     pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self> {
-        let (_, header) = SafeTensors::read_metadata(bytes)
-            .map_err(|e| err(path, format!("not a safetensors file: {e}")))?;
-        let meta = header
-            .metadata()
-            .clone()
-            .ok_or_else(|| err(path, "no metadata: not written by wgvae"))?;
-        let field = |k: &str| {
-            meta.get(k)
-                .ok_or_else(|| err(path, format!("metadata field `{k}` is missing")))
-        };
-        let format = field("format")?;
-        if format != FORMAT {
+        // The header length is the first 8 bytes, little-endian; bound it before safetensors
+        // parses (and allocates for) the header.
+        let declared = bytes
+            .get(..8)
+            .map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]));
+        if let Some(n) = declared
+            && n > MAX_HEADER_BYTES as u64
+        {
             return Err(err(
                 path,
-                format!("metadata field `format` is `{format}`, expected `{FORMAT}`"),
+                format!(
+                    "not a wgvae checkpoint: the safetensors header is {n} bytes, more than the \
+                     limit of {MAX_HEADER_BYTES}"
+                ),
+            ));
+        }
+        let (header_len, header) = SafeTensors::read_metadata(bytes)
+            .map_err(|e| err(path, format!("not a safetensors file: {e}")))?;
+        let data = header_len
+            .checked_add(8)
+            .and_then(|start| bytes.get(start..))
+            .ok_or_else(|| err(path, "the header runs past the end of the file"))?;
+        let meta = header
+            .metadata()
+            .as_ref()
+            .ok_or_else(|| err(path, "no metadata: not written by wgvae"))?;
+        let field = |k: &str| -> Result<&str> {
+            let v = meta
+                .get(k)
+                .ok_or_else(|| err(path, format!("metadata field `{k}` is missing")))?;
+            if v.len() > MAX_METADATA_FIELD_BYTES {
+                return Err(err(
+                    path,
+                    format!(
+                        "metadata field `{k}` is {} bytes, more than the limit of \
+                         {MAX_METADATA_FIELD_BYTES}",
+                        v.len()
+                    ),
+                ));
+            }
+            Ok(v)
+        };
+        let format = field("format")?;
+        if format != FORMAT && format != FORMAT_V1 {
+            return Err(err(
+                path,
+                format!(
+                    "metadata field `format` is `{}`, expected `{FORMAT}` (or `{FORMAT_V1}`)",
+                    format.escape_debug()
+                ),
             ));
         }
         let model: VaeConfig = serde_json::from_str(field("model")?)
             .map_err(|e| err(path, format!("metadata field `model`: {e}")))?;
         model
             .validate()
-            .map_err(|e| err(path, format!("metadata field `model`: {e}")))?;
+            .map_err(|e| err(path, format!("metadata field `model`: {}", detail_of(e))))?;
         let run: serde_json::Value = serde_json::from_str(field("run")?)
             .map_err(|e| err(path, format!("metadata field `run`: {e}")))?;
         let state: TrainState = serde_json::from_str(field("state")?)
             .map_err(|e| err(path, format!("metadata field `state`: {e}")))?;
-        let st = SafeTensors::deserialize(bytes)
-            .map_err(|e| err(path, format!("corrupt tensor data: {e}")))?;
+        state
+            .validate()
+            .map_err(|e| err(path, format!("metadata field `state`: {}", detail_of(e))))?;
+
+        // The parameters alone need 4 bytes each: refuse an architecture the file cannot hold
+        // before its layout is built or anything is allocated for it.
+        let count = model.param_count_checked().unwrap_or(usize::MAX);
+        let need = count.saturating_mul(4);
+        if need > data.len() {
+            return Err(err(
+                path,
+                format!(
+                    "metadata field `model` describes {count} parameters ({need} bytes), but the \
+                     file holds only {} bytes of tensor data",
+                    data.len()
+                ),
+            ));
+        }
         let layout = model.layout();
-        let params = read_params(path, &st, &layout)?;
-        let flat = |name: &str| -> Result<Option<Vec<f32>>> {
-            match st.tensor(name) {
-                Ok(t) => {
-                    if t.dtype() != Dtype::F32 || t.shape() != [layout.total] {
-                        return Err(err(
-                            path,
-                            format!(
-                                "tensor `{name}` is {:?} {:?}, expected F32 [{}]",
-                                t.dtype(),
-                                t.shape(),
-                                layout.total
-                            ),
-                        ));
-                    }
-                    Ok(Some(bytemuck::pod_collect_to_vec(t.data())))
-                }
-                Err(_) => Ok(None),
-            }
+        let tensors = Tensors {
+            path,
+            meta: &header,
+            data,
         };
+        let params = tensors
+            .read_named(&layout, "", Values::Params, true)?
+            .ok_or_else(|| err(path, "no parameter tensors"))?;
+        let (adam_m, adam_v) = if format == FORMAT_V1 {
+            (
+                tensors.read_flat(&layout, ADAM_M, Values::FirstMoment)?,
+                tensors.read_flat(&layout, ADAM_V, Values::SecondMoment)?,
+            )
+        } else {
+            (
+                tensors.read_named(&layout, &format!("{ADAM_M}."), Values::FirstMoment, false)?,
+                tensors.read_named(&layout, &format!("{ADAM_V}."), Values::SecondMoment, false)?,
+            )
+        };
+        match (&adam_m, &adam_v) {
+            (Some(_), None) | (None, Some(_)) => {
+                let (have, lack) = if adam_m.is_some() {
+                    (ADAM_M, ADAM_V)
+                } else {
+                    (ADAM_V, ADAM_M)
+                };
+                return Err(err(
+                    path,
+                    format!("tensors `{have}.*` are present but `{lack}.*` are missing"),
+                ));
+            }
+            _ => {}
+        }
         Ok(Checkpoint {
             model,
             run,
             state,
             params,
-            adam_m: flat("optimizer.adam_m")?,
-            adam_v: flat("optimizer.adam_v")?,
+            adam_m,
+            adam_v,
         })
     }
 }
 
-fn read_params(path: &Path, st: &SafeTensors<'_>, layout: &ParamLayout) -> Result<Vec<f32>> {
-    let mut flat = vec![0.0f32; layout.total];
-    for spec in &layout.tensors {
-        let t = st
-            .tensor(&spec.name)
-            .map_err(|_| err(path, format!("tensor `{}` is missing", spec.name)))?;
-        let want: Vec<usize> = if spec.shape.len() == 2 {
-            vec![spec.shape[1], spec.shape[0]]
-        } else {
-            spec.shape.clone()
-        };
-        if t.dtype() != Dtype::F32 || t.shape() != want.as_slice() {
-            return Err(err(
-                path,
-                format!(
-                    "tensor `{}` is {:?} {:?}, the architecture needs F32 {:?}",
-                    spec.name,
-                    t.dtype(),
-                    t.shape(),
-                    want
-                ),
-            ));
-        }
-        let vals: Vec<f32> = bytemuck::pod_collect_to_vec(t.data());
-        if let Some(i) = vals.iter().position(|v| !v.is_finite()) {
-            return Err(err(
-                path,
-                format!("tensor `{}` holds a non-finite value at {i}", spec.name),
-            ));
-        }
-        let dst = &mut flat[spec.offset..spec.offset + spec.len()];
-        if spec.shape.len() == 2 {
-            let (i, o) = (spec.shape[0], spec.shape[1]);
-            for a in 0..i {
-                for b in 0..o {
-                    dst[a * o + b] = vals[b * i + a];
-                }
-            }
-        } else {
-            dst.copy_from_slice(&vals);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{GaussianSigma, Likelihood};
+    use crate::rng::HostRng;
+
+    fn p() -> &'static Path {
+        Path::new("runs/x/checkpoint.safetensors")
+    }
+
+    /// A small model whose tensors are not multiples of the 64-element padding.
+    fn model() -> VaeConfig {
+        VaeConfig {
+            height: 3,
+            width: 5,
+            enc_hidden: vec![7, 6],
+            dec_hidden: vec![9],
+            latent: 2,
+            activation: crate::ops::Activation::Tanh,
+            likelihood: Likelihood::Gaussian {
+                log_sigma: GaussianSigma::LearnedPerPixel,
+            },
         }
     }
-    Ok(flat)
+
+    /// Random values in every tensor, zero padding (as on the GPU).
+    fn filled(layout: &ParamLayout, seed: u64, non_negative: bool) -> Vec<f32> {
+        let mut rng = HostRng::derive(seed, 7);
+        let mut flat = vec![0.0f32; layout.total];
+        for spec in &layout.tensors {
+            for v in &mut flat[spec.offset..spec.offset + spec.len()] {
+                let u = rng.uniform() as f32;
+                *v = if non_negative {
+                    u * 1e-3
+                } else {
+                    2.0 * u - 1.0
+                };
+            }
+        }
+        flat
+    }
+
+    fn sample() -> Checkpoint {
+        let model = model();
+        let layout = model.layout();
+        Checkpoint {
+            run: serde_json::json!({"epochs": 3, "note": "any JSON"}),
+            state: TrainState { epoch: 3, step: 96 },
+            params: filled(&layout, 1, false),
+            adam_m: Some(filled(&layout, 2, false)),
+            adam_v: Some(filled(&layout, 3, true)),
+            model,
+        }
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    /// Re-serializes `bytes` with the tensors renamed/replaced by `edit` and metadata `meta`.
+    fn rewrite(
+        bytes: &[u8],
+        meta: impl FnOnce(&mut HashMap<String, String>),
+        edit: impl FnOnce(&mut Vec<(String, Dtype, Vec<usize>, Vec<u8>)>),
+    ) -> Vec<u8> {
+        let st = SafeTensors::deserialize(bytes).unwrap();
+        let (_, header) = SafeTensors::read_metadata(bytes).unwrap();
+        let mut m = header.metadata().clone().unwrap();
+        meta(&mut m);
+        let mut ts: Vec<_> = st
+            .tensors()
+            .into_iter()
+            .map(|(n, t)| (n, t.dtype(), t.shape().to_vec(), t.data().to_vec()))
+            .collect();
+        edit(&mut ts);
+        let views: Vec<_> = ts
+            .iter()
+            .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+            .collect();
+        safetensors::serialize(views, Some(m)).unwrap()
+    }
+
+    fn load_err(bytes: &[u8]) -> String {
+        let e = Checkpoint::from_bytes(p(), bytes).unwrap_err().to_string();
+        assert!(e.contains("runs/x/checkpoint.safetensors"), "{e}");
+        e
+    }
+
+    #[test]
+    fn roundtrip_is_bit_exact_and_moments_are_named_like_the_weights() {
+        let ck = sample();
+        let bytes = ck.to_bytes().unwrap();
+        let back = Checkpoint::from_bytes(p(), &bytes).unwrap();
+        assert_eq!(back.model, ck.model);
+        assert_eq!(back.run, ck.run);
+        assert_eq!(back.state, ck.state);
+        assert_eq!(bits(&back.params), bits(&ck.params));
+        assert_eq!(
+            bits(back.adam_m.as_ref().unwrap()),
+            bits(ck.adam_m.as_ref().unwrap())
+        );
+        assert_eq!(
+            bits(back.adam_v.as_ref().unwrap()),
+            bits(ck.adam_v.as_ref().unwrap())
+        );
+
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+        assert_eq!(header.metadata().as_ref().unwrap()["format"], FORMAT);
+        assert!(st.tensor(ADAM_M).is_err(), "no flat moment in version 2");
+        let layout = ck.model.layout();
+        let w = layout.get("encoder.fc1.weight").unwrap();
+        let (i, o) = (w.shape[0], w.shape[1]);
+        assert_eq!((i, o), (15, 7));
+        for (name, flat) in [
+            ("encoder.fc1.weight".to_string(), &ck.params),
+            (
+                format!("{ADAM_M}.encoder.fc1.weight"),
+                ck.adam_m.as_ref().unwrap(),
+            ),
+            (
+                format!("{ADAM_V}.encoder.fc1.weight"),
+                ck.adam_v.as_ref().unwrap(),
+            ),
+        ] {
+            let t = st.tensor(&name).unwrap();
+            assert_eq!(t.shape(), [o, i], "{name}");
+            let stored: Vec<f32> = t
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            for a in 0..i {
+                for b in 0..o {
+                    assert_eq!(
+                        stored[b * i + a].to_bits(),
+                        flat[w.offset + a * o + b].to_bits(),
+                        "{name} ({b}, {a})"
+                    );
+                }
+            }
+        }
+        let sigma = st.tensor(&format!("{ADAM_V}.decoder.log_sigma")).unwrap();
+        assert_eq!(sigma.shape(), [15]);
+
+        // Weights only: no moments come back.
+        let weights = Checkpoint {
+            adam_m: None,
+            adam_v: None,
+            ..ck.clone()
+        };
+        let back = Checkpoint::from_bytes(p(), &weights.to_bytes().unwrap()).unwrap();
+        assert!(back.adam_m.is_none() && back.adam_v.is_none());
+        assert_eq!(bits(&back.params), bits(&ck.params));
+    }
+
+    #[test]
+    fn version_1_files_with_flat_moments_still_load() {
+        let ck = sample();
+        let layout = ck.model.layout();
+        let m = ck.adam_m.clone().unwrap();
+        let v = ck.adam_v.clone().unwrap();
+        let v1 = rewrite(
+            &ck.to_bytes().unwrap(),
+            |meta| {
+                meta.insert("format".into(), FORMAT_V1.into());
+            },
+            |ts| {
+                ts.retain(|(n, ..)| !n.starts_with("optimizer."));
+                ts.push((ADAM_M.into(), Dtype::F32, vec![layout.total], f32_bytes(&m)));
+                ts.push((ADAM_V.into(), Dtype::F32, vec![layout.total], f32_bytes(&v)));
+            },
+        );
+        let back = Checkpoint::from_bytes(p(), &v1).unwrap();
+        assert_eq!(bits(&back.params), bits(&ck.params));
+        assert_eq!(bits(back.adam_m.as_ref().unwrap()), bits(&m));
+        assert_eq!(bits(back.adam_v.as_ref().unwrap()), bits(&v));
+        // A version 1 flat moment of the wrong length names the tensor.
+        let short = rewrite(
+            &v1,
+            |_| {},
+            |ts| {
+                for t in ts.iter_mut().filter(|t| t.0 == ADAM_V) {
+                    t.2 = vec![layout.total - 1];
+                    t.3.truncate(4 * (layout.total - 1));
+                }
+            },
+        );
+        let e = load_err(&short);
+        assert!(e.contains("tensor `optimizer.adam_v`"), "{e}");
+    }
+
+    #[test]
+    fn bad_metadata_is_refused_naming_the_field() {
+        let good = sample().to_bytes().unwrap();
+        let with = |key: &str, value: String| {
+            rewrite(
+                &good,
+                |m| {
+                    m.insert(key.to_string(), value);
+                },
+                |_| {},
+            )
+        };
+        let state = |epoch: &str, step: &str| {
+            with("state", format!("{{\"epoch\":{epoch},\"step\":{step}}}"))
+        };
+        let mut model = model();
+        for (bytes, needles) in [
+            (
+                state("18446744073709551615", "18446744073709551615"),
+                vec!["metadata field `state`", "32-bit step counter"],
+            ),
+            (
+                state("18446744073709551615", "100"),
+                vec!["metadata field `state`", "epoch 18446744073709551615"],
+            ),
+            (
+                state("1", "4294967296"),
+                vec!["metadata field `state`", "step 4294967296"],
+            ),
+            (state("-1", "0"), vec!["metadata field `state`"]),
+            (state("1e308", "0"), vec!["metadata field `state`"]),
+            (
+                with("format", "wgvae-checkpoint-9".into()),
+                vec!["metadata field `format`", "wgvae-checkpoint-9"],
+            ),
+            (
+                with("run", "{not json".into()),
+                vec!["metadata field `run`"],
+            ),
+            (
+                with("run", " ".repeat(MAX_METADATA_FIELD_BYTES + 1)),
+                vec!["metadata field `run` is 65537 bytes"],
+            ),
+            (
+                with("model", {
+                    model.enc_hidden = vec![4_000_000_000];
+                    serde_json::to_string(&model).unwrap()
+                }),
+                vec!["metadata field `model`", "limit of 4294967295"],
+            ),
+            (
+                with("model", {
+                    model.enc_hidden = vec![1000, 1000];
+                    serde_json::to_string(&model).unwrap()
+                }),
+                vec!["metadata field `model` describes", "file holds only"],
+            ),
+            (
+                with("model", {
+                    model.height = (1 << 32) + 1;
+                    model.width = (1 << 32) + 1;
+                    serde_json::to_string(&model).unwrap()
+                }),
+                vec!["metadata field `model`", "4294967297x4294967297 overflows"],
+            ),
+            (
+                with("model", {
+                    let mut m = self::model();
+                    m.likelihood = Likelihood::Gaussian {
+                        log_sigma: GaussianSigma::Fixed(1.0),
+                    };
+                    serde_json::to_string(&m).unwrap().replace("1.0", "1e39")
+                }),
+                vec!["metadata field `model`", "log sigma inf"],
+            ),
+        ] {
+            let e = load_err(&bytes);
+            for n in needles {
+                assert!(e.contains(n), "`{e}` lacks `{n}`");
+            }
+        }
+        let e = load_err(&rewrite(
+            &good,
+            |m| {
+                m.remove("state");
+            },
+            |_| {},
+        ));
+        assert!(e.contains("metadata field `state` is missing"), "{e}");
+    }
+
+    #[test]
+    fn bad_tensors_are_refused_naming_the_tensor() {
+        let good = sample().to_bytes().unwrap();
+        let set = |name: &str, k: usize, v: f32| {
+            let name = name.to_string();
+            rewrite(
+                &good,
+                |_| {},
+                move |ts| {
+                    let t = ts.iter_mut().find(|t| t.0 == name).unwrap();
+                    t.3[4 * k..4 * k + 4].copy_from_slice(&v.to_le_bytes());
+                },
+            )
+        };
+        for (bytes, needles) in [
+            (
+                set("decoder.fc2.bias", 4, f32::NAN),
+                vec!["tensor `decoder.fc2.bias`", "non-finite value at element 4"],
+            ),
+            (
+                set("optimizer.adam_m.encoder.fc2.weight", 0, f32::INFINITY),
+                vec!["tensor `optimizer.adam_m.encoder.fc2.weight`", "non-finite"],
+            ),
+            (
+                set("optimizer.adam_v.decoder.fc1.weight", 3, -1e-9),
+                vec![
+                    "tensor `optimizer.adam_v.decoder.fc1.weight`",
+                    "negative value",
+                ],
+            ),
+            (
+                rewrite(
+                    &good,
+                    |_| {},
+                    |ts| ts.retain(|t| t.0 != "optimizer.adam_v.decoder.log_sigma"),
+                ),
+                vec!["tensor `optimizer.adam_v.decoder.log_sigma` is missing"],
+            ),
+            (
+                rewrite(&good, |_| {}, |ts| ts.retain(|t| !t.0.starts_with(ADAM_V))),
+                vec!["`optimizer.adam_m.*` are present but `optimizer.adam_v.*` are missing"],
+            ),
+            (
+                rewrite(
+                    &good,
+                    |_| {},
+                    |ts| {
+                        let t = ts.iter_mut().find(|t| t.0 == "encoder.fc1.weight").unwrap();
+                        t.2 = vec![15, 7];
+                    },
+                ),
+                vec![
+                    "tensor `encoder.fc1.weight` is F32 [15, 7]",
+                    "needs F32 [7, 15]",
+                ],
+            ),
+            (
+                rewrite(
+                    &good,
+                    |_| {},
+                    |ts| {
+                        let t = ts.iter_mut().find(|t| t.0 == "encoder.fc1.bias").unwrap();
+                        t.1 = Dtype::I32;
+                    },
+                ),
+                vec!["tensor `encoder.fc1.bias` is I32"],
+            ),
+        ] {
+            let e = load_err(&bytes);
+            for n in needles {
+                assert!(e.contains(n), "`{e}` lacks `{n}`");
+            }
+        }
+        // A header length far beyond the limit is refused before safetensors parses it.
+        let mut huge = good.clone();
+        huge[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(load_err(&huge).contains("more than the limit"));
+        for len in [0, 7, 8, good.len() / 2, good.len() - 1] {
+            load_err(&good[..len]);
+        }
+    }
+
+    #[test]
+    fn writing_refuses_inconsistent_checkpoints() {
+        let mut ck = sample();
+        ck.params.pop();
+        assert!(
+            ck.to_bytes()
+                .unwrap_err()
+                .to_string()
+                .contains("parameters")
+        );
+        let mut ck = sample();
+        ck.adam_v = None;
+        assert!(ck.to_bytes().is_err());
+        let mut ck = sample();
+        ck.state.step = 1 << 40;
+        assert!(ck.to_bytes().is_err());
+        assert!(sample().state.epochs_after(usize::MAX).is_err());
+        assert_eq!(sample().state.epochs_after(2).unwrap(), 5);
+    }
 }
