@@ -17,7 +17,9 @@ fn activate(code: u32, slope: f32, x: vec4<f32>) -> vec4<f32> {
     }
 }
 
-// Derivative of the activation expressed through its output y = act(x).
+// Derivative of the activation expressed through its output y = act(x). For LeakyReLU this
+// needs y > 0 <=> x > 0, i.e. slope > 0: the host refuses slopes outside (0, 1]
+// (`Activation::validate`).
 fn activate_grad_from_output(code: u32, slope: f32, y: vec4<f32>) -> vec4<f32> {
     switch code {
         case 1u: { return select(vec4<f32>(0.0), vec4<f32>(1.0), y > vec4<f32>(0.0)); }

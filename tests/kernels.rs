@@ -5,10 +5,14 @@ mod common;
 
 use common::{assert_close, ctx, data};
 use wgvae::cpu;
+use wgvae::gpu::GemmVariant;
 use wgvae::gpu::{Program, Tensor};
+use wgvae::model::VaeConfig;
+use wgvae::ops::Activation;
 use wgvae::ops::adam::{AdamConfig, AdamScratch, adam};
 use wgvae::ops::data::{StepState, gather};
 use wgvae::ops::elementwise;
+use wgvae::ops::gemm::{Epilogue, Trans, gemm_with};
 use wgvae::ops::kl::kl;
 use wgvae::ops::likelihood::{LogSigma, bernoulli, gaussian};
 use wgvae::ops::reduce::{self, SUM_GROUPS, metric};
@@ -474,4 +478,122 @@ fn elementwise_maps() {
     );
     run([elementwise::fill(ctx, "fill", &y, 3.5).unwrap()]);
     assert!(y.read(ctx).unwrap().iter().all(|&v| v == 3.5));
+}
+
+/// Values in [-1, 1] rounded to multiples of 1/8: products and sums of a few of them are exact
+/// in f32, so the sign of every pre-activation is the same on the GPU and in f64.
+fn eighths(seed: u64, n: usize) -> Vec<f32> {
+    data(seed, n, -1.0, 1.0)
+        .into_iter()
+        .map(|v| (v * 8.0).round() / 8.0)
+        .collect()
+}
+
+/// One hidden layer forward, `h = act(x·W1 + b1)`, and the backward through it,
+/// `dh = (dy·W2ᵀ) ⊙ act'(h)` with the derivative taken from the GPU's own output h (as the
+/// model's backward does), against f64 with the derivative taken at the pre-activation.
+fn activation_layer_case(
+    variant: GemmVariant,
+    act: Activation,
+    m: usize,
+    k: usize,
+    h: usize,
+    o: usize,
+) {
+    let ctx = ctx();
+    let x_h = eighths(71, m * k);
+    let w1_h = eighths(72, k * h);
+    let b1_h = eighths(73, h);
+    let dy_h = data(74, m * o, -1.0, 1.0);
+    let w2_h = data(75, h * o, -1.0, 1.0);
+    let x = Tensor::from_slice(ctx, "x", &[m, k], &x_h).unwrap();
+    let w1 = Tensor::from_slice(ctx, "w1", &[k, h], &w1_h).unwrap();
+    let b1 = Tensor::from_slice(ctx, "b1", &[h], &b1_h).unwrap();
+    let dy = Tensor::from_slice(ctx, "dy", &[m, o], &dy_h).unwrap();
+    let w2 = Tensor::from_slice(ctx, "w2", &[h, o], &w2_h).unwrap();
+    let hid = Tensor::<f32>::zeros(ctx, "h", &[m, h]).unwrap();
+    let dh = Tensor::<f32>::zeros(ctx, "dh", &[m, h]).unwrap();
+    let fwd = Epilogue::BiasAct { bias: &b1, act };
+    let bwd = Epilogue::ActGrad { output: &hid, act };
+    run([
+        gemm_with(ctx, variant, "fwd", &x, &w1, &hid, Trans::NN, fwd).unwrap(),
+        gemm_with(ctx, variant, "bwd", &dy, &w2, &dh, Trans::NT, bwd).unwrap(),
+    ]);
+    let pre = cpu::gemm(&x_h, &w1_h, m, k, h, Trans::NN, cpu::CpuEpilogue::Store);
+    let pre: Vec<f64> = pre
+        .iter()
+        .enumerate()
+        .map(|(i, v)| v + b1_h[i % h] as f64)
+        .collect();
+    let h_ref: Vec<f64> = pre.iter().map(|&s| cpu::activate(act, s)).collect();
+    let what = format!("{variant:?} {act:?} M={m} K={k} H={h} O={o}");
+    assert_close(
+        &format!("{what} forward"),
+        &hid.read(ctx).unwrap(),
+        &h_ref,
+        1e-6,
+        1e-6,
+    );
+    let back = cpu::gemm(&dy_h, &w2_h, m, o, h, Trans::NT, cpu::CpuEpilogue::Store);
+    let dh_ref: Vec<f64> = back
+        .iter()
+        .zip(&pre)
+        .map(|(g, &s)| g * cpu::activate_grad(act, s))
+        .collect();
+    assert_close(
+        &format!("{what} backward"),
+        &dh.read(ctx).unwrap(),
+        &dh_ref,
+        4e-6 * o as f64 + 1e-6,
+        1e-5,
+    );
+}
+
+#[test]
+fn leaky_relu_forward_and_backward_match_twin() {
+    let ctx = ctx();
+    let mut variants = vec![GemmVariant::Tiled];
+    if ctx.caps.subgroups && ctx.caps.subgroup_min_size == 8 && ctx.caps.subgroup_max_size == 8 {
+        variants.push(GemmVariant::Subgroup8);
+    }
+    for variant in variants {
+        for slope in [0.2f32, 0.01, 1.0] {
+            let act = Activation::leaky_relu(slope).unwrap();
+            // (37, 13, 36, 20) fits the subgroup kernel; (7, 5, 33, 9) falls back to tiles.
+            activation_layer_case(variant, act, 37, 13, 36, 20);
+            activation_layer_case(variant, act, 7, 5, 33, 9);
+        }
+        activation_layer_case(variant, Activation::Relu, 37, 13, 36, 20);
+    }
+}
+
+#[test]
+fn leaky_relu_slopes_outside_0_1_are_refused() {
+    let ctx = ctx();
+    let x = Tensor::<f32>::zeros(ctx, "x", &[3, 4]).unwrap();
+    let w = Tensor::<f32>::zeros(ctx, "w", &[4, 4]).unwrap();
+    let y = Tensor::<f32>::zeros(ctx, "y", &[3, 4]).unwrap();
+    let b = Tensor::<f32>::zeros(ctx, "b", &[4]).unwrap();
+    for slope in [-0.2f32, 0.0, 1.5, f32::NAN, f32::INFINITY] {
+        let e = Activation::leaky_relu(slope).unwrap_err().to_string();
+        assert!(e.contains("slope") && e.contains("(0, 1]"), "{slope}: {e}");
+        let e = Activation::parse(&format!("leaky_relu:{slope}")).unwrap_err();
+        assert!(
+            e.contains("leaky_relu:") && e.contains("(0, 1]"),
+            "{slope}: {e}"
+        );
+        let act = Activation::LeakyRelu(slope);
+        let cfg = VaeConfig {
+            activation: act,
+            ..VaeConfig::classic(28, 28)
+        };
+        assert!(cfg.validate().is_err(), "VaeConfig accepted slope {slope}");
+        let fwd = Epilogue::BiasAct { bias: &b, act };
+        let bwd = Epilogue::ActGrad { output: &y, act };
+        for (epi, name) in [(fwd, "forward"), (bwd, "backward")] {
+            let r = gemm_with(ctx, ctx.gemm_variant, "g", &x, &w, &y, Trans::NN, epi);
+            let e = r.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(e.contains("slope"), "{name} GEMM with slope {slope}: `{e}`");
+        }
+    }
 }

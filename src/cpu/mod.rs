@@ -1,6 +1,7 @@
 //! CPU twins of the kernels, in f64: the references the GPU results are tested against.
 //! Each twin has the name of its kernel wrapper and takes host slices in the same layout.
 
+pub mod data;
 pub mod gemm;
 pub mod kernels;
 pub mod vae;
@@ -28,7 +29,36 @@ pub fn activate(act: Activation, x: f64) -> f64 {
     }
 }
 
-/// The activation's derivative from its output y (mirrors `activate_grad_from_output`).
+/// The activation's derivative at its input x: the mathematical reference the GPU's
+/// derivative-from-output is tested against.
+pub fn activate_grad(act: Activation, x: f64) -> f64 {
+    match act {
+        Activation::Identity => 1.0,
+        Activation::Relu => {
+            if x > 0.0 {
+                1.0
+            } else {
+                0.0
+            }
+        }
+        Activation::LeakyRelu(s) => {
+            if x > 0.0 {
+                1.0
+            } else {
+                s as f64
+            }
+        }
+        Activation::Tanh => 1.0 - x.tanh().powi(2),
+        Activation::Sigmoid => {
+            let y = 1.0 / (1.0 + (-x).exp());
+            y * (1.0 - y)
+        }
+    }
+}
+
+/// The activation's derivative from its output y (mirrors `activate_grad_from_output`). Equal
+/// to [`activate_grad`] at the input for every activation that passes
+/// [`Activation::validate`] (for LeakyReLU: slope in (0, 1], so y > 0 exactly when x > 0).
 pub fn activate_grad_from_output(act: Activation, y: f64) -> f64 {
     match act {
         Activation::Identity => 1.0,
