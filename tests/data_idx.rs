@@ -194,7 +194,16 @@ fn corrupt_files_are_reported_with_file_and_field() {
     );
 
     let (p, e) = case("trailing", &images_bytes(0x803, 2, 2, 2, 8 + 12));
-    assert!(matches!(e, DataError::Trailing { extra: 12, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            DataError::Trailing {
+                extra: Some(12),
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert_mentions(&e, &p, &["12 trailing bytes after the last image"]);
 
     for (field, dims) in [
@@ -246,6 +255,43 @@ fn corrupt_files_are_reported_with_file_and_field() {
         assert_mentions(&e, &p, &["not a valid gzip stream: "]);
     }
 
+    // The same errors from gzip content: truncated, and trailing (whose count is not known
+    // because nothing past the first extra byte is inflated).
+    let (p, e) = case(
+        "truncated.gz",
+        &gzip(&images_bytes(0x803, 6000, 28, 28, 1000)),
+    );
+    assert!(matches!(e, DataError::Truncated { have: 1000, .. }), "{e}");
+    assert_mentions(
+        &e,
+        &p,
+        &["header says 6000 images of 28x28 (4704000 bytes)"],
+    );
+    let (p, e) = case("trailing.gz", &gzip(&images_bytes(0x803, 2, 2, 2, 8 + 12)));
+    assert!(matches!(e, DataError::Trailing { extra: None, .. }), "{e}");
+    assert_mentions(
+        &e,
+        &p,
+        &[
+            "trailing bytes (the decompressed content goes on past the size the header declares) after the last image",
+        ],
+    );
+    // A gzip header declaring more than the loader accepts is refused before any payload is
+    // inflated.
+    let (p, e) = case(
+        "huge.gz",
+        &gzip(&images_bytes(0x803, u32::MAX, u32::MAX, 1, 3)),
+    );
+    assert!(matches!(e, DataError::PayloadTooLarge { .. }), "{e}");
+    assert_mentions(
+        &e,
+        &p,
+        &[
+            "header says 4294967295 images of 4294967295x1 (18446744065119617025 bytes)",
+            "more than the loader's limit (2147483648 bytes)",
+        ],
+    );
+
     // Labels: zero count and trailing bytes.
     let lab = dir.join("labels-zero");
     write_raw(&lab, &[0, 0, 8, 1, 0, 0, 0, 0]);
@@ -255,11 +301,77 @@ fn corrupt_files_are_reported_with_file_and_field() {
     write_raw(&lab, &[0, 0, 8, 1, 0, 0, 0, 2, 1, 2, 3]);
     let e = idx::read_idx_labels(&lab).unwrap_err();
     assert_mentions(&e, &lab, &["1 trailing bytes after the last label"]);
+    let lab = dir.join("labels-trailing.gz");
+    write_raw(&lab, &gzip(&[0, 0, 8, 1, 0, 0, 0, 2, 1, 2, 3]));
+    let e = idx::read_idx_labels(&lab).unwrap_err();
+    assert!(matches!(e, DataError::Trailing { extra: None, .. }), "{e}");
     let lab = dir.join("labels-short");
     write_raw(&lab, &[0, 0, 8, 1, 0, 0]);
     let e = idx::read_idx_labels(&lab).unwrap_err();
     assert_mentions(&e, &lab, &["truncated header: 6 bytes", "needs 8 bytes"]);
 
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Concatenated gzip members (one stream, as `gzip -c a b > c` writes): the first holds `header`
+/// then 16 MiB of zeros, each further one 16 MiB of zeros. Cheap to build, `members` × 16 MiB to
+/// inflate.
+fn gzip_bomb(header: &[u8], members: usize) -> Vec<u8> {
+    let zeros = vec![0u8; 16 << 20];
+    let mut first = header.to_vec();
+    first.extend_from_slice(&zeros);
+    let mut out = gzip(&first);
+    let member = gzip(&zeros);
+    for _ in 1..members {
+        out.extend_from_slice(&member);
+    }
+    out
+}
+
+#[test]
+fn gzip_bomb_is_refused_after_the_declared_size() {
+    let dir = scratch("bomb");
+    // 1 GiB of zeros after a header declaring one 1x1 image, in about 1 MB of gzip.
+    let path = dir.join("bomb-images.gz");
+    let bomb = gzip_bomb(&images_bytes(0x803, 1, 1, 1, 0), 64);
+    assert!(bomb.len() < 2 << 20, "{} bytes", bomb.len());
+    write_raw(&path, &bomb);
+    let t = std::time::Instant::now();
+    let e = load_idx_images_file(&path).unwrap_err();
+    let secs = t.elapsed().as_secs_f64();
+    assert!(
+        matches!(
+            e,
+            DataError::Trailing {
+                extra: None,
+                item: "image",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_mentions(&e, &path, &["trailing bytes", "after the last image"]);
+    // Inflating the gibibyte takes seconds; stopping after 2 bytes of payload takes milliseconds.
+    eprintln!("gzip bomb refused in {:.1} ms", secs * 1e3);
+    assert!(
+        secs < 0.5,
+        "took {secs} s: the stream was inflated past the declared size"
+    );
+    // Labels likewise.
+    let path = dir.join("bomb-labels.gz");
+    write_raw(&path, &gzip_bomb(&[0, 0, 8, 1, 0, 0, 0, 1], 64));
+    let e = idx::read_idx_labels(&path).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            DataError::Trailing {
+                extra: None,
+                item: "label",
+                ..
+            }
+        ),
+        "{e}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

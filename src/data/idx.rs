@@ -11,10 +11,18 @@
 //! | rest | payload | `(n, rows, cols)` row-major bytes | `(n,)` bytes |
 //!
 //! The third byte of `magic` is the element type (`0x08` = u8) and the fourth the number of
-//! dimensions. A file whose first two bytes are `1f 8b` is gzip and is decompressed first,
+//! dimensions. A file whose first two bytes are `1f 8b` is gzip and is decompressed on the fly,
 //! whatever its name. Readers check the magic, reject zero dimensions, and require the payload
-//! to be exactly as long as the header declares; they never panic, and they never allocate more
-//! than the file (or its decompressed content, capped at [`MAX_BYTES`]) actually holds.
+//! to be exactly as long as the header declares; they never panic.
+//!
+//! The file readers stream: they read the header first (through the decompressor for gzip),
+//! compute the declared payload size with checked arithmetic, refuse it if it exceeds
+//! [`MAX_BYTES`] or the host's memory budget ([`host_memory_budget`]), then read exactly the
+//! declared bytes plus one more to detect trailing data, and stop. So a small gzip file that
+//! inflates to gigabytes is refused after a few bytes, and a reader never holds more than the
+//! header, the declared payload and one byte. A plain file's payload buffer is allocated once
+//! after its size was checked against the file's length; gzip content (whose length is unknown
+//! until it is inflated) grows its buffer as bytes actually arrive.
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
@@ -52,7 +60,8 @@ pub struct IdxImages {
 /// Reads a file whole, decompressing it if it starts with the gzip magic bytes `1f 8b`.
 ///
 /// Files (and decompressed content) larger than [`MAX_BYTES`] are refused with
-/// [`DataError::TooLarge`] before more than `MAX_BYTES + 1` bytes are held in memory.
+/// [`DataError::TooLarge`] before more than `MAX_BYTES + 1` bytes are held in memory. The IDX
+/// readers do not use it: they stream and stop after the declared size (see the module docs).
 pub fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>, DataError> {
     let file = File::open(path).map_err(|e| DataError::io(path, e))?;
     let mut raw = Vec::new();
@@ -87,16 +96,266 @@ pub fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>, DataError> {
     Ok(out)
 }
 
-/// Reads an IDX image file (plain or gzip): magic `0x00000803`.
-pub fn read_idx_images(path: &Path) -> Result<IdxImages, DataError> {
-    let bytes = read_maybe_gzip(path)?;
-    parse_idx_images(path, bytes)
+/// Bytes of host memory one file's payload may take: the `MemAvailable` figure of
+/// `/proc/meminfo` where there is one, else [`MAX_BYTES`].
+pub fn host_memory_budget() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("MemAvailable:"))
+                .and_then(|rest| rest.trim().strip_suffix("kB"))
+                .and_then(|kb| kb.trim().parse::<u64>().ok())
+        })
+        .map_or(MAX_BYTES, |kb| kb.saturating_mul(1024))
 }
 
-/// Reads an IDX label file (plain or gzip): magic `0x00000801`. Returns `(n,)` labels.
+/// First chunk of a gzip payload buffer; it doubles as bytes arrive, up to the declared size.
+const GZIP_FIRST_CHUNK: usize = 1 << 20;
+
+/// A file's content, decompressed on the fly if the file starts with the gzip magic bytes.
+struct Source<'p> {
+    path: &'p Path,
+    reader: Box<dyn Read>,
+    gzip: bool,
+    /// The length of a plain regular file (for gzip or special files: unknown).
+    plain_len: Option<u64>,
+}
+
+impl<'p> Source<'p> {
+    fn open(path: &'p Path) -> Result<Self, DataError> {
+        let mut file = File::open(path).map_err(|e| DataError::io(path, e))?;
+        let file_len = file
+            .metadata()
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len());
+        let mut magic = [0u8; 2];
+        let got = read_full(&mut file, &mut magic).map_err(|e| DataError::io(path, e))?;
+        let prefix = std::io::Cursor::new(magic[..got].to_vec());
+        let gzip = magic[..got] == GZIP_MAGIC;
+        let reader: Box<dyn Read> = if gzip {
+            Box::new(MultiGzDecoder::new(prefix.chain(file)))
+        } else {
+            Box::new(prefix.chain(file))
+        };
+        Ok(Source {
+            path,
+            reader,
+            gzip,
+            plain_len: if gzip { None } else { file_len },
+        })
+    }
+
+    fn read_error(&self, e: std::io::Error) -> DataError {
+        if self.gzip {
+            DataError::Gzip {
+                path: self.path.to_path_buf(),
+                detail: e.to_string(),
+            }
+        } else {
+            DataError::io(self.path, e)
+        }
+    }
+
+    /// Fills as much of `buf` as the content holds; returns how many bytes were read.
+    fn read_full(&mut self, buf: &mut [u8]) -> Result<usize, DataError> {
+        read_full(&mut self.reader, buf).map_err(|e| self.read_error(e))
+    }
+
+    /// Reads the payload a header declared: exactly `header.need` bytes, then one more to detect
+    /// trailing data. Refuses sizes beyond [`MAX_BYTES`] or the host's memory budget first, and
+    /// a plain file shorter than declared without reading it.
+    fn read_payload(&mut self, header: &Header) -> Result<Vec<u8>, DataError> {
+        let path = self.path;
+        let truncated = |have: u128| DataError::Truncated {
+            path: path.to_path_buf(),
+            declared: header.declared.clone(),
+            need: header.need,
+            have,
+        };
+        let header_len = header.len as u64;
+        if let Some(len) = self.plain_len {
+            let have = u128::from(len.saturating_sub(header_len));
+            if have < header.need {
+                return Err(truncated(have));
+            }
+        }
+        let too_large = |limit: u64, limit_desc| DataError::PayloadTooLarge {
+            path: path.to_path_buf(),
+            declared: header.declared.clone(),
+            need: header.need,
+            limit,
+            limit_desc,
+        };
+        if header.need > u128::from(MAX_BYTES) {
+            return Err(too_large(MAX_BYTES, "the loader's limit"));
+        }
+        let budget = host_memory_budget();
+        if header.need > u128::from(budget) {
+            return Err(too_large(budget, "the memory available on this host"));
+        }
+        let need = usize::try_from(header.need)
+            .map_err(|_| too_large(usize::MAX as u64, "the address space"))?;
+        // A plain file was checked to hold the payload: one allocation. Gzip content grows.
+        let mut cap = if self.plain_len.is_some() {
+            need
+        } else {
+            need.min(GZIP_FIRST_CHUNK)
+        };
+        let mut buf: Vec<u8> = Vec::new();
+        let mut filled = 0;
+        loop {
+            if buf.len() < cap {
+                buf.try_reserve_exact(cap - buf.len()).map_err(|_| {
+                    DataError::io(
+                        path,
+                        std::io::Error::new(
+                            std::io::ErrorKind::OutOfMemory,
+                            format!("cannot allocate {cap} bytes for the payload"),
+                        ),
+                    )
+                })?;
+                buf.resize(cap, 0);
+            }
+            let got = self.read_full(&mut buf[filled..])?;
+            filled += got;
+            if filled < buf.len() || filled == need {
+                break;
+            }
+            cap = need.min(cap.saturating_mul(2));
+        }
+        if filled < need {
+            return Err(truncated(filled as u128));
+        }
+        let mut one = [0u8; 1];
+        if self.read_full(&mut one)? > 0 {
+            let extra = self
+                .plain_len
+                .map(|len| len.saturating_sub(header_len).saturating_sub(need as u64));
+            return Err(DataError::Trailing {
+                path: path.to_path_buf(),
+                extra: extra.filter(|&e| e > 0),
+                item: header.item,
+            });
+        }
+        Ok(buf)
+    }
+}
+
+/// Reads until `buf` is full or the reader is at its end; returns the bytes read.
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(k) => filled += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Reads an IDX image file (plain or gzip): magic `0x00000803`. Streams: see the module docs.
+pub fn read_idx_images(path: &Path) -> Result<IdxImages, DataError> {
+    let mut src = Source::open(path)?;
+    let mut raw = [0u8; IMAGES_HEADER_LEN];
+    let got = src.read_full(&mut raw)?;
+    let header = parse_header(path, &raw[..got], Kind::Images)?;
+    let pixels = src.read_payload(&header)?;
+    let [n, rows, cols] = header.dims;
+    // The payload was read, so its size fits in memory: these conversions are lossless.
+    Ok(IdxImages {
+        n: n as usize,
+        rows: rows as usize,
+        cols: cols as usize,
+        pixels,
+    })
+}
+
+/// Reads an IDX label file (plain or gzip): magic `0x00000801`. Returns `(n,)` labels. Streams:
+/// see the module docs.
 pub fn read_idx_labels(path: &Path) -> Result<Vec<u8>, DataError> {
-    let bytes = read_maybe_gzip(path)?;
-    parse_idx_labels(path, bytes)
+    let mut src = Source::open(path)?;
+    let mut raw = [0u8; LABELS_HEADER_LEN];
+    let got = src.read_full(&mut raw)?;
+    let header = parse_header(path, &raw[..got], Kind::Labels)?;
+    src.read_payload(&header)
+}
+
+/// Which IDX file a reader expects.
+#[derive(Clone, Copy)]
+enum Kind {
+    Images,
+    Labels,
+}
+
+/// A checked IDX header.
+struct Header {
+    /// Header bytes.
+    len: usize,
+    /// `[n, rows, cols]` for images, `[n, 1, 1]` for labels.
+    dims: [u32; 3],
+    /// Payload bytes the header declares (three u32 factors always fit in u128).
+    need: u128,
+    /// e.g. "6000 images of 28x28" or "6000 labels".
+    declared: String,
+    /// "image" or "label", for the trailing-data error.
+    item: &'static str,
+}
+
+/// Checks the magic and dimensions of the header at the start of `bytes` (which may hold the
+/// header only, or be shorter than one) and computes the declared payload size.
+fn parse_header(path: &Path, bytes: &[u8], kind: Kind) -> Result<Header, DataError> {
+    let (magic, desc, len, kind_name) = match kind {
+        Kind::Images => (MAGIC_IMAGES, "IDX images", IMAGES_HEADER_LEN, "images"),
+        Kind::Labels => (MAGIC_LABELS, "IDX labels", LABELS_HEADER_LEN, "labels"),
+    };
+    let truncated_header = |got| DataError::TruncatedHeader {
+        path: path.to_path_buf(),
+        kind: kind_name,
+        len: got,
+        need: len,
+    };
+    if bytes.len() < 4 {
+        return Err(truncated_header(bytes.len()));
+    }
+    check_magic(path, bytes, magic, desc)?;
+    if bytes.len() < len {
+        return Err(truncated_header(bytes.len()));
+    }
+    let n = be_u32(bytes, 4);
+    let (dims, fields): ([u32; 3], &[&'static str]) = match kind {
+        Kind::Images => (
+            [n, be_u32(bytes, 8), be_u32(bytes, 12)],
+            &["n", "rows", "cols"],
+        ),
+        Kind::Labels => ([n, 1, 1], &["n"]),
+    };
+    for (&field, &value) in fields.iter().zip(&dims) {
+        if value == 0 {
+            return Err(DataError::ZeroDimension {
+                path: path.to_path_buf(),
+                field,
+            });
+        }
+    }
+    let [n, rows, cols] = dims;
+    Ok(Header {
+        len,
+        dims,
+        // Three u32 factors always fit in u128: no overflow, and nothing is allocated from it.
+        need: u128::from(n) * u128::from(rows) * u128::from(cols),
+        declared: match kind {
+            Kind::Images => format!("{n} images of {rows}x{cols}"),
+            Kind::Labels => format!("{n} labels"),
+        },
+        item: match kind {
+            Kind::Images => "image",
+            Kind::Labels => "label",
+        },
+    })
 }
 
 /// Big-endian u32 at `at`; the caller has checked that `bytes` is long enough.
@@ -153,71 +412,34 @@ fn check_magic(
     Ok(())
 }
 
-/// Compares the payload length with the declared one and strips the header in place.
-fn take_payload(
-    path: &Path,
-    mut bytes: Vec<u8>,
-    header_len: usize,
-    need: u128,
-    declared: impl FnOnce() -> String,
-    item: &'static str,
-) -> Result<Vec<u8>, DataError> {
-    let have = bytes.len().saturating_sub(header_len) as u128;
-    if have < need {
+/// Compares the in-memory payload length with the declared one and strips the header in place.
+fn take_payload(path: &Path, mut bytes: Vec<u8>, header: &Header) -> Result<Vec<u8>, DataError> {
+    let have = bytes.len().saturating_sub(header.len) as u128;
+    if have < header.need {
         return Err(DataError::Truncated {
             path: path.to_path_buf(),
-            declared: declared(),
-            need,
+            declared: header.declared.clone(),
+            need: header.need,
             have,
         });
     }
-    if have > need {
+    if have > header.need {
         return Err(DataError::Trailing {
             path: path.to_path_buf(),
-            extra: (have - need) as u64,
-            item,
+            extra: Some((have - header.need) as u64),
+            item: header.item,
         });
     }
-    bytes.drain(..header_len);
+    bytes.drain(..header.len);
     Ok(bytes)
 }
 
-/// Parses the content of an IDX image file; `path` is only used in error messages.
+/// Parses the (decompressed) content of an IDX image file held in memory; `path` is only used in
+/// error messages.
 pub fn parse_idx_images(path: &Path, bytes: Vec<u8>) -> Result<IdxImages, DataError> {
-    let truncated_header = |len| DataError::TruncatedHeader {
-        path: path.to_path_buf(),
-        kind: "images",
-        len,
-        need: IMAGES_HEADER_LEN,
-    };
-    if bytes.len() < 4 {
-        return Err(truncated_header(bytes.len()));
-    }
-    check_magic(path, &bytes, MAGIC_IMAGES, "IDX images")?;
-    if bytes.len() < IMAGES_HEADER_LEN {
-        return Err(truncated_header(bytes.len()));
-    }
-    let n = be_u32(&bytes, 4);
-    let rows = be_u32(&bytes, 8);
-    let cols = be_u32(&bytes, 12);
-    for (field, value) in [("n", n), ("rows", rows), ("cols", cols)] {
-        if value == 0 {
-            return Err(DataError::ZeroDimension {
-                path: path.to_path_buf(),
-                field,
-            });
-        }
-    }
-    // Three u32 factors always fit in u128: no overflow, and nothing is allocated from it.
-    let need = u128::from(n) * u128::from(rows) * u128::from(cols);
-    let pixels = take_payload(
-        path,
-        bytes,
-        IMAGES_HEADER_LEN,
-        need,
-        || format!("{n} images of {rows}x{cols}"),
-        "image",
-    )?;
+    let header = parse_header(path, &bytes, Kind::Images)?;
+    let pixels = take_payload(path, bytes, &header)?;
+    let [n, rows, cols] = header.dims;
     // The payload length equals `need` and fits in memory, so these conversions are lossless.
     Ok(IdxImages {
         n: n as usize,
@@ -227,36 +449,11 @@ pub fn parse_idx_images(path: &Path, bytes: Vec<u8>) -> Result<IdxImages, DataEr
     })
 }
 
-/// Parses the content of an IDX label file; `path` is only used in error messages.
+/// Parses the (decompressed) content of an IDX label file held in memory; `path` is only used in
+/// error messages.
 pub fn parse_idx_labels(path: &Path, bytes: Vec<u8>) -> Result<Vec<u8>, DataError> {
-    let truncated_header = |len| DataError::TruncatedHeader {
-        path: path.to_path_buf(),
-        kind: "labels",
-        len,
-        need: LABELS_HEADER_LEN,
-    };
-    if bytes.len() < 4 {
-        return Err(truncated_header(bytes.len()));
-    }
-    check_magic(path, &bytes, MAGIC_LABELS, "IDX labels")?;
-    if bytes.len() < LABELS_HEADER_LEN {
-        return Err(truncated_header(bytes.len()));
-    }
-    let n = be_u32(&bytes, 4);
-    if n == 0 {
-        return Err(DataError::ZeroDimension {
-            path: path.to_path_buf(),
-            field: "n",
-        });
-    }
-    take_payload(
-        path,
-        bytes,
-        LABELS_HEADER_LEN,
-        u128::from(n),
-        || format!("{n} labels"),
-        "label",
-    )
+    let header = parse_header(path, &bytes, Kind::Labels)?;
+    take_payload(path, bytes, &header)
 }
 
 /// `path` with `.tmp` appended to its file name (`a.gz` → `a.gz.tmp`).
@@ -388,7 +585,7 @@ mod tests {
             }
         ));
         let err = parse_idx_images(p(), images_bytes(2, 3, 4, 25)).unwrap_err();
-        assert!(matches!(err, DataError::Trailing { extra: 1, .. }));
+        assert!(matches!(err, DataError::Trailing { extra: Some(1), .. }));
         let err = parse_idx_images(p(), images_bytes(2, 0, 4, 0)).unwrap_err();
         assert!(matches!(
             err,

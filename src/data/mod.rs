@@ -18,12 +18,9 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// The operating system refused a read, write, rename or directory listing.
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// (The OS error is part of the message, not a separate cause, so it is printed once.)
+    #[error("{}: {err}", path.display())]
+    Io { path: PathBuf, err: std::io::Error },
 
     /// The file starts with the gzip magic bytes but does not decompress.
     #[error("{}: not a valid gzip stream: {detail}", path.display())]
@@ -80,11 +77,29 @@ pub enum DataError {
     },
 
     /// The payload is longer than the header declares.
-    #[error("{}: {extra} trailing bytes after the last {item}", path.display())]
+    #[error("{}: {} after the last {item}", path.display(), describe_trailing(.extra))]
     Trailing {
         path: PathBuf,
-        extra: u64,
+        /// How many bytes follow, when known without reading them (a plain file); `None` for
+        /// gzip content, which is not decompressed past the first extra byte.
+        extra: Option<u64>,
         item: &'static str,
+    },
+
+    /// The header declares a payload larger than the loader accepts or this host can hold;
+    /// nothing is read past the header.
+    #[error(
+        "{}: header says {declared} ({need} bytes), more than {limit_desc} ({limit} bytes)",
+        path.display()
+    )]
+    PayloadTooLarge {
+        path: PathBuf,
+        /// e.g. "6000 images of 28x28" or "6000 labels".
+        declared: String,
+        need: u128,
+        limit: u64,
+        /// e.g. "the loader's limit" or "the memory available on this host".
+        limit_desc: &'static str,
     },
 
     /// A data directory lacks a required file.
@@ -113,11 +128,20 @@ pub enum DataError {
     Config { name: &'static str, detail: String },
 }
 
+fn describe_trailing(extra: &Option<u64>) -> String {
+    match extra {
+        Some(n) => format!("{n} trailing bytes"),
+        None => "trailing bytes (the decompressed content goes on past the size the header \
+                 declares)"
+            .to_string(),
+    }
+}
+
 impl DataError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         DataError::Io {
             path: path.into(),
-            source,
+            err: source,
         }
     }
 }
