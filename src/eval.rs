@@ -149,6 +149,39 @@ impl Evaluator {
         })
     }
 
+    /// Images per IWAE batch (`None` when built with k = 0). IWAE batch `bi` holds images
+    /// `bi·E .. min((bi + 1)·E, n)`.
+    pub fn iwae_batch_images(&self) -> Option<usize> {
+        self.iwae.as_ref().map(|iw| iw.act.batch)
+    }
+
+    /// Runs IWAE batch `bi` and returns the bound log p̂(x) of each of its images (nats, one
+    /// per image, the padding rows of a last partial batch left out).
+    pub fn iwae_batch(&self, ctx: &GpuContext, bi: usize) -> Result<Vec<f32>> {
+        let iw = self.iwae.as_ref().ok_or_else(|| {
+            Error::Config("this evaluator was built without the IWAE bound (k = 0)".into())
+        })?;
+        let eb = iw.act.batch;
+        if bi >= self.n.div_ceil(eb) {
+            return Err(Error::Config(format!(
+                "IWAE batch {bi} is past the {} images of the data set",
+                self.n
+            )));
+        }
+        self.state.set(ctx, bi as u32, 0)?;
+        iw.program.run(ctx)?;
+        let valid = (self.n - bi * eb).min(eb);
+        let mut b = iw.bound.read(ctx)?;
+        b.truncate(valid);
+        Ok(b)
+    }
+
+    /// The standard normal draws (K·E, D) behind the last IWAE batch run, sample k of image
+    /// b in row k·E + b (for checking the estimate against [`crate::cpu::iwae`]).
+    pub fn iwae_eps(&self) -> Option<&Tensor<f32>> {
+        self.iwae.as_ref().map(|iw| &iw.act.eps)
+    }
+
     /// Runs the evaluation over the whole data set (with the IWAE bound when this evaluator
     /// was built with k > 0).
     pub fn run(&self, ctx: &GpuContext, latent: usize) -> Result<EvalReport> {
@@ -192,13 +225,12 @@ impl Evaluator {
         let (mut iwae_k, mut neg_iwae) = (None, None);
         if let Some(iw) = self.iwae.as_ref().filter(|_| with_iwae) {
             let mut total = 0.0f64;
-            let eb = iw.act.batch;
-            for bi in 0..self.n.div_ceil(eb) {
-                self.state.set(ctx, bi as u32, 0)?;
-                iw.program.run(ctx)?;
-                let valid = (self.n - bi * eb).min(eb);
-                let b = iw.bound.read(ctx)?;
-                total += b[..valid].iter().map(|&v| v as f64).sum::<f64>();
+            for bi in 0..self.n.div_ceil(iw.act.batch) {
+                total += self
+                    .iwae_batch(ctx, bi)?
+                    .iter()
+                    .map(|&v| v as f64)
+                    .sum::<f64>();
             }
             iwae_k = Some(iw.k);
             neg_iwae = Some(-total / n);

@@ -3,10 +3,12 @@
 
 pub mod data;
 pub mod gemm;
+pub mod iwae;
 pub mod kernels;
 pub mod vae;
 
 pub use gemm::{CpuEpilogue, gemm};
+pub use iwae::{IwaeTwin, iwae};
 pub use kernels::*;
 pub use vae::{vae_forward, vae_loss};
 
