@@ -3,6 +3,12 @@
 // The training set lives on the GPU as bytes, packed four to a u32 word: image i, pixel p is
 // byte i * P + p. `perm` is the epoch's order of the images (uploaded once per epoch). The
 // step state holds [global step, step at which the current epoch began, 0, 0].
+//
+// Row weights: a batch that runs past the end of `perm` (the last batch of an epoch when the
+// batch size does not divide the data set) has valid = n_items - position < rows real rows.
+// With `write_weights` the kernel writes w[r] = 1 / valid for r < valid and 0 for the padded
+// rows; the likelihood, KL and loss-bookkeeping kernels scale by w, so the step's loss is the
+// mean over its valid rows and padded rows contribute nothing.
 
 struct GatherParams {
     rows: u32,      // rows of the batch
@@ -11,8 +17,8 @@ struct GatherParams {
     n_items: u32,   // positions past this are zero rows
     use_state: u32, // 1: position = base + (state[0] - state[1]) * rows + row
     n_images: u32,  // N; indices in perm are clamped below it
-    _pad1: u32,
-    _pad2: u32,
+    write_weights: u32, // 1: write the row weights w
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<storage, read> images: array<u32>;   // (N, P) bytes, packed
@@ -20,6 +26,7 @@ struct GatherParams {
 @group(0) @binding(2) var<storage, read_write> x: array<f32>;  // (rows, P) in [0, 1]
 @group(0) @binding(3) var<storage, read> state: array<u32>;    // (4,)
 @group(0) @binding(4) var<uniform> gp: GatherParams;
+@group(0) @binding(6) var<storage, read_write> w: array<f32>;  // (rows,) row weights
 
 @compute @workgroup_size(64)
 fn gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -27,6 +34,16 @@ fn gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     var pos0 = gp.base;
     if (gp.use_state == 1u) {
         pos0 += (state[0] - state[1]) * gp.rows;
+    }
+    if (gp.write_weights == 1u) {
+        var valid = 0u;
+        if (pos0 < gp.n_items) {
+            valid = min(gp.n_items - pos0, gp.rows);
+        }
+        let share = 1.0 / f32(max(valid, 1u));
+        for (var r = gid.x; r < gp.rows; r += nwg.x * 64u) {
+            w[r] = select(0.0, share, r < valid);
+        }
     }
     for (var i = gid.x; i < total; i += nwg.x * 64u) {
         let r = i / gp.pixels;

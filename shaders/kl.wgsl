@@ -2,13 +2,19 @@
 // its gradient fused ----
 //
 // kl_bd = (mu^2 + sigma^2 - 1 - log sigma^2) / 2
-// d/dmu = mu,  d/dlogvar = (sigma^2 - 1) / 2, both scaled by grad_weight (beta / B in training).
+// d/dmu = mu,  d/dlogvar = (sigma^2 - 1) / 2, both scaled by grad_weight (beta / B for the
+// batch mean); with `use_weights` by grad_weight * w[b] (training: beta times the gather's row
+// weights, 1 / valid rows or 0 for a padded row, whose gradient is then exactly 0).
 
 struct KlParams {
     batch: u32,
     dim: u32,
     grad_weight: f32,
-    write_grad: u32, // 1: genc = grad_weight * dKL (overwrite)
+    write_grad: u32,  // 1: genc = grad_weight * dKL (overwrite)
+    use_weights: u32, // 1: scale row b by row_w[b]
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<storage, read> enc: array<f32>;             // (B, 2D) [mu | logvar]
@@ -16,6 +22,7 @@ struct KlParams {
 @group(0) @binding(2) var<storage, read_write> kl_elem: array<f32>;   // (B, D)
 @group(0) @binding(3) var<storage, read_write> genc: array<f32>;      // (B, 2D)
 @group(0) @binding(4) var<uniform> kp: KlParams;
+@group(0) @binding(10) var<storage, read> row_w: array<f32>;       // (B,) row weights
 
 // exp(x) - 1 - x without cancellation for small |x|.
 fn exp_m1_mx(x: f32) -> f32 {
@@ -28,6 +35,10 @@ fn exp_m1_mx(x: f32) -> f32 {
 @compute @workgroup_size(64)
 fn kl(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     for (var b = gid.x; b < kp.batch; b += nwg.x * 64u) {
+        var gw = kp.grad_weight;
+        if (kp.use_weights == 1u) {
+            gw *= row_w[b];
+        }
         var sum = 0.0;
         for (var d = 0u; d < kp.dim; d++) {
             let im = b * 2u * kp.dim + d;
@@ -38,8 +49,8 @@ fn kl(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nw
             kl_elem[b * kp.dim + d] = k;
             sum += k;
             if (kp.write_grad == 1u) {
-                genc[im] = kp.grad_weight * mu;
-                genc[il] = kp.grad_weight * 0.5 * (exp(lv) - 1.0);
+                genc[im] = select(gw * mu, 0.0, gw == 0.0);
+                genc[il] = select(gw * 0.5 * (exp(lv) - 1.0), 0.0, gw == 0.0);
             }
         }
         kl_sample[b] = sum;

@@ -3,7 +3,10 @@
 // R rows of model output against B rows of targets: row r is scored against target row r % B
 // (R = K * B when K latent samples share each input). One workgroup reduces one row with a
 // fixed-order tree, so the result is the same bit for bit on every run.
-// grad = grad_scale * dNLL/d(output) (grad_scale = 1 / B for the batch-mean loss).
+// grad = grad_scale * dNLL/d(output) (grad_scale = 1 / B for the batch-mean loss); with
+// `use_weights`, grad = grad_scale * w[r % B] * dNLL/d(output): the training step passes
+// grad_scale = 1 / K and the gather's row weights w (1 / valid rows, 0 for padded rows), and a
+// row of weight 0 gets a gradient of exactly 0.
 
 struct LikParams {
     rows: u32,       // R
@@ -13,7 +16,7 @@ struct LikParams {
     grad_scale: f32,
     ls_mode: u32,    // Gaussian log sigma: 0 fixed (ls_fixed), 1 shared (ls[0]), 2 per pixel (ls[p])
     ls_fixed: f32,
-    _pad: u32,
+    use_weights: u32, // 1: scale row r's gradient by row_w[r % B]
 }
 
 @group(0) @binding(0) var<storage, read> out: array<f32>;          // (R, P) logits or means
@@ -21,6 +24,20 @@ struct LikParams {
 @group(0) @binding(2) var<storage, read_write> nll: array<f32>;    // (R,)
 @group(0) @binding(3) var<storage, read_write> grad: array<f32>;   // (R, P)
 @group(0) @binding(4) var<uniform> lp: LikParams;
+@group(0) @binding(7) var<storage, read> row_w: array<f32>;      // (B,) row weights
+
+// The gradient scale of output row r.
+fn row_scale(r: u32) -> f32 {
+    if (lp.use_weights == 1u) {
+        return lp.grad_scale * row_w[r % lp.batch];
+    }
+    return lp.grad_scale;
+}
+
+// scale * g, and exactly 0 for a row of weight 0 (whatever g is).
+fn scaled(scale: f32, g: f32) -> f32 {
+    return select(scale * g, 0.0, scale == 0.0);
+}
 
 
 fn sigmoid(x: f32) -> f32 {
@@ -38,13 +55,14 @@ fn bernoulli(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
     for (var r = wg.x; r < lp.rows; r += nwg.x) {
         let t0 = (r % lp.batch) * lp.pixels;
         let o0 = r * lp.pixels;
+        let scale = row_scale(r);
         var acc = 0.0;
         for (var p = lid; p < lp.pixels; p += 64u) {
             let l = out[o0 + p];
             let x = tgt[t0 + p];
             acc += softplus(l) - x * l;
             if (lp.write_grad == 1u) {
-                grad[o0 + p] = lp.grad_scale * (sigmoid(l) - x);
+                grad[o0 + p] = scaled(scale, sigmoid(l) - x);
             }
         }
         let total = tree_sum(lid, acc);
@@ -68,6 +86,7 @@ fn gaussian(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
     for (var r = wg.x; r < lp.rows; r += nwg.x) {
         let t0 = (r % lp.batch) * lp.pixels;
         let o0 = r * lp.pixels;
+        let scale = row_scale(r);
         var acc = 0.0;
         for (var p = lid; p < lp.pixels; p += 64u) {
             var s = lp.ls_fixed;
@@ -81,9 +100,9 @@ fn gaussian(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
             let q = diff * diff * inv_var;
             acc += 0.5 * q + s + HALF_LOG_2PI;
             if (lp.write_grad == 1u) {
-                grad[o0 + p] = lp.grad_scale * diff * inv_var;
+                grad[o0 + p] = scaled(scale, diff * inv_var);
                 if (lp.ls_mode != 0u) {
-                    grad_ls[o0 + p] = lp.grad_scale * (1.0 - q);
+                    grad_ls[o0 + p] = scaled(scale, 1.0 - q);
                 }
             }
         }

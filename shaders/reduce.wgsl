@@ -104,12 +104,14 @@ fn logmeanexp(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
 
 // ---- loss bookkeeping of the training step ----
 // metrics: [recon_sum, recon_comp, kl_sum, kl_comp, loss_sum, loss_comp, count, nonfinite]
-// (Kahan-compensated running sums over an epoch).
+// (Kahan-compensated running sums over an epoch). With `use_weights` only the rows of weight
+// > 0 count (the gather's row weights: the padded rows of an epoch's last, partial batch are
+// left out of the sums, the count and the non-finite check).
 
 struct LossParams {
     rows: u32,
     beta: f32,
-    _pad0: u32,
+    use_weights: u32,
     _pad1: u32,
 }
 
@@ -117,6 +119,7 @@ struct LossParams {
 @group(0) @binding(4) var<storage, read> kl_b: array<f32>;          // (B,)
 @group(0) @binding(5) var<storage, read_write> metrics: array<f32>; // (8,)
 @group(0) @binding(6) var<uniform> lsp: LossParams;
+@group(0) @binding(7) var<storage, read> row_w: array<f32>;         // (B,) row weights
 
 fn is_finite(v: f32) -> bool {
     return (bitcast<u32>(v) & 0x7f800000u) != 0x7f800000u;
@@ -134,7 +137,12 @@ fn loss_accumulate(@builtin(local_invocation_index) lid: u32) {
     var sr = 0.0;
     var sk = 0.0;
     var bad = 0.0;
+    var n = 0.0;
     for (var i = lid; i < lsp.rows; i += 64u) {
+        if (lsp.use_weights == 1u && !(row_w[i] > 0.0)) {
+            continue;
+        }
+        n += 1.0;
         let r = recon[i];
         let k = kl_b[i];
         sr += r;
@@ -146,11 +154,12 @@ fn loss_accumulate(@builtin(local_invocation_index) lid: u32) {
     let tr = tree_sum(lid, sr);
     let tk = tree_sum(lid, sk);
     let tb = tree_sum(lid, bad);
+    let tn = tree_sum(lid, n);
     if (lid == 0u) {
         kahan_add(0u, tr);
         kahan_add(2u, tk);
         kahan_add(4u, tr + lsp.beta * tk);
-        metrics[6] += f32(lsp.rows);
+        metrics[6] += tn;
         if (tb > 0.0 || !is_finite(tr) || !is_finite(tk)) {
             metrics[7] = 1.0;
         }

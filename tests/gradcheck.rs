@@ -6,18 +6,76 @@ mod common;
 
 use common::{ctx, data};
 use wgvae::cpu;
-use wgvae::model::{GaussianSigma, Likelihood, Vae, VaeConfig};
+use wgvae::gpu::{Program, Tensor};
+use wgvae::model::{GaussianSigma, Likelihood, ParamLayout, Vae, VaeConfig};
 use wgvae::ops::Activation;
+use wgvae::ops::data::{GatherOptions, StepState, gather_with};
 use wgvae::ops::reparam::{RngStep, Stream};
 
+/// The batch of a check: every row holds an input, or only the first `valid` rows do (the
+/// last, partial batch of an epoch; the rest are padding with row weight 0).
+#[derive(Clone, Copy)]
+enum Rows {
+    Full,
+    Valid(usize),
+}
+
 fn check(cfg: VaeConfig, batch: usize, samples: usize, beta: f32) {
+    check_with(cfg, batch, samples, beta, Rows::Full, |_, _| {});
+}
+
+fn check_with(
+    cfg: VaeConfig,
+    batch: usize,
+    samples: usize,
+    beta: f32,
+    rows: Rows,
+    tweak: impl Fn(&ParamLayout, &mut [f32]),
+) {
     let ctx = ctx();
-    let init = cfg.init_params(11);
+    let mut init = cfg.init_params(11);
+    let layout = cfg.layout();
+    tweak(&layout, &mut init);
     let vae = Vae::new(ctx, &cfg, &init).unwrap();
     let act = vae.activations(ctx, batch, samples).unwrap();
     let g = vae.gradients(ctx, &act).unwrap();
-    let x_h = data(12, batch * cfg.input_dim(), 0.0, 1.0);
-    act.x.write(ctx, &x_h).unwrap();
+    let pixels = cfg.input_dim();
+    let valid = match rows {
+        Rows::Full => {
+            act.x
+                .write(ctx, &data(12, batch * pixels, 0.0, 1.0))
+                .unwrap();
+            batch
+        }
+        Rows::Valid(valid) => {
+            // The training gather at the second step of an epoch over batch + valid images:
+            // `valid` rows of images, then padding, and the row weights to match.
+            let n = batch + valid;
+            let images_h: Vec<u8> = (0..n * pixels).map(|i| (i * 37 % 251) as u8).collect();
+            let images = Tensor::from_slice(ctx, "images", &[n, pixels], &images_h).unwrap();
+            let order: Vec<u32> = (0..n as u32).rev().collect();
+            let perm = Tensor::from_slice(ctx, "perm", &[n], &order).unwrap();
+            let state = StepState::new(ctx, "state").unwrap();
+            state.set(ctx, 8, 7).unwrap();
+            let opts = GatherOptions {
+                state: Some(&state),
+                weights: Some(&act.w),
+            };
+            let mut p = Program::new();
+            p.push(gather_with(ctx, "gather", &images, pixels, &perm, &act.x, 0, opts).unwrap());
+            p.run(ctx).unwrap();
+            let (x_want, w_want) =
+                cpu::data::gather_weighted(&images_h, pixels, &order, batch, batch);
+            common::assert_close("gathered x", &act.x.read(ctx).unwrap(), &x_want, 0.0, 1e-7);
+            common::assert_close("row weights", &act.w.read(ctx).unwrap(), &w_want, 0.0, 1e-7);
+            // Fill the padded rows with inputs: the weights alone must keep them out.
+            let junk = data(13, (batch - valid) * pixels, 0.0, 1.0);
+            act.x.write_at(ctx, valid * pixels, &junk).unwrap();
+            valid
+        }
+    };
+    let x_h = act.x.read(ctx).unwrap();
+    let w: Vec<f64> = act.w.read(ctx).unwrap().iter().map(|&v| v as f64).collect();
     let mut p = vae
         .forward_program(
             ctx,
@@ -40,20 +98,51 @@ fn check(cfg: VaeConfig, batch: usize, samples: usize, beta: f32) {
     common::assert_close("nll", &act.nll.read(ctx).unwrap(), &nll_r, 1e-4, 1e-5);
     common::assert_close("kl", &act.kl.read(ctx).unwrap(), &kl_r, 1e-5, 1e-5);
 
+    // Padded rows reach no gradient: every per-row gradient buffer (decoder and encoder
+    // outputs, z, the per-element log sigma) is exactly 0 in them, so the weight GEMMs and bias
+    // column sums add nothing from them.
+    if valid < batch {
+        let mut per_row: Vec<(String, Vec<f32>)> = Vec::new();
+        for t in g.dec.iter().chain(&g.enc).chain([&g.z]) {
+            per_row.push((t.label().to_string(), t.read(ctx).unwrap()));
+        }
+        if let Some(t) = &g.log_sigma_elem {
+            per_row.push((t.label().to_string(), t.read(ctx).unwrap()));
+        }
+        for (name, v) in &per_row {
+            let rows_total = if name.contains("encoder") {
+                batch
+            } else {
+                batch * samples
+            };
+            let width = v.len() / rows_total;
+            for (r, row) in v.chunks(width).enumerate() {
+                if r % batch >= valid {
+                    assert!(
+                        row.iter().all(|&e| e == 0.0),
+                        "{name}: padded row {r} has gradient {row:?}"
+                    );
+                }
+            }
+        }
+    }
+
     // Central differences in f64: truncation O(h^2) and rounding O(1e-16 / h) both far below
     // the tolerance. Tolerance: the GPU gradients are f32 sums of O(10) terms, so ~1e-6
     // relative; 1e-3 relative + 2e-5 absolute separates that from any wrong term.
     let h = 1e-5;
-    let layout = cfg.layout();
+    let loss = |pp: &[f64]| {
+        cpu::vae::vae_loss_weighted(&cfg, pp, &x_h, batch, samples, &eps, beta as f64, &w)
+    };
     let mut worst = (0.0f64, String::new());
     for spec in &layout.tensors {
         for i in 0..spec.len() {
             let k = spec.offset + i;
             let mut pp = params.clone();
             pp[k] += h;
-            let up = cpu::vae_loss(&cfg, &pp, &x_h, batch, samples, &eps, beta as f64);
+            let up = loss(&pp);
             pp[k] -= 2.0 * h;
-            let down = cpu::vae_loss(&cfg, &pp, &x_h, batch, samples, &eps, beta as f64);
+            let down = loss(&pp);
             let fd = (up - down) / (2.0 * h);
             let err = (gpu[k] as f64 - fd).abs();
             let tol = 2e-5 + 1e-3 * fd.abs();
@@ -69,7 +158,7 @@ fn check(cfg: VaeConfig, batch: usize, samples: usize, beta: f32) {
         }
     }
     eprintln!(
-        "gradient check: {} parameters, largest error {:e} at {}",
+        "gradient check: {} parameters, {valid} of {batch} rows valid, largest error {:e} at {}",
         layout.count(),
         worst.0,
         worst.1
@@ -89,7 +178,9 @@ fn gradcheck_relu_bernoulli_odd_shapes() {
         activation: Activation::Relu,
         likelihood: Likelihood::Bernoulli,
     };
-    check(cfg, 3, 1, 1.0);
+    check(cfg.clone(), 3, 1, 1.0);
+    // The last batch of an epoch: 3 of 5 rows hold images.
+    check_with(cfg, 5, 1, 1.0, Rows::Valid(3), |_, _| {});
 }
 
 #[test]
@@ -104,7 +195,8 @@ fn gradcheck_tanh_aligned_shapes_two_samples_beta() {
         activation: Activation::Tanh,
         likelihood: Likelihood::Bernoulli,
     };
-    check(cfg, 4, 2, 4.0);
+    check(cfg.clone(), 4, 2, 4.0);
+    check_with(cfg, 4, 2, 4.0, Rows::Valid(1), |_, _| {});
 }
 
 #[test]
@@ -123,6 +215,7 @@ fn gradcheck_gaussian_learned_sigma() {
             activation: Activation::LeakyRelu(0.1),
             likelihood: Likelihood::Gaussian { log_sigma: sigma },
         };
-        check(cfg, 5, 1, 0.5);
+        check(cfg.clone(), 5, 1, 0.5);
+        check_with(cfg, 6, 1, 0.5, Rows::Valid(4), |_, _| {});
     }
 }

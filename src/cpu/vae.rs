@@ -95,7 +95,29 @@ pub fn vae_loss(
     eps: &[f32],
     beta: f64,
 ) -> f64 {
+    let w = vec![1.0 / batch as f64; batch];
+    vae_loss_weighted(cfg, params, x, batch, samples, eps, beta, &w)
+}
+
+/// The row-weighted loss Σ_b w_b [(1/K) Σ_s nll_sb + β KL_b] (w_b = 1/valid for the rows of a
+/// partial batch that hold an image, 0 for its padded rows). Rows of weight 0 are left out
+/// entirely, so whatever they hold cannot reach the result.
+#[allow(clippy::too_many_arguments)]
+pub fn vae_loss_weighted(
+    cfg: &VaeConfig,
+    params: &[f64],
+    x: &[f32],
+    batch: usize,
+    samples: usize,
+    eps: &[f32],
+    beta: f64,
+    w: &[f64],
+) -> f64 {
     let (nll, kl) = vae_forward(cfg, params, x, batch, samples, eps);
-    let recon: f64 = nll.iter().sum::<f64>() / samples as f64;
-    (recon + beta * kl.iter().sum::<f64>()) / batch as f64
+    let mut loss = 0.0;
+    for b in (0..batch).filter(|&b| w[b] != 0.0) {
+        let recon: f64 = (0..samples).map(|s| nll[s * batch + b]).sum::<f64>() / samples as f64;
+        loss += w[b] * (recon + beta * kl[b]);
+    }
+    loss
 }

@@ -7,8 +7,8 @@ use crate::model::{GaussianSigma, LayerSpec, Likelihood, ParamLayout, VaeConfig}
 use crate::ops::adam::{AdamConfig, AdamScratch, adam};
 use crate::ops::data::StepState;
 use crate::ops::gemm::{Epilogue, Trans, gemm};
-use crate::ops::kl::kl;
-use crate::ops::likelihood::{LogSigma, bernoulli, gaussian};
+use crate::ops::kl::kl_weighted;
+use crate::ops::likelihood::{LogSigma, bernoulli_weighted, gaussian_weighted};
 use crate::ops::reduce::{SUM_GROUPS, col_sum, sum_all};
 use crate::ops::reparam::{RngStep, Stream, reparam_backward, reparam_forward};
 use crate::ops::shape_err;
@@ -47,6 +47,11 @@ pub struct Activations {
     pub samples: usize,
     /// (B, P) inputs in [0, 1]
     pub x: Tensor<f32>,
+    /// (B,) row weights of the loss: the gradients of [`Vae::forward_program`] are those of
+    /// Σ_b w_b [(1/K) Σ_s nll_sb + β KL_b]. Starts at 1/B (the batch mean); the training gather
+    /// overwrites it every step with 1/valid for the rows that hold an image and 0 for the
+    /// padded rows of a partial last batch.
+    pub w: Tensor<f32>,
     /// outputs of the encoder layers; the last is (B, 2D) = [mu | log sigma^2]
     pub enc: Vec<Tensor<f32>>,
     /// (K·B, D) latent samples, sample s of input b in row s·B + b
@@ -169,6 +174,12 @@ impl Vae {
             batch,
             samples,
             x: Tensor::zeros(ctx, "x", &[batch, self.cfg.input_dim()])?,
+            w: Tensor::from_slice(
+                ctx,
+                "row weights",
+                &[batch],
+                &vec![1.0 / batch as f32; batch],
+            )?,
             enc,
             z: Tensor::zeros(ctx, "z", &[kb, d])?,
             eps: Tensor::zeros(ctx, "eps", &[kb, d])?,
@@ -234,8 +245,9 @@ impl Vae {
     }
 
     /// Encoder, sampling, decoder, likelihood and KL. With `grads`, the likelihood and KL
-    /// kernels also write their gradients of the batch-mean loss
-    /// (1/B) Σ_b [(1/K) Σ_s nll_sb + β KL_b].
+    /// kernels also write their gradients of the weighted loss
+    /// Σ_b w_b [(1/K) Σ_s nll_sb + β KL_b] with w = `act.w` (1/B each unless a gather wrote
+    /// it: the batch mean, or the mean over the valid rows of a partial batch).
     #[allow(clippy::too_many_arguments)]
     pub fn forward_program(
         &self,
@@ -262,17 +274,19 @@ impl Vae {
         )?);
         p.extend(self.decode_program(ctx, act)?);
         let out = act.dec.last().expect("decoder has a layer");
-        let recon_scale = 1.0 / (act.batch * act.samples) as f32;
+        let recon_scale = 1.0 / act.samples as f32;
+        let weights = grads.map(|_| &act.w);
         match self.cfg.likelihood {
-            Likelihood::Bernoulli => p.push(bernoulli(
+            Likelihood::Bernoulli => p.push(bernoulli_weighted(
                 ctx,
                 "bernoulli nll",
                 out,
                 &act.x,
                 &act.nll,
                 grads.map(|g| (g.dec.last().expect("decoder has a layer"), recon_scale)),
+                weights,
             )?),
-            Likelihood::Gaussian { .. } => p.push(gaussian(
+            Likelihood::Gaussian { .. } => p.push(gaussian_weighted(
                 ctx,
                 "gaussian nll",
                 out,
@@ -286,20 +300,17 @@ impl Vae {
                         recon_scale,
                     )
                 }),
+                weights,
             )?),
         }
-        p.push(kl(
+        p.push(kl_weighted(
             ctx,
             "kl",
             enc_out,
             &act.kl,
             &act.kl_elem,
-            grads.map(|g| {
-                (
-                    g.enc.last().expect("encoder has a layer"),
-                    beta / act.batch as f32,
-                )
-            }),
+            grads.map(|g| (g.enc.last().expect("encoder has a layer"), beta)),
+            weights,
         )?);
         Ok(p)
     }
@@ -360,7 +371,7 @@ impl Vae {
         }
         let enc_out = act.enc.last().expect("encoder has a layer");
         let g_enc_out = g.enc.last().expect("encoder has a layer");
-        // The KL kernel wrote β/B·∂KL into g_enc_out; add the reconstruction path.
+        // The KL kernel wrote β·w_b·∂KL into g_enc_out; add the reconstruction path.
         p.push(reparam_backward(
             ctx,
             "reparam backward",

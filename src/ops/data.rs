@@ -49,7 +49,18 @@ pub struct GatherParams {
     pub n_items: u32,
     pub use_state: u32,
     pub n_images: u32,
-    pub _pad: [u32; 2],
+    pub write_weights: u32,
+    pub _pad: u32,
+}
+
+/// What a gather does besides copying bytes to floats.
+#[derive(Clone, Copy, Default)]
+pub struct GatherOptions<'a> {
+    /// Add the batch offset of the current step, `(state[0] − state[1])·rows`, to `base`.
+    pub state: Option<&'a StepState>,
+    /// Write the row weights (rows,): 1/valid for the rows that hold an image, 0 for the rows
+    /// past the end of `perm`.
+    pub weights: Option<&'a Tensor<f32>>,
 }
 
 /// Prepares `x[r, p] = images[perm[pos + r], p] / 255` with `pos = base` (+ the batch offset
@@ -66,6 +77,33 @@ pub fn gather(
     base: usize,
     state: Option<&StepState>,
 ) -> Result<Dispatch> {
+    gather_with(
+        ctx,
+        label,
+        images,
+        pixels,
+        perm,
+        x,
+        base,
+        GatherOptions {
+            state,
+            ..Default::default()
+        },
+    )
+}
+
+/// [`gather`] with row weights (see [`GatherOptions`]).
+#[allow(clippy::too_many_arguments)] // one argument per kernel binding
+pub fn gather_with(
+    ctx: &GpuContext,
+    label: &str,
+    images: &Tensor<u8>,
+    pixels: usize,
+    perm: &Tensor<u32>,
+    x: &Tensor<f32>,
+    base: usize,
+    opts: GatherOptions<'_>,
+) -> Result<Dispatch> {
     let (rows, p) = x.dims2();
     if p != pixels || pixels == 0 || images.is_empty() || !images.len().is_multiple_of(pixels) {
         return Err(shape_err(
@@ -78,19 +116,41 @@ pub fn gather(
             ),
         ));
     }
+    if let Some(w) = opts.weights
+        && w.len() != rows
+    {
+        return Err(shape_err(
+            "gather",
+            format!(
+                "{label}: row weights {:?} for a batch of {rows} rows",
+                w.shape()
+            ),
+        ));
+    }
     let n_images = images.len() / pixels;
     let params = GatherParams {
         rows: rows as u32,
         pixels: pixels as u32,
         base: base as u32,
         n_items: perm.len() as u32,
-        use_state: state.is_some() as u32,
+        use_state: opts.state.is_some() as u32,
         n_images: n_images as u32,
-        _pad: [0; 2],
+        write_weights: opts.weights.is_some() as u32,
+        _pad: 0,
     };
-    let state_binding = match state {
+    let state_binding = match opts.state {
         Some(s) => s.tensor.binding(),
         None => ctx.dummy.as_entire_binding(),
+    };
+    // Without weights the (never written) slot gets a scratch buffer of its own: a buffer may
+    // not be bound read-only and read-write in one dispatch.
+    let scratch;
+    let w_binding = match opts.weights {
+        Some(w) => w.binding(),
+        None => {
+            scratch = Tensor::<f32>::zeros(ctx, "unused row weights", &[4])?;
+            scratch.binding()
+        }
     };
     Dispatch::new(
         ctx,
@@ -101,6 +161,7 @@ pub fn gather(
             (1, perm.binding()),
             (2, x.binding()),
             (3, state_binding),
+            (6, w_binding),
         ],
         Some((4, &params)),
         groups_for(rows * pixels, 64 * 4),

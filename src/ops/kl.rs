@@ -12,6 +12,8 @@ pub struct KlParams {
     pub dim: u32,
     pub grad_weight: f32,
     pub write_grad: u32,
+    pub use_weights: u32,
+    pub _pad: [u32; 3],
 }
 
 /// Prepares: kl_sample (B,), kl_elem (B, D) from enc (B, 2D); with `grad = Some((genc, w))`
@@ -24,8 +26,30 @@ pub fn kl(
     kl_elem: &Tensor<f32>,
     grad: Option<(&Tensor<f32>, f32)>,
 ) -> Result<Dispatch> {
+    kl_weighted(ctx, label, enc, kl_sample, kl_elem, grad, None)
+}
+
+/// [`kl`] with row weights `w` (B,): the gradient of row b is w·w[b]·∂KL/∂enc, exactly 0 where
+/// the row weight is 0.
+pub fn kl_weighted(
+    ctx: &GpuContext,
+    label: &str,
+    enc: &Tensor<f32>,
+    kl_sample: &Tensor<f32>,
+    kl_elem: &Tensor<f32>,
+    grad: Option<(&Tensor<f32>, f32)>,
+    weights: Option<&Tensor<f32>>,
+) -> Result<Dispatch> {
     let (b, two_d) = enc.dims2();
     let d = two_d / 2;
+    if let Some(w) = weights
+        && w.len() != b
+    {
+        return Err(shape_err(
+            "kl",
+            format!("row weights {:?} for {b} rows", w.shape()),
+        ));
+    }
     if two_d % 2 != 0 || kl_sample.len() != b || kl_elem.len() != b * d {
         return Err(shape_err(
             "kl",
@@ -50,6 +74,8 @@ pub fn kl(
         dim: d as u32,
         grad_weight: grad.map(|g| g.1).unwrap_or(0.0),
         write_grad: grad.is_some() as u32,
+        use_weights: weights.is_some() as u32,
+        _pad: [0; 3],
     };
     let genc = match grad {
         Some((g, _)) => g.binding(),
@@ -64,6 +90,8 @@ pub fn kl(
             (1, kl_sample.binding()),
             (2, kl_elem.binding()),
             (3, genc),
+            // Without weights the kernel never reads the slot; enc stands in.
+            (10, weights.unwrap_or(enc).binding()),
         ],
         Some((4, &params)),
         groups_for(b, 64),

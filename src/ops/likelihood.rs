@@ -16,7 +16,7 @@ pub struct LikParams {
     pub grad_scale: f32,
     pub ls_mode: u32,
     pub ls_fixed: f32,
-    pub _pad: u32,
+    pub use_weights: u32,
 }
 
 /// Gradients the Gaussian kernel writes: (∂/∂mean, per-element ∂/∂log σ when learned, scale).
@@ -53,6 +53,17 @@ fn check(
     Ok((r, p, b))
 }
 
+/// Checks row weights (B,) against the target rows.
+fn check_weights(what: &'static str, weights: Option<&Tensor<f32>>, b: usize) -> Result<()> {
+    match weights {
+        Some(w) if w.len() != b => Err(shape_err(
+            what,
+            format!("row weights {:?} for {b} target rows", w.shape()),
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn groups(rows: usize) -> [u32; 3] {
     [rows.min(65535) as u32, 1, 1]
 }
@@ -67,7 +78,22 @@ pub fn bernoulli(
     nll: &Tensor<f32>,
     grad: Option<(&Tensor<f32>, f32)>,
 ) -> Result<Dispatch> {
+    bernoulli_weighted(ctx, label, logits, target, nll, grad, None)
+}
+
+/// [`bernoulli`] with row weights `w` (B,): the gradient of row r is s·w[r % B]·(σ − target),
+/// exactly 0 where the weight is 0.
+pub fn bernoulli_weighted(
+    ctx: &GpuContext,
+    label: &str,
+    logits: &Tensor<f32>,
+    target: &Tensor<f32>,
+    nll: &Tensor<f32>,
+    grad: Option<(&Tensor<f32>, f32)>,
+    weights: Option<&Tensor<f32>>,
+) -> Result<Dispatch> {
     let (r, p, b) = check(logits, target, nll)?;
+    check_weights("bernoulli", weights, b)?;
     if let Some((g, _)) = grad
         && g.len() != logits.len()
     {
@@ -82,6 +108,7 @@ pub fn bernoulli(
         batch: b as u32,
         write_grad: grad.is_some() as u32,
         grad_scale: grad.map(|g| g.1).unwrap_or(0.0),
+        use_weights: weights.is_some() as u32,
         ..Default::default()
     };
     Dispatch::new(
@@ -97,6 +124,8 @@ pub fn bernoulli(
                 grad.map(|g| g.0.binding())
                     .unwrap_or(ctx.dummy.as_entire_binding()),
             ),
+            // Without weights the kernel never reads the slot; the target stands in.
+            (7, weights.unwrap_or(target).binding()),
         ],
         Some((4, &params)),
         groups(r),
@@ -115,7 +144,24 @@ pub fn gaussian(
     nll: &Tensor<f32>,
     grad: GaussianGrad<'_>,
 ) -> Result<Dispatch> {
+    gaussian_weighted(ctx, label, mean, target, log_sigma, nll, grad, None)
+}
+
+/// [`gaussian`] with row weights `w` (B,): both gradients of row r are scaled by s·w[r % B],
+/// exactly 0 where the weight is 0.
+#[allow(clippy::too_many_arguments)] // one argument per kernel binding
+pub fn gaussian_weighted(
+    ctx: &GpuContext,
+    label: &str,
+    mean: &Tensor<f32>,
+    target: &Tensor<f32>,
+    log_sigma: LogSigma<'_>,
+    nll: &Tensor<f32>,
+    grad: GaussianGrad<'_>,
+    weights: Option<&Tensor<f32>>,
+) -> Result<Dispatch> {
     let (r, p, b) = check(mean, target, nll)?;
+    check_weights("gaussian", weights, b)?;
     let (ls_mode, ls_fixed, ls) = match log_sigma {
         LogSigma::Fixed(v) => (0, v, None),
         LogSigma::Shared(t) => (1, 0.0, Some(t)),
@@ -149,7 +195,7 @@ pub fn gaussian(
         grad_scale: grad.map(|g| g.2).unwrap_or(0.0),
         ls_mode,
         ls_fixed,
-        _pad: 0,
+        use_weights: weights.is_some() as u32,
     };
     // Unused read-write slots each get a scratch buffer of their own (one buffer may not be
     // bound read-write twice in a dispatch); unused read-only slots share the context's dummy.
@@ -171,6 +217,8 @@ pub fn gaussian(
             (3, g),
             (5, ls.map(|t| t.binding()).unwrap_or(dummy())),
             (6, gls),
+            // Without weights the kernel never reads the slot; the target stands in.
+            (7, weights.unwrap_or(target).binding()),
         ],
         Some((4, &params)),
         groups(r),

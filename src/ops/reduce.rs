@@ -201,7 +201,8 @@ pub fn logmeanexp(
 pub struct LossParams {
     pub rows: u32,
     pub beta: f32,
-    pub _pad: [u32; 2],
+    pub use_weights: u32,
+    pub _pad: u32,
 }
 
 /// Slots of the metrics buffer that [`loss_accumulate`] maintains.
@@ -224,21 +225,40 @@ pub fn loss_accumulate(
     metrics: &Tensor<f32>,
     beta: f32,
 ) -> Result<Dispatch> {
-    if recon.len() != kl.len() || metrics.len() != metric::LEN {
+    loss_accumulate_weighted(ctx, label, recon, kl, metrics, beta, None)
+}
+
+/// [`loss_accumulate`] over the rows whose weight in `weights` (B,) is > 0 only: the sums,
+/// the count and the non-finite flag leave the padded rows of a partial batch out.
+pub fn loss_accumulate_weighted(
+    ctx: &GpuContext,
+    label: &str,
+    recon: &Tensor<f32>,
+    kl: &Tensor<f32>,
+    metrics: &Tensor<f32>,
+    beta: f32,
+    weights: Option<&Tensor<f32>>,
+) -> Result<Dispatch> {
+    if recon.len() != kl.len()
+        || metrics.len() != metric::LEN
+        || weights.is_some_and(|w| w.len() != recon.len())
+    {
         return Err(shape_err(
             "loss_accumulate",
             format!(
-                "recon {:?}, kl {:?}, metrics {:?}",
+                "recon {:?}, kl {:?}, metrics {:?}, row weights {:?}",
                 recon.shape(),
                 kl.shape(),
-                metrics.shape()
+                metrics.shape(),
+                weights.map(|w| w.shape())
             ),
         ));
     }
     let p = LossParams {
         rows: recon.len() as u32,
         beta,
-        _pad: [0; 2],
+        use_weights: weights.is_some() as u32,
+        _pad: 0,
     };
     Dispatch::new(
         ctx,
@@ -248,6 +268,8 @@ pub fn loss_accumulate(
             (3, recon.binding()),
             (4, kl.binding()),
             (5, metrics.binding()),
+            // Without weights the kernel never reads the slot; recon stands in.
+            (7, weights.unwrap_or(recon).binding()),
         ],
         Some((6, &p)),
         [1, 1, 1],
