@@ -9,7 +9,7 @@
 //! 20 epochs) this should reach a test −ELBO of about 114 nats and −IWAE(k=100) of about
 //! 109 nats on the 1,996 test digits of mnist-8k.
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 
 #[derive(Parser)]
 #[command(about = "Train a VAE on the GPU (wgvae)")]
@@ -18,10 +18,13 @@ struct Cli {
     train: wgvae::cli::TrainArgs,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
     wgvae::cli::quiet_wayland_probe();
     env_logger::init();
-    let cli = Cli::parse();
-    wgvae::cli::train(&cli.train)?;
-    Ok(())
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    cli.train.note_explicit(&matches);
+    if let Err(e) = wgvae::cli::train(&cli.train) {
+        wgvae::cli::exit_with(e);
+    }
 }

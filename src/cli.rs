@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use clap::Args;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args};
 
 use crate::data;
 use crate::eval::{EvalReport, Evaluator};
@@ -12,7 +13,7 @@ use crate::gpu::GpuContext;
 use crate::model::{GaussianSigma, Likelihood, Vae};
 use crate::ops::Activation;
 use crate::train::checkpoint::{self, Checkpoint};
-use crate::train::{DataSource, ModelSpec, RunSummary, TrainConfig, Trainer};
+use crate::train::{DataSource, ModelSpec, ResumeOptions, RunSummary, TrainConfig, Trainer};
 
 /// Flags of `train_gpu` and `wgvae train`.
 #[derive(Args, Debug, Clone)]
@@ -21,83 +22,99 @@ pub struct TrainArgs {
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Epochs to train (with --resume: epochs to add)
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, allow_negative_numbers = true)]
     pub epochs: usize,
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, allow_negative_numbers = true)]
     pub batch: usize,
     /// Adam learning rate
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true)]
     pub lr: f32,
     /// Weight of the KL term (β-VAE)
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub beta: f32,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub seed: u64,
-    /// Run directory (default: runs/<data set name>)
+    /// Run directory (default: runs/<data set name>, or the first of runs/<name>-2, -3, …
+    /// that holds no run). An existing run there is refused unless --overwrite
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Replace the run files in --out (checkpoint, metrics, config, pictures) with this run's
+    #[arg(long)]
+    pub overwrite: bool,
     /// Continue the run in this directory from its checkpoint, with the run's own configuration
-    /// (only --epochs, the epochs to add, and --quiet apply)
+    /// (only --epochs, the epochs to add, --quiet, --no-pictures and --data, where the data
+    /// moved, apply)
     #[arg(long)]
     pub resume: Option<PathBuf>,
     /// No progress bar or per-epoch lines
     #[arg(long)]
     pub quiet: bool,
     /// Latent dimensions
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, allow_negative_numbers = true)]
     pub latent: usize,
     /// Hidden layer widths of encoder and decoder, comma-separated
-    #[arg(long, default_value = "400", value_delimiter = ',')]
+    #[arg(
+        long,
+        default_value = "400",
+        value_delimiter = ',',
+        allow_negative_numbers = true
+    )]
     pub hidden: Vec<usize>,
-    /// Hidden activation: relu, leaky_relu, tanh, sigmoid
+    /// Hidden activation: relu, leaky_relu, leaky_relu:SLOPE (0 < SLOPE <= 1), tanh, sigmoid
     #[arg(long, default_value = "relu")]
     pub activation: String,
     /// Likelihood: bernoulli, or gaussian with --log-sigma
     #[arg(long, default_value = "bernoulli")]
     pub likelihood: String,
     /// Gaussian log σ: a number (fixed), `shared` or `per-pixel` (learned)
-    #[arg(long, default_value = "shared")]
+    #[arg(long, default_value = "shared", allow_negative_numbers = true)]
     pub log_sigma: String,
     /// Importance samples for the test IWAE bound after the last epoch (0: off)
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub iwae_k: usize,
     /// Also compute the IWAE bound every N epochs
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub iwae_every: usize,
     /// Sprites: training images
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, allow_negative_numbers = true)]
     pub n_train: usize,
     /// Sprites: held-out images
-    #[arg(long, default_value_t = 1_000)]
+    #[arg(long, default_value_t = 1_000, allow_negative_numbers = true)]
     pub n_test: usize,
     /// Clip the global gradient norm (0: off)
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub clip: f32,
     /// Decoupled weight decay (AdamW; 0: Adam)
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub weight_decay: f32,
     /// Skip the PNG grids
     #[arg(long)]
     pub no_pictures: bool,
+    /// Binarise images as Bernoulli targets: none (grey levels), fixed (training set drawn once),
+    /// dynamic (drawn afresh each step); with fixed or dynamic the test set is drawn once
+    #[arg(long, default_value = "none")]
+    pub binarize: String,
+    /// The flags given on the command line (filled by [`TrainArgs::note_explicit`]), so that
+    /// `--resume` can say which of them it ignores.
+    #[arg(skip)]
+    pub explicit: Vec<String>,
 }
+
+/// Flags that still apply with `--resume`.
+const RESUME_FLAGS: [&str; 5] = ["--resume", "--epochs", "--quiet", "--no-pictures", "--data"];
 
 impl TrainArgs {
     pub fn to_config(&self) -> Result<TrainConfig> {
-        let activation = match self.activation.as_str() {
-            "relu" => Activation::Relu,
-            "leaky_relu" | "leaky-relu" => Activation::LeakyRelu(0.01),
-            "tanh" => Activation::Tanh,
-            "sigmoid" => Activation::Sigmoid,
-            other => bail!("--activation `{other}`: use relu, leaky_relu, tanh or sigmoid"),
-        };
+        let activation =
+            Activation::parse(&self.activation).map_err(|e| anyhow::anyhow!("--activation {e}"))?;
         let likelihood = match self.likelihood.as_str() {
             "bernoulli" => Likelihood::Bernoulli,
             "gaussian" => Likelihood::Gaussian {
                 log_sigma: match self.log_sigma.as_str() {
                     "shared" => GaussianSigma::LearnedShared,
                     "per-pixel" | "per_pixel" => GaussianSigma::LearnedPerPixel,
-                    v => GaussianSigma::Fixed(v.parse().with_context(|| {
-                        format!("--log-sigma `{v}`: use a number, `shared` or `per-pixel`")
+                    v => GaussianSigma::Fixed(v.parse().map_err(|_| {
+                        anyhow::anyhow!("--log-sigma `{v}`: use a number, `shared` or `per-pixel`")
                     })?),
                 },
             },
@@ -138,17 +155,55 @@ impl TrainArgs {
             },
             beta: self.beta,
             seed: self.seed,
-            out: self
-                .out
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("runs").join(name)),
+            out: match &self.out {
+                Some(out) => out.clone(),
+                None => fresh_run_dir(Path::new("runs"), &name)?,
+            },
+            overwrite: self.overwrite,
             iwae_k: self.iwae_k,
             iwae_every: self.iwae_every,
             quiet: self.quiet,
             pictures: !self.no_pictures,
+            binarize: crate::ops::data::Binarize::parse(&self.binarize)
+                .map_err(anyhow::Error::msg)?,
             ..defaults
         })
     }
+}
+
+impl TrainArgs {
+    /// Records which flags `matches` got from the command line (call after parsing).
+    pub fn note_explicit(&mut self, matches: &ArgMatches) {
+        let cmd = <TrainArgs as Args>::augment_args(clap::Command::new("train"));
+        let known: Vec<&str> = cmd.get_arguments().map(|a| a.get_id().as_str()).collect();
+        self.explicit = matches
+            .ids()
+            .filter(|id| known.contains(&id.as_str()))
+            .filter(|id| matches.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+            .map(|id| format!("--{}", id.as_str().replace('_', "-")))
+            .collect();
+    }
+
+    /// The flags given with `--resume` that it does not apply.
+    pub fn ignored_with_resume(&self) -> Vec<&str> {
+        self.explicit
+            .iter()
+            .map(String::as_str)
+            .filter(|f| !RESUME_FLAGS.contains(f))
+            .collect()
+    }
+}
+
+/// `root/name`, or the first of `root/name-2`, `root/name-3`, … that holds no run files.
+fn fresh_run_dir(root: &Path, name: &str) -> Result<PathBuf> {
+    let first = root.join(name);
+    if crate::train::run_files(&first).is_empty() {
+        return Ok(first);
+    }
+    (2..10_000)
+        .map(|i| root.join(format!("{name}-{i}")))
+        .find(|d| crate::train::run_files(d).is_empty())
+        .with_context(|| format!("{}: no free run directory name; pass --out", root.display()))
 }
 
 /// libwayland, which the Vulkan loader probes, prints an alarming line to stderr when no
@@ -161,9 +216,20 @@ pub fn quiet_wayland_probe() {
     }
 }
 
+/// Opens the GPU context and prints, on stderr, any advice about the adapter (a CPU adapter on
+/// OpenGL when a Vulkan driver would be much faster).
 pub fn open_context() -> Result<GpuContext> {
     let ctx = GpuContext::new()?;
+    if let Some(advice) = ctx.advice() {
+        eprintln!("note: {advice}");
+    }
     Ok(ctx)
+}
+
+/// Prints an error of a front end as one line (with its causes) and exits with status 1.
+pub fn exit_with(e: anyhow::Error) -> ! {
+    eprintln!("error: {e:#}");
+    std::process::exit(1)
 }
 
 /// `train_gpu` / `wgvae train`.
@@ -177,8 +243,29 @@ pub fn train(args: &TrainArgs) -> Result<RunSummary> {
         );
     }
     let mut trainer = match &args.resume {
-        Some(dir) => Trainer::resume(&ctx, dir, args.epochs, Some(args.quiet))
-            .with_context(|| format!("resuming the run in {}", dir.display()))?,
+        Some(dir) => {
+            let ignored = args.ignored_with_resume();
+            if !ignored.is_empty() {
+                eprintln!(
+                    "note: --resume continues the run with its own configuration; ignoring {}",
+                    ignored.join(", ")
+                );
+            }
+            let mut t = Trainer::resume_with(
+                &ctx,
+                dir,
+                &ResumeOptions {
+                    more_epochs: args.epochs,
+                    quiet: Some(args.quiet),
+                    data: args.data.clone(),
+                },
+            )
+            .with_context(|| format!("resuming the run in {}", dir.display()))?;
+            if args.no_pictures {
+                t.cfg.pictures = false;
+            }
+            t
+        }
         None => Trainer::new(&ctx, args.to_config()?)?,
     };
     if !args.quiet {
@@ -240,6 +327,12 @@ pub fn eval(
     json: Option<&Path>,
     seed: u64,
 ) -> Result<EvalReport> {
+    if iwae_k > crate::train::MAX_COUNT {
+        bail!(
+            "--iwae-k {iwae_k}: must be in 0..={}",
+            crate::train::MAX_COUNT
+        );
+    }
     let ck_path = run.join(checkpoint::FILE_NAME);
     let ck = Checkpoint::load(&ck_path)?;
     let set = data::load_idx_images_file(images)?;
@@ -261,8 +354,8 @@ pub fn eval(
     print_report(&images.display().to_string(), &report);
     if let Some(path) = json {
         let body = serde_json::to_vec_pretty(&serde_json::json!({
-            "run": run,
-            "images": images,
+            "run": run.display().to_string(),
+            "images": images.display().to_string(),
             "adapter": ctx.info.name,
             "report": report,
         }))?;

@@ -42,18 +42,20 @@ pub enum Error {
     #[error(transparent)]
     Data(#[from] crate::data::DataError),
 
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The operating system refused a file operation. (The OS error is part of the message, not
+    /// a separate cause, so that it is printed once.)
+    #[error("{}: {err}", path.display())]
+    Io { path: PathBuf, err: std::io::Error },
 
     #[error("checkpoint {}: {detail}", path.display())]
     Checkpoint { path: PathBuf, detail: String },
 
     #[error("invalid configuration: {0}")]
     Config(String),
+
+    /// An error with what was being done when it happened.
+    #[error("{context}: {inner}")]
+    Context { context: String, inner: Box<Error> },
 
     /// The loss became NaN or infinite.
     #[error("{0}")]
@@ -64,7 +66,7 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            err: source,
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod cpu;
 pub mod data;
 pub mod error;
 pub mod eval;
+pub mod fsio;
 pub mod gpu;
 pub mod image;
 pub mod latent;

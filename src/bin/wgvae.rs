@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -28,23 +28,34 @@ enum Command {
         #[arg(long)]
         images: PathBuf,
         /// Importance samples for the IWAE bound (0: off)
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
         iwae_k: usize,
         /// Also write the figures as JSON here
         #[arg(long)]
         json: Option<PathBuf>,
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
         seed: u64,
     },
     /// Show the adapter wgvae would use
     Info,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
     wgvae::cli::quiet_wayland_probe();
     env_logger::init();
-    match Cli::parse().command {
-        Command::Train(args) => {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Err(e) = run(cli, &matches) {
+        wgvae::cli::exit_with(e);
+    }
+}
+
+fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Train(mut args) => {
+            if let Some(m) = matches.subcommand_matches("train") {
+                args.note_explicit(m);
+            }
             wgvae::cli::train(&args)?;
         }
         Command::Eval {

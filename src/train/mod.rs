@@ -6,9 +6,9 @@
 //! `readback_every` steps and at the end of each epoch.
 
 pub mod checkpoint;
+pub mod resources;
 
 use std::collections::VecDeque;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -21,8 +21,8 @@ use crate::gpu::{GpuContext, Program, Staging, Tensor};
 use crate::model::{Activations, GpuParams, Gradients, Likelihood, Vae, VaeConfig};
 use crate::ops::Activation;
 use crate::ops::adam::{AdamConfig, AdamScratch};
-use crate::ops::data::{StepState, gather};
-use crate::ops::reduce::{loss_accumulate, metric};
+use crate::ops::data::{Binarize, GatherOptions, StepState, binarize_split, gather_with};
+use crate::ops::reduce::{loss_accumulate_weighted, metric};
 use crate::ops::reparam::{RngStep, Stream};
 use crate::rng::HostRng;
 use checkpoint::{Checkpoint, TrainState};
@@ -119,6 +119,12 @@ pub struct TrainConfig {
     pub quiet: bool,
     /// Write the PNG grids at the end.
     pub pictures: bool,
+    /// Binarisation of the images (none, fixed, dynamic); absent in older runs: none.
+    #[serde(default)]
+    pub binarize: Binarize,
+    /// A fresh run may replace the files of another run in `out` (never recorded).
+    #[serde(skip)]
+    pub overwrite: bool,
 }
 
 impl Default for TrainConfig {
@@ -142,32 +148,210 @@ impl Default for TrainConfig {
             readback_every: 50,
             quiet: false,
             pictures: true,
+            binarize: Binarize::None,
+            overwrite: false,
         }
     }
 }
 
+/// A configuration value out of its range: the field (as in the run's JSON), its value and the
+/// rule it breaks. The caller words it for where the value came from: a command-line flag
+/// ([`Invalid::flag`]) or a field of a stored run configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Invalid {
+    /// Path of the field in the run configuration, e.g. `adam.lr`.
+    pub field: &'static str,
+    pub value: String,
+    pub rule: String,
+}
+
+impl Invalid {
+    fn new(field: &'static str, value: impl std::fmt::Display, rule: impl Into<String>) -> Self {
+        Invalid {
+            field,
+            value: value.to_string(),
+            rule: rule.into(),
+        }
+    }
+
+    /// The command-line flag that sets this field.
+    pub fn flag(&self) -> &'static str {
+        match self.field {
+            "batch" => "--batch",
+            "epochs" => "--epochs",
+            "adam.lr" => "--lr",
+            "adam.beta1" => "--adam-beta1",
+            "adam.beta2" => "--adam-beta2",
+            "adam.eps" => "--adam-eps",
+            "adam.clip_norm" => "--clip",
+            "adam.weight_decay" => "--weight-decay",
+            "beta" => "--beta",
+            "model.latent" => "--latent",
+            "model.enc_hidden" | "model.dec_hidden" => "--hidden",
+            "model.activation" => "--activation",
+            "model.likelihood.log_sigma" => "--log-sigma",
+            "data.n_train" => "--n-train",
+            "data.n_test" => "--n-test",
+            "data.dir" => "--data",
+            "out" => "--out",
+            "iwae_k" => "--iwae-k",
+            "iwae_every" => "--iwae-every",
+            _ => "a setting",
+        }
+    }
+
+    /// As an error about a command-line flag: `--lr -1: must be a positive number`.
+    pub fn as_flag_error(&self) -> Error {
+        Error::Config(format!("{} {}: {}", self.flag(), self.value, self.rule))
+    }
+
+    /// As an error about a stored run configuration: names the file and the field.
+    pub fn as_stored_error(&self, path: &Path, prefix: &str) -> Error {
+        Error::Checkpoint {
+            path: path.to_path_buf(),
+            detail: format!(
+                "field `{prefix}{}` is {}: {}",
+                self.field, self.value, self.rule
+            ),
+        }
+    }
+}
+
+/// Largest batch, latent size, hidden width, image count or sample count a configuration may
+/// name (2^24). Far beyond any useful value; keeps every product of two of them inside `u64`
+/// and every row count inside the kernels' `u32` indices.
+pub const MAX_COUNT: usize = 1 << 24;
+
 impl TrainConfig {
-    pub fn validate(&self) -> Result<()> {
-        let bad = |s: String| Err(Error::Config(s));
-        if self.batch == 0 {
-            return bad("--batch must be at least 1".into());
+    /// Checks every value of the configuration; the first one out of range is returned.
+    pub fn check(&self) -> std::result::Result<(), Invalid> {
+        let count = |field: &'static str, v: usize, min: usize| {
+            if v < min || v > MAX_COUNT {
+                Err(Invalid::new(
+                    field,
+                    v,
+                    format!("must be in {min}..={MAX_COUNT}"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        let positive = |field: &'static str, v: f32| {
+            if v > 0.0 && v.is_finite() {
+                Ok(())
+            } else {
+                Err(Invalid::new(field, v, "must be a positive number"))
+            }
+        };
+        let non_negative = |field: &'static str, v: f32, zero: &str| {
+            if v >= 0.0 && v.is_finite() {
+                Ok(())
+            } else {
+                Err(Invalid::new(
+                    field,
+                    v,
+                    format!("must be a number ≥ 0 ({zero})"),
+                ))
+            }
+        };
+        let unit = |field: &'static str, v: f32| {
+            if (0.0..1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(Invalid::new(field, v, "must be in [0, 1)"))
+            }
+        };
+        count("batch", self.batch, 1)?;
+        count("epochs", self.epochs, 1)?;
+        positive("adam.lr", self.adam.lr)?;
+        unit("adam.beta1", self.adam.beta1)?;
+        unit("adam.beta2", self.adam.beta2)?;
+        positive("adam.eps", self.adam.eps)?;
+        non_negative("adam.clip_norm", self.adam.clip_norm, "0 turns clipping off")?;
+        non_negative("adam.weight_decay", self.adam.weight_decay, "0 gives Adam")?;
+        non_negative("beta", self.beta, "1 gives the ELBO")?;
+        count("model.latent", self.model.latent, 1)?;
+        for (field, widths) in [
+            ("model.enc_hidden", &self.model.enc_hidden),
+            ("model.dec_hidden", &self.model.dec_hidden),
+        ] {
+            if widths.is_empty() {
+                return Err(Invalid::new(field, "empty", "name at least one hidden width"));
+            }
+            for &h in widths.iter() {
+                count(field, h, 1)?;
+            }
         }
-        if !(self.adam.lr > 0.0 && self.adam.lr.is_finite()) {
-            return bad(format!("--lr {} must be a positive number", self.adam.lr));
-        }
-        if !(self.beta >= 0.0 && self.beta.is_finite()) {
-            return bad(format!(
-                "--beta {} must be a non-negative number",
-                self.beta
+        if let Err(e) = self.model.activation.validate() {
+            return Err(Invalid::new(
+                "model.activation",
+                format!("{:?}", self.model.activation),
+                e.to_string(),
             ));
         }
-        if self.readback_every == 0 {
-            return bad("readback_every must be at least 1".into());
+        if let Likelihood::Gaussian {
+            log_sigma: crate::model::GaussianSigma::Fixed(v),
+        } = self.model.likelihood
+            && !v.is_finite()
+        {
+            return Err(Invalid::new(
+                "model.likelihood.log_sigma",
+                v,
+                "must be a finite number, `shared` or `per-pixel`",
+            ));
         }
-        if self.eval_batch == 0 {
-            return bad("eval batch must be at least 1".into());
+        match &self.data {
+            DataSource::Sprites {
+                n_train, n_test, ..
+            } => {
+                count("data.n_train", *n_train, 1)?;
+                count("data.n_test", *n_test, 1)?;
+            }
+            DataSource::Idx { dir } => {
+                if dir.to_str().is_none() {
+                    return Err(Invalid::new(
+                        "data.dir",
+                        dir.display(),
+                        "the path is not valid UTF-8 and cannot be recorded in the run's configuration; rename it",
+                    ));
+                }
+            }
         }
+        if self.out.to_str().is_none() {
+            return Err(Invalid::new(
+                "out",
+                self.out.display(),
+                "the path is not valid UTF-8 and cannot be recorded in the run's configuration; rename it",
+            ));
+        }
+        if self.iwae_k > MAX_COUNT {
+            return Err(Invalid::new(
+                "iwae_k",
+                self.iwae_k,
+                format!("must be in 0..={MAX_COUNT}"),
+            ));
+        }
+        count("eval_batch", self.eval_batch, 1)?;
+        count("readback_every", self.readback_every, 1)?;
         Ok(())
+    }
+
+    /// [`TrainConfig::check`] with the error worded for command-line flags.
+    pub fn validate(&self) -> Result<()> {
+        self.check().map_err(|e| e.as_flag_error())
+    }
+
+    /// The run configuration stored in a checkpoint's `run` metadata, parsed and checked; every
+    /// error names the file and the field.
+    pub fn from_run_json(path: &Path, run: &serde_json::Value) -> Result<TrainConfig> {
+        let cfg: TrainConfig =
+            serde_json::from_value(run.clone()).map_err(|e| Error::Checkpoint {
+                path: path.to_path_buf(),
+                detail: format!("metadata field `run`: {e}"),
+            })?;
+        cfg.check()
+            .map_err(|e| e.as_stored_error(path, "run."))?;
+        Ok(cfg)
     }
 }
 
@@ -226,17 +410,52 @@ pub struct Trainer<'c> {
     /// Steps finished.
     pub step: u64,
     started: Instant,
+    /// The epoch of the checkpoint this run was resumed from.
+    resumed_from: Option<usize>,
+    /// The epoch of the last checkpoint this process wrote.
+    saved_epoch: Option<usize>,
 }
 
 impl<'c> Trainer<'c> {
     /// A fresh run: loads the data, initialises the model, prepares every program.
-    pub fn new(ctx: &'c GpuContext, cfg: TrainConfig) -> Result<Self> {
+    ///
+    /// Refuses a run directory that holds another run's files unless `cfg.overwrite`; with it,
+    /// those files are removed once everything is prepared, just before training starts.
+    pub fn new(ctx: &'c GpuContext, mut cfg: TrainConfig) -> Result<Self> {
         let started = Instant::now();
+        if let DataSource::Idx { dir } = &mut cfg.data
+            && let Ok(abs) = std::path::absolute(&*dir)
+        {
+            // Recorded absolute, so that `--resume` works from any working directory.
+            *dir = abs;
+        }
         cfg.validate()?;
+        let existing = run_files(&cfg.out);
+        if !existing.is_empty() && !cfg.overwrite {
+            return Err(Error::Config(format!(
+                "--out {}: the directory holds another run ({}); continue it with --resume {}, \
+                 choose another --out, or pass --overwrite to replace it",
+                cfg.out.display(),
+                existing.join(", "),
+                cfg.out.display()
+            )));
+        }
+        if let DataSource::Sprites {
+            n_train, n_test, ..
+        } = cfg.data
+        {
+            let n = (n_train as u64).saturating_add(n_test as u64);
+            resources::check_host(
+                n.saturating_mul((data::sprites::SIZE * data::sprites::SIZE) as u64 + 64),
+                &format!("{n} generated sprites"),
+                "--n-train or --n-test",
+            )?;
+        }
         let split = cfg.data.load()?;
         let model = cfg.model.for_images(split.train.height, split.train.width);
+        check_resources(ctx, &cfg, &model, &split)?;
         let params = model.init_params(cfg.seed);
-        Self::build(
+        let trainer = Self::build(
             ctx,
             cfg,
             split,
@@ -244,7 +463,12 @@ impl<'c> Trainer<'c> {
             None,
             TrainState { epoch: 0, step: 0 },
             started,
-        )
+        )?;
+        for name in &existing {
+            let path = trainer.cfg.out.join(name);
+            std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+        }
+        Ok(trainer)
     }
 
     /// Continues the run in `dir` for `more_epochs` epochs from its checkpoint.
@@ -254,21 +478,81 @@ impl<'c> Trainer<'c> {
         more_epochs: usize,
         quiet: Option<bool>,
     ) -> Result<Self> {
+        Self::resume_with(
+            ctx,
+            dir,
+            &ResumeOptions {
+                more_epochs,
+                quiet,
+                data: None,
+            },
+        )
+    }
+
+    /// Continues the run in `dir` from its checkpoint, with the run's own configuration.
+    pub fn resume_with(ctx: &'c GpuContext, dir: &Path, opts: &ResumeOptions) -> Result<Self> {
         let started = Instant::now();
+        if dir.to_str().is_none() {
+            return Err(Error::Config(format!(
+                "--resume {}: the path is not valid UTF-8; rename it",
+                dir.display()
+            )));
+        }
+        if opts.more_epochs == 0 {
+            return Err(Error::Config(
+                "--epochs 0: with --resume, --epochs is the number of epochs to add and must be at least 1".into(),
+            ));
+        }
         let path = dir.join(checkpoint::FILE_NAME);
         let ck = Checkpoint::load(&path)?;
-        let mut cfg: TrainConfig =
-            serde_json::from_value(ck.run.clone()).map_err(|e| Error::Checkpoint {
+        let mut cfg = TrainConfig::from_run_json(&path, &ck.run)?;
+        cfg.epochs = ck
+            .state
+            .epoch
+            .checked_add(opts.more_epochs)
+            .filter(|&e| e <= MAX_COUNT)
+            .ok_or_else(|| Error::Checkpoint {
                 path: path.clone(),
-                detail: format!("metadata field `run`: {e}"),
+                detail: format!(
+                    "field `state.epoch` is {}: adding {} epochs goes past the limit of {MAX_COUNT}",
+                    ck.state.epoch, opts.more_epochs
+                ),
             })?;
-        cfg.epochs = ck.state.epoch + more_epochs;
         cfg.out = dir.to_path_buf();
-        if let Some(q) = quiet {
+        if let Some(q) = opts.quiet {
             cfg.quiet = q;
         }
+        let recorded_dir = match (&mut cfg.data, &opts.data) {
+            (DataSource::Idx { dir }, Some(new_dir)) => {
+                *dir = std::path::absolute(new_dir).unwrap_or_else(|_| new_dir.clone());
+                None
+            }
+            (DataSource::Sprites { .. }, Some(new_dir)) => {
+                return Err(Error::Config(format!(
+                    "--data {} with --resume: this run trained on the built-in sprites, which are generated, not read",
+                    new_dir.display()
+                )));
+            }
+            (DataSource::Idx { dir }, None) => Some(dir.clone()),
+            (DataSource::Sprites { .. }, None) => None,
+        };
         cfg.validate()?;
-        let split = cfg.data.load()?;
+        let split = cfg.data.load().map_err(|e| match &recorded_dir {
+            Some(d) => Error::Context {
+                context: format!(
+                    "the run's data directory {} (recorded in {}, field `run.data.dir`{}) cannot be read; if the data moved, pass --data NEW_DIR with --resume",
+                    d.display(),
+                    path.display(),
+                    if d.is_relative() {
+                        ", relative to the working directory the run started from"
+                    } else {
+                        ""
+                    }
+                ),
+                inner: Box::new(e),
+            },
+            None => e,
+        })?;
         let want = cfg.model.for_images(split.train.height, split.train.width);
         if want != ck.model {
             return Err(Error::Checkpoint {
@@ -280,27 +564,31 @@ impl<'c> Trainer<'c> {
                 ),
             });
         }
+        check_resources(ctx, &cfg, &want, &split)?;
         let moments = match (ck.adam_m, ck.adam_v) {
             (Some(m), Some(v)) => Some((m, v)),
             _ => {
                 return Err(Error::Checkpoint {
                     path,
-                    detail: "no optimizer state (tensors `optimizer.adam_m`, `optimizer.adam_v`): cannot resume exactly".into(),
+                    detail: "no optimizer state (the `optimizer.adam_m.*` and `optimizer.adam_v.*` tensors): cannot resume exactly".into(),
                 });
             }
         };
-        Self::build(ctx, cfg, split, &ck.params, moments, ck.state, started)
+        let mut trainer = Self::build(ctx, cfg, split, &ck.params, moments, ck.state, started)?;
+        trainer.resumed_from = Some(trainer.epoch);
+        Ok(trainer)
     }
 
     fn build(
         ctx: &'c GpuContext,
         cfg: TrainConfig,
-        split: Split,
+        mut split: Split,
         params: &[f32],
         moments: Option<(Vec<f32>, Vec<f32>)>,
         state0: TrainState,
         started: Instant,
     ) -> Result<Self> {
+        binarize_split(&mut split, cfg.binarize, cfg.seed);
         let model = cfg.model.for_images(split.train.height, split.train.width);
         if split.test.height != split.train.height || split.test.width != split.train.width {
             return Err(Error::Config(format!(
@@ -337,7 +625,7 @@ impl<'c> Trainer<'c> {
         let scratch = AdamScratch::new(ctx)?;
 
         let mut p = Program::new();
-        p.push(gather(
+        p.push(gather_with(
             ctx,
             "batch gather",
             &train_images,
@@ -345,7 +633,11 @@ impl<'c> Trainer<'c> {
             &perm,
             &act.x,
             0,
-            Some(&state),
+            GatherOptions {
+                state: Some(&state),
+                weights: Some(&act.w),
+                binarize: (cfg.binarize == Binarize::Dynamic).then_some(cfg.seed),
+            },
         )?);
         p.extend(vae.forward_program(
             ctx,
@@ -357,13 +649,14 @@ impl<'c> Trainer<'c> {
             Stream::Train,
         )?);
         p.extend(vae.backward_program(ctx, &act, &grads)?);
-        p.push(loss_accumulate(
+        p.push(loss_accumulate_weighted(
             ctx,
             "loss sums",
             &act.nll,
             &act.kl,
             &metrics,
             cfg.beta,
+            Some(&act.w),
         )?);
         p.extend(
             vae.optimizer_program(ctx, &grads, &adam_m, &adam_v, &state, &scratch, &cfg.adam)?,
@@ -392,6 +685,8 @@ impl<'c> Trainer<'c> {
             epoch: state0.epoch,
             step: state0.step,
             started,
+            resumed_from: None,
+            saved_epoch: None,
         })
     }
 
@@ -400,8 +695,10 @@ impl<'c> Trainer<'c> {
         self.step_program.len()
     }
 
+    /// Every image once per epoch: the last step takes the remainder, n − (steps − 1)·batch
+    /// rows, and averages its loss over them (the gather's row weights).
     pub fn steps_per_epoch(&self) -> usize {
-        self.split.train.n / self.cfg.batch
+        self.split.train.n.div_ceil(self.cfg.batch)
     }
 
     /// Encodes and submits one training step (no wait, no readback).
@@ -445,24 +742,27 @@ impl<'c> Trainer<'c> {
 
     fn nonfinite_error(&self) -> Error {
         let ck = self.cfg.out.join(checkpoint::FILE_NAME);
-        let kept = if ck.exists() {
-            format!(
-                "the last good checkpoint (epoch {}) is kept at {}",
-                self.epoch,
+        let kept = match (self.saved_epoch, self.resumed_from) {
+            (Some(e), _) => format!(
+                "the checkpoint of epoch {e}, the last good one, is kept at {}",
                 ck.display()
-            )
-        } else {
-            "no checkpoint had been written yet".to_string()
+            ),
+            (None, Some(e)) => format!(
+                "the checkpoint this run resumed from (epoch {e}) is left unchanged at {}",
+                ck.display()
+            ),
+            (None, None) => "no checkpoint was written".to_string(),
         };
         Error::NonFinite(format!(
-            "the training loss became NaN or infinite in epoch {} (by step {}); stopping. Try a lower --lr. {kept}",
+            "the training loss became NaN or infinite in epoch {} (by step {}); stopping. Try a lower --lr (this run: {:e}). {kept}",
             self.epoch + 1,
-            self.step
+            self.step,
+            self.cfg.adam.lr
         ))
     }
 
     /// Writes the checkpoint of the current state (atomically).
-    pub fn save_checkpoint(&self) -> Result<PathBuf> {
+    pub fn save_checkpoint(&mut self) -> Result<PathBuf> {
         let params = self.vae.read_params(self.ctx)?;
         if let Some(i) = params.iter().position(|v| !v.is_finite()) {
             return Err(Error::NonFinite(format!(
@@ -472,7 +772,9 @@ impl<'c> Trainer<'c> {
         }
         let ck = Checkpoint {
             model: self.vae.cfg.clone(),
-            run: serde_json::to_value(&self.cfg).expect("config serializes"),
+            run: serde_json::to_value(&self.cfg).map_err(|e| {
+                Error::Config(format!("the run configuration cannot be recorded: {e}"))
+            })?,
             state: TrainState {
                 epoch: self.epoch,
                 step: self.step,
@@ -482,11 +784,12 @@ impl<'c> Trainer<'c> {
             adam_v: Some(self.adam_v.flat.read(self.ctx)?),
         };
         let path = ck.save(&self.cfg.out)?;
+        self.saved_epoch = Some(self.epoch);
         let config_json = serde_json::to_vec_pretty(&serde_json::json!({
             "model": self.vae.cfg,
             "run": self.cfg,
         }))
-        .expect("config serializes");
+        .map_err(|e| Error::Config(format!("the run configuration cannot be recorded: {e}")))?;
         checkpoint::write_atomic(&self.cfg.out.join("config.json"), &config_json)?;
         Ok(path)
     }
@@ -575,10 +878,8 @@ impl<'c> Trainer<'c> {
                 train_seconds,
                 samples_per_second: count / train_seconds,
             };
-            append_line(
-                &metrics_path,
-                &serde_json::to_string(&m).expect("metrics serialize"),
-            )?;
+            history.push(m.clone());
+            write_metrics_file(&metrics_path, &history)?;
             if !self.cfg.quiet {
                 let iw = match (m.iwae_k, m.test_neg_iwae) {
                     (Some(k), Some(v)) => format!("  test -IWAE(k={k}) {v:.2}"),
@@ -596,7 +897,6 @@ impl<'c> Trainer<'c> {
                     m.samples_per_second
                 );
             }
-            history.push(m);
             last_eval = Some(report);
         }
         if self.cfg.pictures {
@@ -633,7 +933,59 @@ impl<'c> Trainer<'c> {
     }
 }
 
-/// Keeps the lines of an existing metrics file up to `epoch` (a resumed run rewrites later ones).
+/// Options of [`Trainer::resume_with`].
+#[derive(Clone, Debug, Default)]
+pub struct ResumeOptions {
+    /// Epochs to add (at least 1).
+    pub more_epochs: usize,
+    /// Override the run's `quiet`.
+    pub quiet: Option<bool>,
+    /// Read the data from here instead of the run's recorded directory (IDX runs only).
+    pub data: Option<PathBuf>,
+}
+
+/// The files a run writes into its directory.
+pub const RUN_FILES: [&str; 7] = [
+    checkpoint::FILE_NAME,
+    "metrics.jsonl",
+    "config.json",
+    "reconstructions.png",
+    "samples.png",
+    "traversals.png",
+    "interpolation.png",
+];
+
+/// The run files already present in `dir`.
+pub fn run_files(dir: &Path) -> Vec<&'static str> {
+    RUN_FILES
+        .iter()
+        .copied()
+        .filter(|f| dir.join(f).symlink_metadata().is_ok())
+        .collect()
+}
+
+/// Adapter limits and the host budget, before the model's parameters are allocated.
+fn check_resources(
+    ctx: &GpuContext,
+    cfg: &TrainConfig,
+    model: &VaeConfig,
+    split: &Split,
+) -> Result<()> {
+    resources::check_run(
+        &resources::RunShape {
+            model,
+            batch: cfg.batch,
+            eval_batch: cfg.eval_batch,
+            n_train: split.train.n,
+            n_test: split.test.n,
+        },
+        &ctx.device.limits(),
+        &ctx.info.name,
+    )
+}
+
+/// The lines of an existing metrics file up to `epoch` (a resumed run replaces later ones when
+/// it writes the file again).
 fn read_metrics_file(path: &Path, epoch: usize) -> Result<Vec<EpochMetrics>> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
@@ -652,20 +1004,17 @@ fn read_metrics_file(path: &Path, epoch: usize) -> Result<Vec<EpochMetrics>> {
             kept.push(m);
         }
     }
-    let body: String = kept
-        .iter()
-        .map(|m| serde_json::to_string(m).expect("metrics serialize") + "\n")
-        .collect();
-    checkpoint::write_atomic(path, body.as_bytes())?;
     Ok(kept)
 }
 
-fn append_line(path: &Path, line: &str) -> Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| Error::io(path, e))?;
-    writeln!(f, "{line}").map_err(|e| Error::io(path, e))?;
-    f.sync_data().map_err(|e| Error::io(path, e))
+/// Replaces the metrics file atomically with one JSON line per epoch.
+fn write_metrics_file(path: &Path, history: &[EpochMetrics]) -> Result<()> {
+    let mut body = String::new();
+    for m in history {
+        let line = serde_json::to_string(m)
+            .map_err(|e| Error::Config(format!("metrics of epoch {}: {e}", m.epoch)))?;
+        body.push_str(&line);
+        body.push('\n');
+    }
+    checkpoint::write_atomic(path, body.as_bytes())
 }
