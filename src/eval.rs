@@ -6,8 +6,8 @@ use serde::Serialize;
 
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::gpu::{GpuContext, Program, Tensor};
-use crate::model::{Activations, Vae};
+use crate::gpu::{GpuContext, Program, Staging, Tensor};
+use crate::model::{Activations, Vae, VaeConfig};
 use crate::ops::data::{StepState, gather};
 use crate::ops::kl::iwae_log_weights;
 use crate::ops::reduce::logmeanexp;
@@ -32,15 +32,170 @@ pub struct EvalReport {
     pub active_units: usize,
 }
 
+/// Bytes the activations of one IWAE batch (its K·E decoder rows and the rest) may take;
+/// [`iwae_images_per_batch`] sizes E by it.
+pub const IWAE_MEMORY_BUDGET: u64 = 256 << 20;
+
+/// Most rows a GEMM takes (65,535 workgroup rows of 8 rows each): K·E must stay below it.
+const MAX_GEMM_ROWS: u64 = 65_535 * 8;
+
+/// Images per IWAE batch for `k` samples each: the largest E ≤ `max_images` whose
+/// activations (the K·E-row decoder outputs, z, ε, the log-weights, and the E-row encoder
+/// outputs) take at most `budget` bytes, whose largest single tensor fits `max_buffer` bytes,
+/// and whose K·E rows fit one GEMM; at least 1. Errors, naming `--iwae-k`, when even one
+/// image's tensors exceed `max_buffer` or the GEMM's rows; all sizes use checked arithmetic.
+pub fn iwae_images_per_batch(
+    cfg: &VaeConfig,
+    k: usize,
+    max_images: usize,
+    budget: u64,
+    max_buffer: u64,
+) -> Result<usize> {
+    let too_big = |what: &str| {
+        Error::Config(format!(
+            "--iwae-k {k}: {what} of one image overflows 64-bit arithmetic; lower --iwae-k"
+        ))
+    };
+    let k64 = k as u64;
+    if k == 0 {
+        return Err(Error::Config(
+            "--iwae-k must be at least 1 for the IWAE bound".into(),
+        ));
+    }
+    let (enc, dec) = cfg.layers();
+    let pixels = cfg
+        .input_dim_checked()
+        .ok_or_else(|| too_big("the pixel count"))? as u64;
+    let latent = cfg.latent as u64;
+    // Floats per image of every activation tensor: (floats, whether it has K rows per image).
+    let mut tensors: Vec<(u64, bool)> = vec![(pixels, false), (1, false), (latent, false)];
+    tensors.extend(enc.iter().map(|l| (l.out as u64, false)));
+    tensors.extend(dec.iter().map(|l| (l.out as u64, true)));
+    // z, ε, nll, log w; the bound.
+    tensors.extend([
+        (latent, true),
+        (latent, true),
+        (1, true),
+        (1, true),
+        (1, false),
+    ]);
+    let mut per_image = 0u64;
+    let mut widest = 0u64;
+    for (floats, per_sample) in tensors {
+        let f = if per_sample {
+            floats
+                .checked_mul(k64)
+                .ok_or_else(|| too_big("an activation"))?
+        } else {
+            floats
+        };
+        let bytes = f.checked_mul(4).ok_or_else(|| too_big("an activation"))?;
+        per_image = per_image
+            .checked_add(bytes)
+            .ok_or_else(|| too_big("the activations"))?;
+        widest = widest.max(bytes);
+    }
+    let by_buffer = max_buffer / widest.max(1);
+    if by_buffer == 0 {
+        return Err(Error::Config(format!(
+            "--iwae-k {k}: one image's {k} samples need a {widest}-byte activation, more than \
+             the {max_buffer} bytes one buffer may hold on this adapter; lower --iwae-k"
+        )));
+    }
+    let by_rows = MAX_GEMM_ROWS / k64;
+    if by_rows == 0 {
+        return Err(Error::Config(format!(
+            "--iwae-k {k}: more samples than the {MAX_GEMM_ROWS} rows one GEMM takes; lower --iwae-k"
+        )));
+    }
+    let by_budget = (budget / per_image.max(1)).max(1);
+    let e = by_budget
+        .min(by_buffer)
+        .min(by_rows)
+        .min(max_images.max(1) as u64);
+    Ok(e as usize)
+}
+
+/// Where each output of a batch lands in one staging buffer: the outputs are copied there in
+/// the batch's own command encoder, so a batch is one submit and one map.
+struct Readback {
+    staging: Staging,
+    /// Byte offsets in `staging` of each tensor copied, in order.
+    offsets: Vec<u64>,
+    bytes: u64,
+}
+
+impl Readback {
+    fn new(ctx: &GpuContext, tensors: &[&Tensor<f32>]) -> Result<Self> {
+        let mut offsets = Vec::with_capacity(tensors.len());
+        let mut bytes = 0u64;
+        for t in tensors {
+            offsets.push(bytes);
+            let len = (t.len() as u64)
+                .checked_mul(4)
+                .ok_or_else(|| Error::Config(format!("{}: too large to read back", t.label())))?;
+            bytes = bytes
+                .checked_add(len)
+                .ok_or_else(|| Error::Config("evaluation outputs too large to read back".into()))?;
+        }
+        Ok(Readback {
+            staging: Staging::new(ctx, bytes)?,
+            offsets,
+            bytes,
+        })
+    }
+
+    /// Sets the batch position, records `program` and the copies of `tensors` (in the order
+    /// given to [`Readback::new`]) into one encoder, submits, waits and returns each tensor's
+    /// values.
+    fn run(
+        &self,
+        ctx: &GpuContext,
+        state: &StepState,
+        bi: usize,
+        program: &Program,
+        tensors: &[&Tensor<f32>],
+    ) -> Result<Vec<Vec<f32>>> {
+        let step = u32::try_from(bi)
+            .map_err(|_| Error::Config(format!("evaluation batch {bi} exceeds 32 bits")))?;
+        state.set(ctx, step, 0)?;
+        let mut enc = ctx.encoder("evaluation batch");
+        program.record(&mut enc, "evaluation batch");
+        for (t, &off) in tensors.iter().zip(&self.offsets) {
+            enc.copy_buffer_to_buffer(
+                t.buffer(),
+                t.offset(),
+                self.staging.buffer(),
+                off,
+                t.len() as u64 * 4,
+            );
+        }
+        ctx.submit("evaluating a batch", enc)?;
+        let raw = self.staging.map_and_copy(ctx, self.bytes)?;
+        Ok(tensors
+            .iter()
+            .zip(&self.offsets)
+            .map(|(t, &off)| {
+                let start = off as usize;
+                raw[start..start + t.len() * 4]
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect()
+            })
+            .collect())
+    }
+}
+
 struct IwaeRun {
     k: usize,
     act: Activations,
     program: Program,
     bound: Tensor<f32>,
+    readback: Readback,
 }
 
 /// Prepared evaluation of one data set for one model: the data set lives on the GPU, and the
-/// programs are built once and replayed per batch.
+/// programs and staging buffers are built once; each batch is one submit and one map.
 pub struct Evaluator {
     pub n: usize,
     pub batch: usize,
@@ -49,11 +204,14 @@ pub struct Evaluator {
     state: StepState,
     act: Activations,
     program: Program,
+    readback: Readback,
     iwae: Option<IwaeRun>,
 }
 
 impl Evaluator {
-    /// `iwae_k` = 0 skips the IWAE bound. `seed` fixes the noise of the estimates.
+    /// `iwae_k` = 0 skips the IWAE bound. `seed` fixes the noise of the estimates. The IWAE
+    /// pass takes as many images per batch as fit [`IWAE_MEMORY_BUDGET`] and the adapter's
+    /// buffer limits (see [`iwae_images_per_batch`]), at most `batch`.
     pub fn new(
         ctx: &GpuContext,
         vae: &Vae,
@@ -63,7 +221,7 @@ impl Evaluator {
         seed: u64,
     ) -> Result<Self> {
         let pixels = vae.cfg.input_dim();
-        if data.height * data.width != pixels {
+        if data.height.checked_mul(data.width) != Some(pixels) {
             return Err(Error::Config(format!(
                 "data set `{}` has {}x{} images, the model takes {}x{}",
                 data.name, data.height, data.width, vae.cfg.height, vae.cfg.width
@@ -72,9 +230,15 @@ impl Evaluator {
         if data.n == 0 {
             return Err(Error::Config(format!("data set `{}` is empty", data.name)));
         }
+        let n32 = u32::try_from(data.n).map_err(|_| {
+            Error::Config(format!(
+                "data set `{}` has {} images, more than 2^32",
+                data.name, data.n
+            ))
+        })?;
         let batch = batch.min(data.n).max(1);
         let images = Tensor::from_slice(ctx, "eval images", &[data.n, pixels], &data.pixels)?;
-        let order: Vec<u32> = (0..data.n as u32).collect();
+        let order: Vec<u32> = (0..n32).collect();
         let perm = Tensor::from_slice(ctx, "eval order", &[data.n], &order)?;
         let state = StepState::new(ctx, "eval batch")?;
         let act = vae.activations(ctx, batch, 1)?;
@@ -98,9 +262,14 @@ impl Evaluator {
             RngStep::State(&state),
             Stream::Eval,
         )?);
+        let readback = Readback::new(ctx, &elbo_outputs(&act))?;
         let iwae = if iwae_k > 0 {
-            // Keep the K·E decoder rows near 6,400 so memory stays small.
-            let eb = (6400 / iwae_k.max(1)).clamp(1, batch);
+            let limits = ctx.device.limits();
+            let max_buffer = limits
+                .max_storage_buffer_binding_size
+                .min(limits.max_buffer_size);
+            let eb =
+                iwae_images_per_batch(&vae.cfg, iwae_k, batch, IWAE_MEMORY_BUDGET, max_buffer)?;
             let iact = vae.activations(ctx, eb, iwae_k)?;
             let logw = Tensor::zeros(ctx, "log w", &[iwae_k, eb])?;
             let bound = Tensor::zeros(ctx, "iwae bound", &[eb])?;
@@ -129,11 +298,13 @@ impl Evaluator {
                 ctx, "log w", enc_out, &iact.nll, &iact.z, &iact.eps, &logw, iwae_k,
             )?);
             p.push(logmeanexp(ctx, "iwae", &logw, &bound, 1.0, false)?);
+            let readback = Readback::new(ctx, &[&bound])?;
             Some(IwaeRun {
                 k: iwae_k,
                 act: iact,
                 program: p,
                 bound,
+                readback,
             })
         } else {
             None
@@ -145,6 +316,7 @@ impl Evaluator {
             state,
             act,
             program,
+            readback,
             iwae,
         })
     }
@@ -168,10 +340,11 @@ impl Evaluator {
                 self.n
             )));
         }
-        self.state.set(ctx, bi as u32, 0)?;
-        iw.program.run(ctx)?;
         let valid = (self.n - bi * eb).min(eb);
-        let mut b = iw.bound.read(ctx)?;
+        let mut out = iw
+            .readback
+            .run(ctx, &self.state, bi, &iw.program, &[&iw.bound])?;
+        let mut b = out.pop().unwrap_or_default();
         b.truncate(valid);
         Ok(b)
     }
@@ -190,26 +363,30 @@ impl Evaluator {
 
     /// Like [`Evaluator::run`]; `with_iwae = false` skips the (costlier) IWAE pass.
     pub fn run_with(&self, ctx: &GpuContext, latent: usize, with_iwae: bool) -> Result<EvalReport> {
+        let model_latent = self.act.kl_elem.dims2().1;
+        if latent != model_latent {
+            return Err(Error::Config(format!(
+                "evaluation asked for {latent} latent dimensions, the model has {model_latent}"
+            )));
+        }
         let mut recon = 0.0f64;
         let mut kl = 0.0f64;
         let mut kl_dim = vec![0.0f64; latent];
         let mut mu_sum = vec![0.0f64; latent];
         let mut mu_sq = vec![0.0f64; latent];
         let batches = self.n.div_ceil(self.batch);
+        let outputs = elbo_outputs(&self.act);
         for bi in 0..batches {
             // The gather reads position state[0] * rows: batch bi.
-            self.state.set(ctx, bi as u32, 0)?;
-            self.program.run(ctx)?;
+            let got = self
+                .readback
+                .run(ctx, &self.state, bi, &self.program, &outputs)?;
+            let [nll, klv, kle, enc] = &got[..] else {
+                return Err(Error::Readback(
+                    "an evaluation batch returned the wrong number of outputs".into(),
+                ));
+            };
             let valid = (self.n - bi * self.batch).min(self.batch);
-            let nll = self.act.nll.read(ctx)?;
-            let klv = self.act.kl.read(ctx)?;
-            let kle = self.act.kl_elem.read(ctx)?;
-            let enc = self
-                .act
-                .enc
-                .last()
-                .expect("encoder has a layer")
-                .read(ctx)?;
             for r in 0..valid {
                 recon += nll[r] as f64;
                 kl += klv[r] as f64;
@@ -260,4 +437,15 @@ impl Evaluator {
         }
         Ok(report)
     }
+}
+
+/// The outputs of the −ELBO program read back per batch: nll (B,), KL (B,), KL per dimension
+/// (B, D) and the encoder output [μ | log σ²] (B, 2D).
+fn elbo_outputs(act: &Activations) -> [&Tensor<f32>; 4] {
+    [
+        &act.nll,
+        &act.kl,
+        &act.kl_elem,
+        act.enc.last().expect("encoder has a layer"),
+    ]
 }

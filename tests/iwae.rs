@@ -99,6 +99,8 @@ fn check(cfg: &VaeConfig, n: usize, batch: usize, k: usize, expect_e: usize) {
         spread > 1.0,
         "log-weights of one image span only {spread} nats"
     );
+    let err = ev.run_with(ctx, d + 1, true).unwrap_err().to_string();
+    assert!(err.contains("latent"), "{err}");
     let report = ev.run_with(ctx, d, true).unwrap();
     assert_eq!(report.iwae_k, Some(k));
     let want = -twin_all.iter().sum::<f64>() / n as f64;
@@ -141,4 +143,51 @@ fn iwae_gaussian_batch_4_k_8_matches_twin() {
         },
     );
     check(&cfg, 10, 4, 8, 4);
+}
+
+#[test]
+fn iwae_batch_is_sized_by_memory() {
+    use wgvae::eval::iwae_images_per_batch;
+    let classic = VaeConfig::classic(28, 28);
+    let (mib, max_buffer) = (1u64 << 20, 128u64 << 20);
+    // K = 5000: one image's activations are 4·(1246 + 5000·1226) = 24,524,984 bytes, and its
+    // (K, 784) decoder output alone 15,680,000 bytes: 128 MiB holds 8 of those.
+    assert_eq!(
+        iwae_images_per_batch(&classic, 5000, 500, 256 * mib, max_buffer).unwrap(),
+        8
+    );
+    assert_eq!(
+        iwae_images_per_batch(&classic, 5000, 500, 256 * mib, 1 << 40).unwrap(),
+        10
+    );
+    assert_eq!(
+        iwae_images_per_batch(&classic, 5000, 500, 64 * mib, max_buffer).unwrap(),
+        2
+    );
+    // At least one image, however small the budget; at most the eval batch.
+    assert_eq!(
+        iwae_images_per_batch(&classic, 5000, 500, 1, max_buffer).unwrap(),
+        1
+    );
+    assert_eq!(
+        iwae_images_per_batch(&classic, 1, 500, 256 * mib, max_buffer).unwrap(),
+        500
+    );
+    assert_eq!(
+        iwae_images_per_batch(&classic, 100, 7, 256 * mib, max_buffer).unwrap(),
+        7
+    );
+    // K·E rows stay within one GEMM (524,280 rows) for a tiny model.
+    let tiny = small(Activation::Relu, Likelihood::Bernoulli);
+    assert_eq!(
+        iwae_images_per_batch(&tiny, 100_000, 500, 256 * mib, max_buffer).unwrap(),
+        5
+    );
+    // Too many samples for one image: a clear error naming the flag, never an overflow.
+    for k in [1_000_000, usize::MAX / 2, usize::MAX] {
+        let e = iwae_images_per_batch(&classic, k, 500, 256 * mib, max_buffer)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--iwae-k"), "k = {k}: {e}");
+    }
 }
