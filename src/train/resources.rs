@@ -71,37 +71,12 @@ fn mul(a: u64, b: u64, what: &str, flags: &str) -> Result<u64> {
     a.checked_mul(b).ok_or_else(|| overflow(what, flags))
 }
 
-/// Elements of the flat parameter buffer (with the 256-byte padding of each tensor) and the
-/// largest layer, computed without allocating.
+/// Elements of the flat parameter buffer (padding included), computed without allocating.
 pub fn param_elements(model: &VaeConfig) -> Result<u64> {
-    let flags = "--hidden or --latent";
-    let pixels = mul(
-        model.height as u64,
-        model.width as u64,
-        "the image size",
-        "the image size",
-    )?;
-    let latent = model.latent as u64;
-    let mut enc = vec![pixels];
-    enc.extend(model.enc_hidden.iter().map(|&h| h as u64));
-    enc.push(mul(2, latent, "the encoder output", flags)?);
-    let mut dec = vec![latent];
-    dec.extend(model.dec_hidden.iter().map(|&h| h as u64));
-    dec.push(pixels);
-    let mut total = 0u64;
-    let pad = |t: u64| t.div_ceil(64) * 64;
-    for dims in [&enc, &dec] {
-        for w in dims.windows(2) {
-            let weights = mul(w[0], w[1], "a layer's weights", flags)?;
-            total = total
-                .checked_add(pad(weights))
-                .and_then(|t| t.checked_add(pad(w[1])))
-                .ok_or_else(|| overflow("the parameter count", flags))?;
-        }
-    }
-    total
-        .checked_add(pad(pixels))
-        .ok_or_else(|| overflow("the parameter count", flags))
+    model
+        .layout_total_checked()
+        .map(|t| t as u64)
+        .ok_or_else(|| overflow("the parameter count", "--hidden or --latent"))
 }
 
 /// Every GPU buffer of a training run that can grow large.
@@ -245,9 +220,7 @@ mod tests {
     #[test]
     fn huge_models_are_refused_by_size_not_allocation() {
         let mut m = VaeConfig::classic(28, 28);
-        // An upper bound of the real layout (which pads each tensor to 256 bytes).
-        let bound = param_elements(&m).unwrap() as usize;
-        assert!(bound >= m.layout().total && bound < m.layout().total + 64 * 10);
+        assert_eq!(param_elements(&m).unwrap() as usize, m.layout().total);
         m.enc_hidden = vec![10_000_000];
         let shape = RunShape {
             model: &m,
