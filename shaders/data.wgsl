@@ -10,15 +10,28 @@
 // rows; the likelihood, KL and loss-bookkeeping kernels scale by w, so the step's loss is the
 // mean over its valid rows and padded rows contribute nothing.
 
+// Binarisation (`binarize`): every time an image is gathered, pixel p of batch row r becomes
+// 1 with probability byte / 255, else 0: the top 24 bits of a Philox4x32-10 draw are compared
+// with the integer threshold round(byte * 2^24 / 255), so byte 0 always gives 0 and 255 always
+// gives 1. The draw is word p % 4 of Philox(counter (p / 4, step, BINARIZE_STREAM, r), key
+// seed): a pure function of (seed, step, row, pixel), independent of the reparameterisation's
+// streams (counter (i / 4, step, 0..2, 0)). Mirrored by `cpu::data::gather_weighted`.
+
+const BINARIZE_STREAM: u32 = 0x62696e00u; // "bin\0"; mirrors ops::data::BINARIZE_STREAM
+
 struct GatherParams {
-    rows: u32,      // rows of the batch
-    pixels: u32,    // P
-    base: u32,      // first position in `perm` (added to the state-derived offset)
-    n_items: u32,   // positions past this are zero rows
-    use_state: u32, // 1: position = base + (state[0] - state[1]) * rows + row
-    n_images: u32,  // N; indices in perm are clamped below it
+    rows: u32,          // rows of the batch
+    pixels: u32,        // P
+    base: u32,          // first position in `perm` (added to the state-derived offset)
+    n_items: u32,       // positions past this are zero rows
+    use_state: u32,     // 1: position = base + (state[0] - state[1]) * rows + row
+    n_images: u32,      // N; indices in perm are clamped below it
     write_weights: u32, // 1: write the row weights w
-    _pad: u32,
+    binarize: u32,      // 1: x ~ Bernoulli(byte / 255), keyed by (seed, state[0], row, pixel)
+    seed_lo: u32,
+    seed_hi: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<storage, read> images: array<u32>;   // (N, P) bytes, packed
@@ -28,12 +41,14 @@ struct GatherParams {
 @group(0) @binding(4) var<uniform> gp: GatherParams;
 @group(0) @binding(6) var<storage, read_write> w: array<f32>;  // (rows,) row weights
 
+// One invocation per (row, group of 4 pixels): one Philox draw serves the 4 pixels.
 @compute @workgroup_size(64)
 fn gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let total = gp.rows * gp.pixels;
     var pos0 = gp.base;
+    var step = 0u;
     if (gp.use_state == 1u) {
         pos0 += (state[0] - state[1]) * gp.rows;
+        step = state[0];
     }
     if (gp.write_weights == 1u) {
         var valid = 0u;
@@ -45,16 +60,38 @@ fn gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
             w[r] = select(0.0, share, r < valid);
         }
     }
+    let quads = (gp.pixels + 3u) / 4u;
+    let total = gp.rows * quads;
     for (var i = gid.x; i < total; i += nwg.x * 64u) {
-        let r = i / gp.pixels;
-        let p = i % gp.pixels;
+        let r = i / quads;
+        let q = i % quads;
         let pos = pos0 + r;
-        var v = 0.0;
+        var item = 0u;
         if (pos < gp.n_items) {
-            let byte = min(perm[pos], gp.n_images - 1u) * gp.pixels + p;
-            v = f32((images[byte / 4u] >> ((byte % 4u) * 8u)) & 0xffu) * (1.0 / 255.0);
+            item = min(perm[pos], gp.n_images - 1u);
         }
-        x[i] = v;
+        var bits = vec4<u32>(0u);
+        if (gp.binarize == 1u) {
+            bits = philox4x32(vec4<u32>(q, step, BINARIZE_STREAM, r), vec2<u32>(gp.seed_lo, gp.seed_hi));
+        }
+        for (var k = 0u; k < 4u; k++) {
+            let p = q * 4u + k;
+            if (p >= gp.pixels) {
+                break;
+            }
+            var v = 0.0;
+            if (pos < gp.n_items) {
+                let byte = item * gp.pixels + p;
+                let b = (images[byte / 4u] >> ((byte % 4u) * 8u)) & 0xffu;
+                if (gp.binarize == 1u) {
+                    let threshold = (b * 16777216u + 127u) / 255u;
+                    v = select(0.0, 1.0, (bits[k] >> 8u) < threshold);
+                } else {
+                    v = f32(b) * (1.0 / 255.0);
+                }
+            }
+            x[r * gp.pixels + p] = v;
+        }
     }
 }
 

@@ -35,6 +35,7 @@ fn gather_writes_row_weights_at_every_position() {
     let opts = GatherOptions {
         state: Some(&state),
         weights: Some(&w),
+        binarize: None,
     };
     let mut p = Program::new();
     p.push(gather_with(ctx, "gather", &images, pixels, &perm, &x, 0, opts).unwrap());
@@ -73,6 +74,7 @@ fn gather_writes_row_weights_at_every_position() {
         GatherOptions {
             state: None,
             weights: Some(&short),
+            binarize: None,
         },
     )
     .unwrap_err()
@@ -210,4 +212,131 @@ fn loss_sums_count_only_valid_rows() {
     recon.write_at(ctx, valid - 1, &[f32::NAN]).unwrap();
     p.run(ctx).unwrap();
     assert_eq!(metrics.read(ctx).unwrap()[metric::NONFINITE], 1.0);
+}
+
+/// One binarising gather at (seed, step) of `perm` from position `base`.
+#[allow(clippy::too_many_arguments)]
+fn binarised(
+    images_h: &[u8],
+    pixels: usize,
+    perm_h: &[u32],
+    rows: usize,
+    base: usize,
+    seed: u64,
+    step: u32,
+) -> Vec<f32> {
+    let ctx = ctx();
+    let n = images_h.len() / pixels;
+    let images = Tensor::from_slice(ctx, "images", &[n, pixels], images_h).unwrap();
+    let perm = Tensor::from_slice(ctx, "perm", &[perm_h.len()], perm_h).unwrap();
+    let x = Tensor::<f32>::zeros(ctx, "x", &[rows, pixels]).unwrap();
+    let w = Tensor::<f32>::zeros(ctx, "w", &[rows]).unwrap();
+    let state = StepState::new(ctx, "state").unwrap();
+    state.set(ctx, step, step).unwrap();
+    let opts = GatherOptions {
+        state: Some(&state),
+        weights: Some(&w),
+        binarize: Some(seed),
+    };
+    let mut p = Program::new();
+    p.push(gather_with(ctx, "bin gather", &images, pixels, &perm, &x, base, opts).unwrap());
+    p.run(ctx).unwrap();
+    x.read(ctx).unwrap()
+}
+
+#[test]
+fn binarising_gather_matches_twin_and_repeats_for_the_same_seed_and_step() {
+    // 37 grey images of 49 pixels (not a multiple of 4: the last Philox draw of a row is
+    // partly used), a batch of 8 from position 32: 5 valid rows, 3 padded.
+    let (n, pixels, rows) = (37, 49, 8);
+    let images_h: Vec<u8> = (0..n * pixels).map(|i| (i * 89 % 256) as u8).collect();
+    let perm_h: Vec<u32> = wgvae::rng::HostRng::new(5).permutation(n);
+    let seed = 0x0123_4567_89ab_cdefu64;
+    let a = binarised(&images_h, pixels, &perm_h, rows, 32, seed, 41);
+    let (want, _) = cpu::data::gather_train(&images_h, pixels, &perm_h, 32, rows, Some((seed, 41)));
+    assert_close("binarised x", &a, &want, 0.0, 0.0);
+    assert!(
+        a.iter().all(|&v| v == 0.0 || v == 1.0),
+        "values other than 0 and 1"
+    );
+    assert!(a[5 * pixels..].iter().all(|&v| v == 0.0), "padded rows");
+    assert_eq!(a, binarised(&images_h, pixels, &perm_h, rows, 32, seed, 41));
+    let ones = |v: &[f32]| v.iter().filter(|&&x| x == 1.0).count();
+    for (other, what) in [
+        (
+            binarised(&images_h, pixels, &perm_h, rows, 32, seed, 42),
+            "step + 1",
+        ),
+        (
+            binarised(&images_h, pixels, &perm_h, rows, 32, seed ^ (1 << 40), 41),
+            "another seed",
+        ),
+    ] {
+        let differ = a.iter().zip(&other).filter(|(x, y)| x != y).count();
+        // About half the 245 grey pixels' draws disagree; the same draws would give 0.
+        assert!(differ > 40, "{what}: only {differ} pixels differ");
+        assert!(ones(&other) > 40, "{what}");
+    }
+}
+
+#[test]
+fn binarised_pixels_have_mean_byte_over_255() {
+    // One image holding every grey level 0..=255, gathered 64 times per batch over 24 steps:
+    // 1,536 draws per level.
+    let pixels = 256;
+    let images_h: Vec<u8> = (0..=255u8).collect();
+    let perm_h = vec![0u32; 64];
+    let draws = 64 * 24;
+    let mut ones = vec![0usize; pixels];
+    for step in 0..24 {
+        let x = binarised(&images_h, pixels, &perm_h, 64, 0, 7, 1000 + step);
+        for row in x.chunks(pixels) {
+            for (p, &v) in row.iter().enumerate() {
+                ones[p] += (v == 1.0) as usize;
+            }
+        }
+    }
+    assert_eq!(ones[0], 0, "byte 0 is never 1");
+    assert_eq!(ones[255], draws, "byte 255 is always 1");
+    let mut total_z = 0.0;
+    for (byte, &k) in ones.iter().enumerate() {
+        let p = byte as f64 / 255.0;
+        let mean = k as f64 / draws as f64;
+        let sd = (p * (1.0 - p) / draws as f64).sqrt().max(1e-9);
+        // 256 levels: a 5 sd deviation has probability ~1e-4 overall.
+        assert!(
+            (mean - p).abs() <= 5.0 * sd + 1e-6,
+            "byte {byte}: mean {mean} vs {p}"
+        );
+        total_z += (mean - p) / sd.max(1e-3);
+    }
+    // The deviations do not all lean one way (a biased threshold would).
+    assert!(total_z.abs() / (254f64).sqrt() < 5.0, "summed z {total_z}");
+}
+
+#[test]
+fn host_binarisation_is_seeded_binary_and_unbiased() {
+    use wgvae::ops::data::binarize_bytes;
+    let grey: Vec<u8> = (0..200_000).map(|i| (i % 256) as u8).collect();
+    let mut a = grey.clone();
+    binarize_bytes(&mut a, 3, 9);
+    let mut again = grey.clone();
+    binarize_bytes(&mut again, 3, 9);
+    assert_eq!(a, again, "same seed and stream, same binary set");
+    let mut other = grey.clone();
+    binarize_bytes(&mut other, 4, 9);
+    assert_ne!(a, other);
+    assert!(a.iter().all(|&v| v == 0 || v == 255));
+    for (g, b) in grey.iter().zip(&a) {
+        if *g == 0 || *g == 255 {
+            assert_eq!(g, b);
+        }
+    }
+    let mean_grey = grey.iter().map(|&v| v as f64).sum::<f64>() / grey.len() as f64 / 255.0;
+    let mean_bin = a.iter().filter(|&&v| v == 255).count() as f64 / a.len() as f64;
+    // sd of the mean of 200,000 draws with p ≈ 0.5: 0.0011.
+    assert!(
+        (mean_bin - mean_grey).abs() < 0.006,
+        "{mean_bin} vs {mean_grey}"
+    );
 }

@@ -60,6 +60,7 @@ fn check_with(
             let opts = GatherOptions {
                 state: Some(&state),
                 weights: Some(&act.w),
+                binarize: None,
             };
             let mut p = Program::new();
             p.push(gather_with(ctx, "gather", &images, pixels, &perm, &act.x, 0, opts).unwrap());

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use common::ctx;
 use wgvae::eval::Evaluator;
 use wgvae::model::Vae;
+use wgvae::ops::data::Binarize;
 use wgvae::ops::kl::iwae_log_weights;
 use wgvae::ops::reparam::{RngStep, Stream};
 use wgvae::train::checkpoint::{self, Checkpoint};
@@ -243,6 +244,154 @@ fn every_image_once_per_epoch_with_a_weighted_partial_last_batch() {
     let _ = std::fs::remove_dir_all(out);
 }
 
+/// A small model on mnist-512 (fast on any adapter).
+fn tiny_cfg(out: &Path) -> TrainConfig {
+    TrainConfig {
+        model: wgvae::train::ModelSpec {
+            enc_hidden: vec![32],
+            dec_hidden: vec![32],
+            latent: 4,
+            ..Default::default()
+        },
+        ..small_cfg(out)
+    }
+}
+
+/// The gathered batch after each of the next `steps` steps: (x, row weights).
+fn gathered(t: &mut Trainer, steps: usize) -> Vec<(Vec<f32>, Vec<f32>)> {
+    let ctx = ctx();
+    (0..steps)
+        .map(|_| {
+            t.submit_step().unwrap();
+            ctx.wait().unwrap();
+            (t.act.x.read(ctx).unwrap(), t.act.w.read(ctx).unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn binarised_training_and_test_sets() {
+    let ctx = ctx();
+    let raw = wgvae::data::load_idx_dir(&mnist512()).unwrap();
+    let pixels = raw.train.image_len();
+    let binary = |v: &[u8]| v.iter().all(|&b| b == 0 || b == 255);
+    let out = tmp("bin-fixed");
+    let cfg = TrainConfig {
+        binarize: Binarize::Fixed,
+        batch: 48,
+        ..tiny_cfg(&out)
+    };
+    let mut t = Trainer::new(ctx, cfg).unwrap();
+    // The test set: binarised once, the same binary set for every run and mode.
+    let test_fixed = t.test_set().pixels.clone();
+    assert!(binary(&test_fixed));
+    assert_ne!(test_fixed, raw.test.pixels);
+    let ink = |v: &[u8]| v.iter().filter(|&&b| b > 127).count() as f64 / v.len() as f64;
+    let grey_mean = raw.test.pixels.iter().map(|&b| b as f64).sum::<f64>()
+        / (255.0 * raw.test.pixels.len() as f64);
+    assert!(
+        (ink(&test_fixed) - grey_mean).abs() < 0.01,
+        "{} vs {grey_mean}",
+        ink(&test_fixed)
+    );
+    // Fixed: the training set is binary on the GPU and every epoch sees the same images.
+    let train_bytes = t.split.train.pixels.clone();
+    assert!(binary(&train_bytes));
+    let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
+    for i in 0..t.split.train.n {
+        index.insert(t.split.train.image(i).to_vec(), i);
+    }
+    let mut per_image: Vec<Option<Vec<f32>>> = vec![None; t.split.train.n];
+    let mut compared = 0;
+    for epoch in 0..2 {
+        t.epoch = epoch;
+        t.begin_epoch().unwrap();
+        for (x, w) in gathered(&mut t, 3) {
+            for (row, _) in x.chunks(pixels).zip(&w) {
+                assert!(row.iter().all(|&v| v == 0.0 || v == 1.0));
+                let bytes: Vec<u8> = row.iter().map(|&v| (v * 255.0) as u8).collect();
+                let i = *index
+                    .get(&bytes)
+                    .expect("a row is a binarised training image");
+                match &per_image[i] {
+                    Some(seen) => {
+                        assert_eq!(seen, &row.to_vec(), "image {i} changed between epochs");
+                        compared += 1;
+                    }
+                    None => per_image[i] = Some(row.to_vec()),
+                }
+            }
+        }
+    }
+    assert!(compared > 10, "{compared} images seen in both epochs");
+    assert_eq!(t.split.train.pixels, train_bytes);
+    drop(t);
+
+    // Dynamic: grey bytes on the GPU, binary batches drawn afresh every step.
+    let out_d = tmp("bin-dynamic");
+    let cfg = TrainConfig {
+        binarize: Binarize::Dynamic,
+        seed: 9,
+        batch: 48,
+        ..tiny_cfg(&out_d)
+    };
+    let mut t = Trainer::new(ctx, cfg).unwrap();
+    assert_eq!(
+        t.test_set().pixels,
+        test_fixed,
+        "another seed and mode, the same test set"
+    );
+    assert_eq!(
+        t.split.train.pixels, raw.train.pixels,
+        "training bytes stay grey"
+    );
+    // Pixels that are 0 in every training image can only be drawn as 0.
+    let never: Vec<bool> = (0..pixels)
+        .map(|p| (0..raw.train.n).all(|i| raw.train.image(i)[p] == 0))
+        .collect();
+    t.begin_epoch().unwrap();
+    let steps = t.steps_per_epoch();
+    let first = gathered(&mut t, steps);
+    t.epoch = 0; // the same order again, at later steps
+    t.begin_epoch().unwrap();
+    let second = gathered(&mut t, steps);
+    let mut ones = 0usize;
+    let mut values = 0usize;
+    let mut differ = 0usize;
+    for ((x1, w1), (x2, _)) in first.iter().zip(&second) {
+        let valid = w1.iter().filter(|&&v| v > 0.0).count();
+        for (v1, v2) in x1[..valid * pixels].iter().zip(&x2[..valid * pixels]) {
+            assert!(*v1 == 0.0 || *v1 == 1.0);
+            ones += (*v1 == 1.0) as usize;
+            differ += (v1 != v2) as usize;
+        }
+        values += valid * pixels;
+        for (k, &v) in x1.iter().enumerate() {
+            if never[k % pixels] {
+                assert_eq!(v, 0.0);
+            }
+        }
+    }
+    assert_eq!(values, raw.train.n * pixels);
+    let train_grey = raw.train.pixels.iter().map(|&b| b as f64).sum::<f64>()
+        / (255.0 * raw.train.pixels.len() as f64);
+    let frac = ones as f64 / values as f64;
+    assert!((frac - train_grey).abs() < 0.005, "{frac} vs {train_grey}");
+    // Same images in the same order, drawn again: the grey pixels come out differently.
+    assert!(
+        differ > values / 100,
+        "only {differ} of {values} draws differ"
+    );
+
+    // Runs written before binarisation existed read as `none`.
+    let mut json = serde_json::to_value(&t.cfg).unwrap();
+    json.as_object_mut().unwrap().remove("binarize");
+    let old: TrainConfig = serde_json::from_value(json).unwrap();
+    assert_eq!(old.binarize, Binarize::None);
+    let _ = std::fs::remove_dir_all(out);
+    let _ = std::fs::remove_dir_all(out_d);
+}
+
 #[test]
 fn iwae_with_one_sample_is_the_single_sample_elbo() {
     let ctx = ctx();
@@ -447,4 +596,32 @@ fn sprites_run_trains() {
     assert!(end < 0.5 * start, "sprites -ELBO {start} -> {end}");
     assert!(out.join("samples.png").exists());
     let _ = std::fs::remove_dir_all(out);
+}
+
+#[test]
+fn binarize_flag_parses_and_names_itself_on_error() {
+    #[derive(clap::Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        args: wgvae::cli::TrainArgs,
+    }
+    let cfg_of = |extra: &[&str]| {
+        let mut argv = vec!["train", "--out", "unused-run-dir"];
+        argv.extend_from_slice(extra);
+        <Cmd as clap::Parser>::try_parse_from(argv).map(|c| c.args.to_config().unwrap())
+    };
+    assert_eq!(cfg_of(&[]).unwrap().binarize, Binarize::None);
+    assert_eq!(
+        cfg_of(&["--binarize", "fixed"]).unwrap().binarize,
+        Binarize::Fixed
+    );
+    assert_eq!(
+        cfg_of(&["--binarize", "dynamic"]).unwrap().binarize,
+        Binarize::Dynamic
+    );
+    let e = cfg_of(&["--binarize", "half"]).err().unwrap().to_string();
+    assert!(
+        e.contains("--binarize") && e.contains("half") && e.contains("dynamic"),
+        "{e}"
+    );
 }

@@ -50,8 +50,15 @@ pub struct GatherParams {
     pub use_state: u32,
     pub n_images: u32,
     pub write_weights: u32,
-    pub _pad: u32,
+    pub binarize: u32,
+    pub seed_lo: u32,
+    pub seed_hi: u32,
+    pub _pad: [u32; 2],
 }
+
+/// The Philox counter word that keeps the binarising gather's draws apart from every other
+/// stream (mirrors `BINARIZE_STREAM` in shaders/data.wgsl).
+pub const BINARIZE_STREAM: u32 = 0x6269_6e00;
 
 /// What a gather does besides copying bytes to floats.
 #[derive(Clone, Copy, Default)]
@@ -61,6 +68,9 @@ pub struct GatherOptions<'a> {
     /// Write the row weights (rows,): 1/valid for the rows that hold an image, 0 for the rows
     /// past the end of `perm`.
     pub weights: Option<&'a Tensor<f32>>,
+    /// Binarise with this seed: pixel p of row r becomes 1 with probability byte/255, drawn
+    /// from Philox keyed by (seed, state[0] (0 without a state), r, p) — fresh every step.
+    pub binarize: Option<u64>,
 }
 
 /// Prepares `x[r, p] = images[perm[pos + r], p] / 255` with `pos = base` (+ the batch offset
@@ -136,7 +146,10 @@ pub fn gather_with(
         use_state: opts.state.is_some() as u32,
         n_images: n_images as u32,
         write_weights: opts.weights.is_some() as u32,
-        _pad: 0,
+        binarize: opts.binarize.is_some() as u32,
+        seed_lo: opts.binarize.unwrap_or(0) as u32,
+        seed_hi: (opts.binarize.unwrap_or(0) >> 32) as u32,
+        _pad: [0; 2],
     };
     let state_binding = match opts.state {
         Some(s) => s.tensor.binding(),
@@ -164,6 +177,70 @@ pub fn gather_with(
             (6, w_binding),
         ],
         Some((4, &params)),
-        groups_for(rows * pixels, 64 * 4),
+        groups_for(rows * pixels.div_ceil(4), 64),
     )
+}
+
+/// How the training images become Bernoulli targets. Grey levels in (0, 1) are not outcomes of
+/// a Bernoulli likelihood, so a Bernoulli VAE trained on them bounds no log-likelihood;
+/// binarising makes the data binary.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Binarize {
+    /// Grey levels byte/255 as they are.
+    #[default]
+    None,
+    /// Each training pixel drawn once, x ~ Bernoulli(byte/255), on the host from a seeded
+    /// stream; the same binary training set every epoch.
+    Fixed,
+    /// Drawn afresh every time an image is gathered for a step, on the GPU (Philox keyed by
+    /// seed, step, row and pixel).
+    Dynamic,
+}
+
+/// The host stream of [`binarize_bytes`] for a fixed binary training set.
+pub const FIXED_TRAIN_STREAM: u64 = 0xB1_0000_0001;
+/// The host stream of [`binarize_bytes`] for the binary test set.
+pub const TEST_STREAM: u64 = 0xB1_0000_0002;
+/// The seed of the binary test set: one fixed set for every run, whatever its training seed,
+/// so that test figures of different runs bound the likelihood of the same binary images.
+pub const TEST_SEED: u64 = 0x7E57;
+
+/// The integer threshold of a byte: a 24-bit uniform u is below it with probability
+/// round(byte·2^24/255)/2^24 ≈ byte/255 (exactly 0 for 0 and 1 for 255).
+pub fn binarize_threshold(byte: u8) -> u32 {
+    (byte as u32 * (1 << 24) + 127) / 255
+}
+
+/// Binarises grey levels once on the host: each byte becomes 255 with probability byte/255,
+/// else 0, from `HostRng::derive(seed, stream)` (24 random bits per pixel).
+pub fn binarize_bytes(pixels: &mut [u8], seed: u64, stream: u64) {
+    let mut rng = crate::rng::HostRng::derive(seed, stream);
+    for v in pixels {
+        let u = (rng.next_u64() >> 40) as u32;
+        *v = if u < binarize_threshold(*v) { 255 } else { 0 };
+    }
+}
+
+/// Applies `mode` to a loaded split: with `Fixed` the training images are binarised once from
+/// `seed`; with `Fixed` or `Dynamic` the test images are binarised once from [`TEST_SEED`], the
+/// same binary test set for every run (so test figures bound the likelihood of binary images).
+/// `Dynamic` leaves the training bytes grey: the gather draws them afresh every step.
+pub fn binarize_split(split: &mut crate::data::Split, mode: Binarize, seed: u64) {
+    if mode == Binarize::Fixed {
+        binarize_bytes(&mut split.train.pixels, seed, FIXED_TRAIN_STREAM);
+    }
+    if mode != Binarize::None {
+        binarize_bytes(&mut split.test.pixels, TEST_SEED, TEST_STREAM);
+    }
 }
