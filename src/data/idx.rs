@@ -96,18 +96,11 @@ pub fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>, DataError> {
     Ok(out)
 }
 
-/// Bytes of host memory one file's payload may take: the `MemAvailable` figure of
-/// `/proc/meminfo` where there is one, else [`MAX_BYTES`].
+/// Bytes of host memory one file's payload may take: the run's host-memory budget
+/// ([`crate::train::resources::host_budget`]: `WGVAE_HOST_MEMORY`, else 90% of the available
+/// memory); [`MAX_BYTES`] if that variable cannot be read (the trainer reports it first).
 pub fn host_memory_budget() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find_map(|l| l.strip_prefix("MemAvailable:"))
-                .and_then(|rest| rest.trim().strip_suffix("kB"))
-                .and_then(|kb| kb.trim().parse::<u64>().ok())
-        })
-        .map_or(MAX_BYTES, |kb| kb.saturating_mul(1024))
+    crate::train::resources::host_budget().unwrap_or(MAX_BYTES)
 }
 
 /// First chunk of a gzip payload buffer; it doubles as bytes arrive, up to the declared size.

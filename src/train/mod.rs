@@ -430,6 +430,7 @@ impl<'c> Trainer<'c> {
             *dir = abs;
         }
         cfg.validate()?;
+        resources::host_budget()?;
         let existing = run_files(&cfg.out);
         if !existing.is_empty() && !cfg.overwrite {
             return Err(Error::Config(format!(
