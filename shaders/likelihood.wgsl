@@ -77,9 +77,16 @@ fn bernoulli(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
 
 const HALF_LOG_2PI: f32 = 0.9189385332046727;
 
-// Gaussian N(x; mu, sigma^2): NLL = (x - mu)^2 / (2 sigma^2) + log sigma + log(2 pi) / 2.
-// dNLL/dmu = (mu - x) / sigma^2;  dNLL/dlog sigma = 1 - (x - mu)^2 / sigma^2 (summed over rows
-// by the column/total reductions when log sigma is learned).
+// The floor of log sigma: ln 0.01 (mirrors ops::likelihood::LOG_SIGMA_MIN). Where the data are
+// constant (a black background) a learned sigma would shrink without end and the NLL fall
+// without bound; with the floor every pixel's NLL is at least LOG_SIGMA_MIN + log(2 pi) / 2.
+const LOG_SIGMA_MIN: f32 = -4.605170185988091;
+
+// Gaussian N(x; mu, sigma^2) with log sigma = max(ls, LOG_SIGMA_MIN):
+// NLL = (x - mu)^2 / (2 sigma^2) + log sigma + log(2 pi) / 2.
+// dNLL/dmu = (mu - x) / sigma^2;  dNLL/dls = 1 - (x - mu)^2 / sigma^2 above the floor and 0
+// below it (the derivative of the clamp; summed over rows by the column/total reductions when
+// log sigma is learned).
 @compute @workgroup_size(64)
 fn gaussian(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32,
             @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -89,12 +96,13 @@ fn gaussian(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
         let scale = row_scale(r);
         var acc = 0.0;
         for (var p = lid; p < lp.pixels; p += 64u) {
-            var s = lp.ls_fixed;
+            var s_raw = lp.ls_fixed;
             if (lp.ls_mode == 1u) {
-                s = ls[0];
+                s_raw = ls[0];
             } else if (lp.ls_mode == 2u) {
-                s = ls[p];
+                s_raw = ls[p];
             }
+            let s = max(s_raw, LOG_SIGMA_MIN);
             let inv_var = exp(-2.0 * s);
             let diff = out[o0 + p] - tgt[t0 + p];
             let q = diff * diff * inv_var;
@@ -102,7 +110,7 @@ fn gaussian(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
             if (lp.write_grad == 1u) {
                 grad[o0 + p] = scaled(scale, diff * inv_var);
                 if (lp.ls_mode != 0u) {
-                    grad_ls[o0 + p] = scaled(scale, 1.0 - q);
+                    grad_ls[o0 + p] = scaled(scale, select(0.0, 1.0 - q, s_raw > LOG_SIGMA_MIN));
                 }
             }
         }

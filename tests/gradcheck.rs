@@ -220,3 +220,31 @@ fn gradcheck_gaussian_learned_sigma() {
         check_with(cfg, 6, 1, 0.5, Rows::Valid(4), |_, _| {});
     }
 }
+
+#[test]
+fn gradcheck_gaussian_sigma_at_its_floor() {
+    // Learned log σ below the floor ln 0.01 (every other pixel for per-pixel σ): the loss is
+    // that of σ = 0.01 there, flat in log σ, and the GPU's gradient must be the clamp's.
+    for sigma in [GaussianSigma::LearnedShared, GaussianSigma::LearnedPerPixel] {
+        let cfg = VaeConfig {
+            height: 1,
+            width: 6,
+            enc_hidden: vec![5],
+            dec_hidden: vec![4],
+            latent: 3,
+            activation: Activation::Tanh,
+            likelihood: Likelihood::Gaussian { log_sigma: sigma },
+        };
+        let below = |layout: &ParamLayout, flat: &mut [f32]| {
+            let spec = layout.get("decoder.log_sigma").unwrap();
+            for (i, v) in flat[spec.offset..spec.offset + spec.len()]
+                .iter_mut()
+                .enumerate()
+            {
+                *v = if i % 2 == 0 { -6.0 } else { -1.5 };
+            }
+        };
+        check_with(cfg.clone(), 4, 1, 1.0, Rows::Full, below);
+        check_with(cfg, 5, 1, 1.0, Rows::Valid(2), below);
+    }
+}

@@ -9,8 +9,10 @@ use std::path::{Path, PathBuf};
 use common::ctx;
 use wgvae::eval::Evaluator;
 use wgvae::model::Vae;
+use wgvae::model::{GaussianSigma, Likelihood};
 use wgvae::ops::data::Binarize;
 use wgvae::ops::kl::iwae_log_weights;
+use wgvae::ops::likelihood::LOG_SIGMA_MIN;
 use wgvae::ops::reparam::{RngStep, Stream};
 use wgvae::train::checkpoint::{self, Checkpoint};
 use wgvae::train::{DataSource, TrainConfig, Trainer};
@@ -624,4 +626,104 @@ fn binarize_flag_parses_and_names_itself_on_error() {
         e.contains("--binarize") && e.contains("half") && e.contains("dynamic"),
         "{e}"
     );
+}
+
+/// Writes an IDX image file (magic 0x803, big-endian sizes, then the bytes).
+fn write_idx(path: &Path, n: usize, h: usize, w: usize, pixels: &[u8]) {
+    let mut b = vec![0, 0, 8, 3];
+    for d in [n, h, w] {
+        b.extend_from_slice(&(d as u32).to_be_bytes());
+    }
+    b.extend_from_slice(pixels);
+    std::fs::write(path, b).unwrap();
+}
+
+/// Images that are black but for one pixel (4x4, pixel 5 varies): 15 of 16 pixels are the
+/// same in every image, where a learned Gaussian σ would shrink without end.
+fn one_pixel_data(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let img = |i: usize| -> Vec<u8> {
+        let mut v = vec![0u8; 16];
+        v[5] = (i * 53 % 256) as u8;
+        v
+    };
+    let train: Vec<u8> = (0..20).flat_map(img).collect();
+    let test: Vec<u8> = (20..28).flat_map(img).collect();
+    write_idx(&dir.join("train-images-idx3-ubyte"), 20, 4, 4, &train);
+    write_idx(&dir.join("t10k-images-idx3-ubyte"), 8, 4, 4, &test);
+}
+
+#[test]
+fn learned_sigma_stops_at_its_floor_on_constant_background() {
+    let ctx = ctx();
+    let dir = tmp("one-pixel");
+    one_pixel_data(&dir);
+    let p = 16.0;
+    // Every pixel's NLL is at least log σ_min + ½ ln 2π (the squared error is ≥ 0).
+    let bound = p * (LOG_SIGMA_MIN as f64 + 0.5 * (2.0 * std::f64::consts::PI).ln());
+    for sigma in [GaussianSigma::LearnedPerPixel, GaussianSigma::LearnedShared] {
+        let cfg = TrainConfig {
+            data: DataSource::Idx { dir: dir.clone() },
+            model: wgvae::train::ModelSpec {
+                enc_hidden: vec![16],
+                dec_hidden: vec![16],
+                latent: 2,
+                likelihood: Likelihood::Gaussian { log_sigma: sigma },
+                ..Default::default()
+            },
+            batch: 8, // 3 steps per epoch, the last of 4 images
+            adam: wgvae::ops::adam::AdamConfig {
+                lr: 0.03,
+                ..Default::default()
+            },
+            out: dir.join(format!("run-{sigma:?}")),
+            quiet: true,
+            pictures: false,
+            eval_batch: 8,
+            ..TrainConfig::default()
+        };
+        let mut t = Trainer::new(ctx, cfg).unwrap();
+        let mut recon = Vec::new();
+        for epoch in 0..100 {
+            t.epoch = epoch;
+            t.begin_epoch().unwrap();
+            for _ in 0..t.steps_per_epoch() {
+                t.submit_step().unwrap();
+            }
+            let ([_, r, _], count, bad) = t.read_metrics().unwrap();
+            assert_eq!(count, 20.0);
+            assert!(!bad && r.is_finite(), "{sigma:?}: epoch {epoch}: recon {r}");
+            recon.push(r);
+        }
+        let low = recon.iter().cloned().fold(f64::INFINITY, f64::min);
+        eprintln!(
+            "{sigma:?}: train recon {:.2} after 1 epoch, {:.2} after 300 steps, lowest {low:.2}; floor bound {bound:.2}",
+            recon[0], recon[99]
+        );
+        assert!(
+            low >= bound - 1e-3 * bound.abs(),
+            "{sigma:?}: recon {low} < {bound}"
+        );
+        // And it gets near it: the background is learned to within σ_min.
+        let late = recon[80..].iter().cloned().fold(f64::INFINITY, f64::min);
+        assert!(late < bound + 0.5 * bound.abs(), "{sigma:?}: recon {late}");
+    }
+    // A fixed log σ below the floor is refused, naming the flag and the floor.
+    for v in [-6.0f32, f32::NAN] {
+        let cfg = TrainConfig {
+            model: wgvae::train::ModelSpec {
+                likelihood: Likelihood::Gaussian {
+                    log_sigma: GaussianSigma::Fixed(v),
+                },
+                ..Default::default()
+            },
+            ..small_cfg(&dir.join("fixed"))
+        };
+        let e = Trainer::new(ctx, cfg).err().unwrap().to_string();
+        assert!(
+            e.contains("--log-sigma") && e.contains("-4.60517") && e.contains("ln 0.01"),
+            "{e}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -2,6 +2,7 @@
 
 use crate::cpu::activate;
 use crate::model::{GaussianSigma, Likelihood, VaeConfig};
+use crate::ops::likelihood::LOG_SIGMA_MIN;
 
 /// Per-input terms of one forward pass: (nll (K·B,), kl (B,)), with latent noise `eps`
 /// (K·B, D) given, parameters in the flat layout of `cfg.layout()`.
@@ -70,11 +71,13 @@ pub fn vae_forward(
             nll[r] += match cfg.likelihood {
                 Likelihood::Bernoulli => o.max(0.0) + (-o.abs()).exp().ln_1p() - t * o,
                 Likelihood::Gaussian { log_sigma } => {
+                    // log σ = max(value, LOG_SIGMA_MIN), as in the kernel.
                     let s = match log_sigma {
                         GaussianSigma::Fixed(v) => v as f64,
                         GaussianSigma::LearnedShared => get("decoder.log_sigma")[0],
                         GaussianSigma::LearnedPerPixel => get("decoder.log_sigma")[pi],
-                    };
+                    }
+                    .max(LOG_SIGMA_MIN as f64);
                     0.5 * (o - t).powi(2) * (-2.0 * s).exp()
                         + s
                         + 0.5 * (2.0 * std::f64::consts::PI).ln()

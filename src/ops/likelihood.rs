@@ -5,6 +5,25 @@ use crate::error::Result;
 use crate::gpu::{Dispatch, GpuContext, KernelKey, Shader, Tensor};
 use crate::ops::shape_err;
 
+/// The floor of the Gaussian's log σ: ln 0.01 (mirrors `LOG_SIGMA_MIN` in
+/// shaders/likelihood.wgsl). The kernel uses log σ = max(ls, LOG_SIGMA_MIN), and its gradient
+/// for ls is that of the clamp (0 below the floor). Without it a learned σ on pixels that are
+/// constant in the data (a black background) shrinks without end and the NLL falls without
+/// bound; with it each pixel's NLL is at least LOG_SIGMA_MIN + ½ ln 2π ≈ −3.686 nats.
+pub const LOG_SIGMA_MIN: f32 = -4.605_170_2;
+
+/// Checks a fixed log σ: finite and not below [`LOG_SIGMA_MIN`] (where the kernel would
+/// silently use the floor instead). The message names the value and the floor.
+pub fn check_fixed_log_sigma(v: f32) -> std::result::Result<(), String> {
+    if v.is_finite() && v >= LOG_SIGMA_MIN {
+        Ok(())
+    } else {
+        Err(format!(
+            "log σ {v} must be a finite number ≥ {LOG_SIGMA_MIN} (ln 0.01, the floor of σ)"
+        ))
+    }
+}
+
 /// Mirrors `LikParams` in shaders/likelihood.wgsl.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
@@ -22,7 +41,8 @@ pub struct LikParams {
 /// Gradients the Gaussian kernel writes: (∂/∂mean, per-element ∂/∂log σ when learned, scale).
 pub type GaussianGrad<'a> = Option<(&'a Tensor<f32>, Option<&'a Tensor<f32>>, f32)>;
 
-/// The Gaussian's log σ.
+/// The Gaussian's log σ, fixed or learned; the kernel floors every value at
+/// [`LOG_SIGMA_MIN`].
 #[derive(Clone, Copy, Debug)]
 pub enum LogSigma<'a> {
     Fixed(f32),
@@ -223,4 +243,20 @@ pub fn gaussian_weighted(
         Some((4, &params)),
         groups(r),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_sigma_floor_is_ln_one_hundredth() {
+        assert_eq!(LOG_SIGMA_MIN, 0.01f64.ln() as f32);
+        assert!(check_fixed_log_sigma(LOG_SIGMA_MIN).is_ok());
+        assert!(check_fixed_log_sigma(-0.5).is_ok());
+        for bad in [-4.61, -10.0, f32::NEG_INFINITY, f32::NAN] {
+            let e = check_fixed_log_sigma(bad).unwrap_err();
+            assert!(e.contains("-4.60517") && e.contains("ln 0.01"), "{e}");
+        }
+    }
 }
