@@ -69,6 +69,9 @@ struct Args {
     /// Smoke run: skip the 1024³ GEMM and the K=100 / R=12800 variants, take 5 runs.
     #[arg(long)]
     quick: bool,
+    /// Time the GEMM only (skip the memory-bound kernels).
+    #[arg(long)]
+    gemm_only: bool,
 }
 
 /// One result row (also the JSON record).
@@ -336,38 +339,52 @@ fn write_json_atomic(path: &Path, json: &str) -> Result<()> {
     })
 }
 
+/// The GEMM families this adapter can run: the tiled and register-blocked kernels everywhere,
+/// the subgroup kernel where subgroups are exactly 8 lanes.
+fn variants(ctx: &GpuContext) -> Vec<GemmVariant> {
+    let mut v = vec![GemmVariant::Tiled, GemmVariant::Regblock];
+    let caps = &ctx.caps;
+    if caps.subgroups && caps.subgroup_min_size == 8 && caps.subgroup_max_size == 8 {
+        v.push(GemmVariant::Subgroup8);
+    }
+    v
+}
+
 fn gemm_cases(b: &mut Bench<'_>, quick: bool) -> Result<()> {
     let v = b.ctx.gemm_variant;
-    let compare_tiled = v == GemmVariant::Subgroup8;
     let big = (1024, 1024, 1024);
-    // NN forward: encoder 784→400, 400→(μ|log σ²), decoder 20→400, 400→784.
-    let mut nn = vec![
-        (BATCH, PIXELS, HIDDEN),
+    // Every family side by side: the encoder's forward product (NN + bias + ReLU), the weight
+    // gradient of the first layer (TN) and the input gradient through the decoder's last layer
+    // (NT), and 1024³.
+    let mut compare = vec![
+        (Trans::NN, (BATCH, PIXELS, HIDDEN), true),
+        (Trans::TN, (PIXELS, BATCH, HIDDEN), false),
+        (Trans::NT, (BATCH, PIXELS, HIDDEN), false),
+    ];
+    if !quick {
+        compare.push((Trans::NN, big, false));
+    }
+    for &(trans, shape, bias_relu) in &compare {
+        for variant in variants(b.ctx) {
+            b.gemm(variant, trans, shape, bias_relu)?;
+        }
+    }
+    // The remaining shapes of the classic VAE with the context's family.
+    // NN forward: encoder 784→400 (plain store), 400→(μ|log σ²), decoder 20→400, 400→784.
+    b.gemm(v, Trans::NN, (BATCH, PIXELS, HIDDEN), false)?;
+    for shape in [
         (BATCH, HIDDEN, 2 * LATENT),
         (BATCH, LATENT, HIDDEN),
         (BATCH, HIDDEN, PIXELS),
-    ];
-    if !quick {
-        nn.push(big);
-    }
-    for &shape in &nn {
+    ] {
         for bias_relu in [true, false] {
             b.gemm(v, Trans::NN, shape, bias_relu)?;
-            let tiled_too = shape == (BATCH, PIXELS, HIDDEN) || shape == big;
-            if compare_tiled && tiled_too {
-                b.gemm(GemmVariant::Tiled, Trans::NN, shape, bias_relu)?;
-            }
         }
     }
-    // Weight gradients dW = Xᵀ·dY of the first and last layers (A stored (K, M)).
-    for shape in [(PIXELS, BATCH, HIDDEN), (HIDDEN, BATCH, PIXELS)] {
-        b.gemm(v, Trans::TN, shape, false)?;
-    }
-    // Input gradients dX = dY·Wᵀ (B stored (N, K)): through the decoder's last layer and the
-    // encoder's first.
-    for shape in [(BATCH, PIXELS, HIDDEN), (BATCH, HIDDEN, PIXELS)] {
-        b.gemm(v, Trans::NT, shape, false)?;
-    }
+    // Weight gradients dW = Xᵀ·dY of the last layer (A stored (K, M)).
+    b.gemm(v, Trans::TN, (HIDDEN, BATCH, PIXELS), false)?;
+    // Input gradients dX = dY·Wᵀ (B stored (N, K)) through the encoder's first layer.
+    b.gemm(v, Trans::NT, (BATCH, HIDDEN, PIXELS), false)?;
     Ok(())
 }
 
@@ -636,7 +653,9 @@ fn main() -> Result<()> {
         rows: Vec::new(),
     };
     gemm_cases(&mut bench, args.quick)?;
-    memory_cases(&mut bench, args.quick)?;
+    if !args.gemm_only {
+        memory_cases(&mut bench, args.quick)?;
+    }
 
     if let Some(path) = &args.json {
         let report = Report {

@@ -1,13 +1,15 @@
-//! GEMM kernels against the f64 CPU twin, both kernel families, all transposes and epilogues,
+//! GEMM kernels against the f64 CPU twin, every kernel family, all transposes and epilogues,
 //! on shapes that are not multiples of the tiles.
 
 mod common;
 
+use std::sync::OnceLock;
+
 use common::{assert_close, ctx, data};
 use wgvae::cpu::{self, CpuEpilogue};
-use wgvae::gpu::{GemmVariant, Tensor};
+use wgvae::gpu::{ContextOptions, GemmVariant, GpuContext, Tensor};
 use wgvae::ops::Activation;
-use wgvae::ops::gemm::{Epilogue, Trans, gemm_with, subgroup8_fits};
+use wgvae::ops::gemm::{Epilogue, Trans, gemm, gemm_with, subgroup8_fits};
 
 /// Tolerance: inputs are in [-1, 1], so each of the K products is below 1 in magnitude and f32
 /// accumulation error grows like sqrt(K)·2⁻²⁴ per term in the worst case K·2⁻²⁴; 4e-6·K
@@ -16,8 +18,50 @@ fn tol(k: usize) -> (f64, f64) {
     (4e-6 * k as f64 + 1e-6, 1e-5)
 }
 
-fn run_case(variant: GemmVariant, m: usize, k: usize, n: usize, trans: Trans, epi: &str) {
-    let ctx = ctx();
+/// A context per GEMM family, created with that family forced, so every family runs through
+/// the same path the library takes when it chooses one. The tiled and register-blocked
+/// families run on every adapter, so failing to create them fails the test; the subgroup kernel
+/// is required on lavapipe (8-lane subgroups) and skipped only on adapters without 8-lane
+/// subgroups.
+fn variant_ctx(variant: GemmVariant) -> Option<&'static GpuContext> {
+    static TILED: OnceLock<GpuContext> = OnceLock::new();
+    static REGBLOCK: OnceLock<GpuContext> = OnceLock::new();
+    static SUBGROUP8: OnceLock<Option<GpuContext>> = OnceLock::new();
+    let make = || {
+        let opts = ContextOptions {
+            gemm: Some(variant),
+            ..ContextOptions::from_env().expect("WGVAE_* environment")
+        };
+        GpuContext::with_options(&opts)
+    };
+    let must = |r: wgvae::Result<GpuContext>| match r {
+        Ok(c) => c,
+        Err(e) => panic!("creating a context with the {} GEMM: {e}", variant.name()),
+    };
+    match variant {
+        GemmVariant::Tiled => Some(TILED.get_or_init(|| must(make()))),
+        GemmVariant::Regblock => Some(REGBLOCK.get_or_init(|| must(make()))),
+        GemmVariant::Subgroup8 => SUBGROUP8
+            .get_or_init(|| {
+                let info = &ctx().info;
+                let lavapipe = info.backend == wgpu::Backend::Vulkan
+                    && info.device_type == wgpu::DeviceType::Cpu;
+                match make() {
+                    Ok(c) => Some(c),
+                    Err(e) if lavapipe => {
+                        panic!("lavapipe ({info}) must run the subgroup8 GEMM: {e}")
+                    }
+                    Err(e) => {
+                        eprintln!("subgroup8 GEMM not available on {info}: {e}");
+                        None
+                    }
+                }
+            })
+            .as_ref(),
+    }
+}
+
+fn run_case(ctx: &GpuContext, (m, k, n): (usize, usize, usize), trans: Trans, epi: &str) {
     let seed = (m * 1_000_003 + k * 1009 + n) as u64;
     let a_host = data(seed, m * k, -1.0, 1.0);
     let b_host = data(seed + 1, k * n, -1.0, 1.0);
@@ -68,12 +112,26 @@ fn run_case(variant: GemmVariant, m: usize, k: usize, n: usize, trans: Trans, ep
             },
             CpuEpilogue::BiasAct(&bias_host, Activation::Sigmoid),
         ),
+        "identity" => (
+            Epilogue::BiasAct {
+                bias: &bias,
+                act: Activation::Identity,
+            },
+            CpuEpilogue::BiasAct(&bias_host, Activation::Identity),
+        ),
         "relu_grad" => (
             Epilogue::ActGrad {
                 output: &out,
                 act: Activation::Relu,
             },
             CpuEpilogue::ActGrad(&out_host, Activation::Relu),
+        ),
+        "leaky_grad" => (
+            Epilogue::ActGrad {
+                output: &out,
+                act: Activation::LeakyRelu(0.1),
+            },
+            CpuEpilogue::ActGrad(&out_host, Activation::LeakyRelu(0.1)),
         ),
         "tanh_grad" => (
             Epilogue::ActGrad {
@@ -82,9 +140,16 @@ fn run_case(variant: GemmVariant, m: usize, k: usize, n: usize, trans: Trans, ep
             },
             CpuEpilogue::ActGrad(&out_host, Activation::Tanh),
         ),
+        "sigmoid_grad" => (
+            Epilogue::ActGrad {
+                output: &out,
+                act: Activation::Sigmoid,
+            },
+            CpuEpilogue::ActGrad(&out_host, Activation::Sigmoid),
+        ),
         _ => unreachable!(),
     };
-    let d = gemm_with(ctx, variant, "gemm", &a, &b, &c, trans, gpu_epi).unwrap();
+    let d = gemm(ctx, "gemm", &a, &b, &c, trans, gpu_epi).unwrap();
     let mut p = wgvae::gpu::Program::new();
     p.push(d);
     p.run(ctx).unwrap();
@@ -92,7 +157,10 @@ fn run_case(variant: GemmVariant, m: usize, k: usize, n: usize, trans: Trans, ep
     let want = cpu::gemm(&a_host, &b_host, m, k, n, trans, cpu_epi);
     let (atol, rtol) = tol(k);
     assert_close(
-        &format!("{variant:?} {trans:?} {epi} M={m} K={k} N={n}"),
+        &format!(
+            "{} {trans:?} {epi} M={m} K={k} N={n}",
+            ctx.gemm_variant.name()
+        ),
         &got,
         &want,
         atol,
@@ -100,24 +168,39 @@ fn run_case(variant: GemmVariant, m: usize, k: usize, n: usize, trans: Trans, ep
     );
 }
 
-const SIZES: [usize; 6] = [1, 7, 33, 129, 400, 784];
+/// Sizes that are not multiples of any tile (1, 7, 33, 129: odd; 12, 36: multiples of 4 but
+/// not of 8 or of the column tiles), with 400 from the VAE. Every family sees both sides of its
+/// vec4 conditions (multiples of 4 or not) on every dimension, K below, at and past its 4-deep
+/// (and 8- or 16-deep) steps, and M, N below and past its row and column tiles. 784 is covered
+/// by the epilogue and VAE-shape tests.
+const SIZES: [usize; 7] = [1, 7, 12, 33, 36, 129, 400];
 
+/// Every shape of SIZES³ up to 4M multiply-adds (the subgroup family: those it takes; it hands
+/// the others to the tiled kernel, which has its own sweep).
 fn sweep(variant: GemmVariant, trans: Trans) {
+    let Some(ctx) = variant_ctx(variant) else {
+        return;
+    };
+    let mut ran = 0;
     for &m in &SIZES {
         for &k in &SIZES {
             for &n in &SIZES {
-                // Keep the sweep fast on a CPU adapter: skip the largest cubes.
-                if m * k * n > 12_000_000 {
+                if m * k * n > 4_000_000
+                    || (variant == GemmVariant::Subgroup8 && !subgroup8_fits(m, k, n, trans))
+                {
                     continue;
                 }
-                run_case(variant, m, k, n, trans, "store");
+                run_case(ctx, (m, k, n), trans, "store");
+                ran += 1;
             }
         }
     }
-}
-
-fn sg8_available() -> bool {
-    ctx().caps.subgroups && ctx().caps.subgroup_min_size == 8 && ctx().caps.subgroup_max_size == 8
+    let least = if variant == GemmVariant::Subgroup8 {
+        50
+    } else {
+        300
+    };
+    assert!(ran >= least, "only {ran} shapes ran");
 }
 
 #[test]
@@ -132,79 +215,94 @@ fn tiled_nt_sweep() {
 fn tiled_tn_sweep() {
     sweep(GemmVariant::Tiled, Trans::TN);
 }
-
-/// Shapes the subgroup kernel takes: multiples of 4 where its vec4 loads need them, and
-/// deliberately not multiples of its tiles (TM up to 32 rows, 32·TNV columns, 8-deep k).
-fn sg8_sweep(trans: Trans) {
-    if !sg8_available() {
-        // The CI adapter (lavapipe) has 8-lane subgroups; anywhere else this kernel is not
-        // chosen and the tiled sweep covers the shapes.
-        eprintln!("adapter has no 8-lane subgroups: subgroup8 kernel not used here");
-        return;
-    }
-    let sizes = [1usize, 4, 7, 12, 33, 36, 129, 132, 400, 784];
-    let mut ran = 0;
-    for &m in &sizes {
-        for &k in &sizes {
-            for &n in &sizes {
-                if !subgroup8_fits(m, k, n, trans) || m * k * n > 12_000_000 {
-                    continue;
-                }
-                run_case(GemmVariant::Subgroup8, m, k, n, trans, "store");
-                ran += 1;
-            }
-        }
-    }
-    assert!(ran > 50, "only {ran} subgroup8 shapes ran");
+#[test]
+fn regblock_nn_sweep() {
+    sweep(GemmVariant::Regblock, Trans::NN);
 }
-
+#[test]
+fn regblock_nt_sweep() {
+    sweep(GemmVariant::Regblock, Trans::NT);
+}
+#[test]
+fn regblock_tn_sweep() {
+    sweep(GemmVariant::Regblock, Trans::TN);
+}
 #[test]
 fn subgroup8_nn_sweep() {
-    sg8_sweep(Trans::NN);
+    sweep(GemmVariant::Subgroup8, Trans::NN);
 }
 #[test]
 fn subgroup8_nt_sweep() {
-    sg8_sweep(Trans::NT);
+    sweep(GemmVariant::Subgroup8, Trans::NT);
 }
 #[test]
 fn subgroup8_tn_sweep() {
-    sg8_sweep(Trans::TN);
+    sweep(GemmVariant::Subgroup8, Trans::TN);
+}
+
+/// Every epilogue, every transpose, every family, on shapes where the vec4 conditions hold and
+/// where they do not (the subgroup family takes the first kind and hands the second to the
+/// tiled kernel). Each epilogue runs NN both ways and NT / TN one way each, alternating, so
+/// every (epilogue, transpose) pair is covered aligned or not and the number of pipelines
+/// compiled stays small; the accumulate and ReLU epilogues also run on shapes past the tiles.
+fn epilogues(variant: GemmVariant) {
+    let Some(ctx) = variant_ctx(variant) else {
+        return;
+    };
+    let epilogues = [
+        "acc",
+        "identity",
+        "relu",
+        "leaky",
+        "tanh",
+        "sigmoid",
+        "relu_grad",
+        "leaky_grad",
+        "tanh_grad",
+        "sigmoid_grad",
+    ];
+    for (i, epi) in epilogues.into_iter().enumerate() {
+        let aligned = i % 2 == 0;
+        let mut shapes = vec![
+            (33, 20, 36, Trans::NN),
+            (33, 21, 37, Trans::NN),
+            if aligned {
+                (7, 12, 40, Trans::NT)
+            } else {
+                (13, 9, 30, Trans::NT)
+            },
+            if aligned {
+                (36, 129, 12, Trans::TN)
+            } else {
+                (37, 11, 10, Trans::TN)
+            },
+        ];
+        if epi == "acc" || epi == "relu" {
+            shapes.extend([(65, 400, 136, Trans::NN), (1, 400, 784, Trans::NN)]);
+        }
+        for (m, k, n, t) in shapes {
+            run_case(ctx, (m, k, n), t, epi);
+        }
+    }
 }
 
 #[test]
-fn epilogues_both_variants() {
-    let mut variants = vec![GemmVariant::Tiled];
-    if sg8_available() {
-        variants.push(GemmVariant::Subgroup8);
-    }
-    for v in variants {
-        for epi in [
-            "acc",
-            "relu",
-            "leaky",
-            "tanh",
-            "sigmoid",
-            "relu_grad",
-            "tanh_grad",
-        ] {
-            for &(m, k, n, t) in &[
-                (33, 20, 36, Trans::NN),
-                (129, 784, 400, Trans::NN),
-                (7, 12, 40, Trans::NT),
-                (36, 129, 12, Trans::TN),
-                (1, 400, 784, Trans::NN),
-            ] {
-                run_case(v, m, k, n, t, epi);
-            }
-        }
-    }
+fn epilogues_tiled() {
+    epilogues(GemmVariant::Tiled);
+}
+#[test]
+fn epilogues_regblock() {
+    epilogues(GemmVariant::Regblock);
+}
+#[test]
+fn epilogues_subgroup8() {
+    epilogues(GemmVariant::Subgroup8);
 }
 
 #[test]
 fn vae_shapes() {
     // The classic VAE at batch 128: forward, input-gradient and weight-gradient products.
     let ctx = ctx();
-    let v = ctx.gemm_variant;
     for &(m, k, n, t) in &[
         (128, 784, 400, Trans::NN),
         (128, 400, 40, Trans::NN),
@@ -216,7 +314,7 @@ fn vae_shapes() {
         (400, 128, 784, Trans::TN),
         (20, 128, 400, Trans::TN),
     ] {
-        run_case(v, m, k, n, t, "store");
+        run_case(ctx, (m, k, n), t, "store");
     }
 }
 

@@ -11,6 +11,11 @@ pub enum GemmVariant {
     /// Register-blocked, one subgroup of 8 lanes per workgroup, operands shared by subgroup
     /// shuffles instead of workgroup memory. Fastest on CPU adapters (lavapipe, llvmpipe).
     Subgroup8,
+    /// Register-blocked without workgroup memory or subgroups: each invocation keeps a tile of
+    /// C in registers and reads A and B with vec4 loads where their layout allows. The default
+    /// on CPU adapters whose subgroups are not 8 lanes (llvmpipe on OpenGL, other SIMD widths).
+    /// Takes every shape.
+    Regblock,
     /// 64×64 workgroup-memory tile, 4×4 outputs per invocation. Fastest on real GPUs; also the
     /// fallback for shapes the subgroup kernel cannot take (dimensions not multiples of 4).
     Tiled,
@@ -20,6 +25,7 @@ impl GemmVariant {
     pub fn name(self) -> &'static str {
         match self {
             GemmVariant::Subgroup8 => "subgroup8",
+            GemmVariant::Regblock => "regblock",
             GemmVariant::Tiled => "tiled",
         }
     }
@@ -27,6 +33,7 @@ impl GemmVariant {
     fn parse(s: &str) -> Option<Self> {
         match s.to_ascii_lowercase().as_str() {
             "subgroup8" | "sg8" | "cpu" => Some(GemmVariant::Subgroup8),
+            "regblock" | "rb" => Some(GemmVariant::Regblock),
             "tiled" | "gpu" => Some(GemmVariant::Tiled),
             _ => None,
         }
@@ -65,7 +72,7 @@ impl ContextOptions {
         {
             opts.gemm = Some(GemmVariant::parse(v.trim()).ok_or_else(|| {
                 Error::AdapterSelection(format!(
-                    "WGVAE_GEMM=`{v}` is not a GEMM variant (use `subgroup8` or `tiled`)"
+                    "WGVAE_GEMM=`{v}` is not a GEMM variant (use `subgroup8`, `regblock` or `tiled`)"
                 ))
             })?);
         }
@@ -171,6 +178,17 @@ fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
         _ => 0,
     };
     (ty, backend)
+}
+
+/// The GEMM family for an adapter class: CPU adapters get the subgroup kernel when their
+/// subgroups are exactly 8 lanes (lavapipe) and the register-blocked kernel otherwise (llvmpipe
+/// on OpenGL, other SIMD widths); GPUs get the workgroup-memory tile.
+fn default_gemm_variant(device_type: wgpu::DeviceType, subgroup8: bool) -> GemmVariant {
+    match device_type {
+        wgpu::DeviceType::Cpu if subgroup8 => GemmVariant::Subgroup8,
+        wgpu::DeviceType::Cpu => GemmVariant::Regblock,
+        _ => GemmVariant::Tiled,
+    }
 }
 
 impl GpuContext {
@@ -294,10 +312,7 @@ impl GpuContext {
                 )));
             }
             Some(v) => v,
-            None if subgroup8 && info.device_type == wgpu::DeviceType::Cpu => {
-                GemmVariant::Subgroup8
-            }
-            None => GemmVariant::Tiled,
+            None => default_gemm_variant(info.device_type, subgroup8),
         };
         log::info!(
             "wgvae: adapter {info}, GEMM kernel {}, timestamps {}",
@@ -403,5 +418,34 @@ impl GpuContext {
     /// Number of pipelines compiled so far (each is compiled once).
     pub fn pipelines_compiled(&self) -> usize {
         self.pipelines.lock().expect("pipeline cache lock").len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gemm_family_by_adapter_class() {
+        use wgpu::DeviceType::*;
+        assert_eq!(default_gemm_variant(Cpu, true), GemmVariant::Subgroup8);
+        assert_eq!(default_gemm_variant(Cpu, false), GemmVariant::Regblock);
+        for ty in [DiscreteGpu, IntegratedGpu, VirtualGpu, Other] {
+            assert_eq!(default_gemm_variant(ty, true), GemmVariant::Tiled);
+            assert_eq!(default_gemm_variant(ty, false), GemmVariant::Tiled);
+        }
+    }
+
+    #[test]
+    fn gemm_family_names_round_trip() {
+        for v in [
+            GemmVariant::Subgroup8,
+            GemmVariant::Regblock,
+            GemmVariant::Tiled,
+        ] {
+            assert_eq!(GemmVariant::parse(v.name()), Some(v));
+            assert_eq!(GemmVariant::parse(&v.name().to_uppercase()), Some(v));
+        }
+        assert_eq!(GemmVariant::parse("blocked"), None);
     }
 }

@@ -14,6 +14,10 @@ const COMMON: &str = include_str!("../../shaders/common.wgsl");
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Shader {
     GemmSubgroup8,
+    /// `gemm_regblock.wgsl` with C and aux accessed as vec4 (N a multiple of 4).
+    GemmRegblock,
+    /// `gemm_regblock.wgsl` with C and aux accessed as scalars (any N).
+    GemmRegblockScalarC,
     GemmTiled,
     Reduce,
     Reparam,
@@ -25,8 +29,10 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 9] = [
+    pub const ALL: [Shader; 11] = [
         Shader::GemmSubgroup8,
+        Shader::GemmRegblock,
+        Shader::GemmRegblockScalarC,
         Shader::GemmTiled,
         Shader::Reduce,
         Shader::Reparam,
@@ -40,6 +46,8 @@ impl Shader {
     pub fn file_name(self) -> &'static str {
         match self {
             Shader::GemmSubgroup8 => "gemm_subgroup8.wgsl",
+            Shader::GemmRegblock => "gemm_regblock.wgsl+c4",
+            Shader::GemmRegblockScalarC => "gemm_regblock.wgsl+c1",
             Shader::GemmTiled => "gemm_tiled.wgsl",
             Shader::Reduce => "reduce.wgsl",
             Shader::Reparam => "reparam.wgsl",
@@ -54,6 +62,17 @@ impl Shader {
     pub fn source(self) -> &'static str {
         match self {
             Shader::GemmSubgroup8 => include_str!("../../shaders/gemm_subgroup8.wgsl"),
+            // The register-blocked kernel takes its C accessors from a small file in front.
+            Shader::GemmRegblock => concat!(
+                include_str!("../../shaders/gemm_regblock_c4.wgsl"),
+                "\n",
+                include_str!("../../shaders/gemm_regblock.wgsl")
+            ),
+            Shader::GemmRegblockScalarC => concat!(
+                include_str!("../../shaders/gemm_regblock_c1.wgsl"),
+                "\n",
+                include_str!("../../shaders/gemm_regblock.wgsl")
+            ),
             Shader::GemmTiled => include_str!("../../shaders/gemm_tiled.wgsl"),
             Shader::Reduce => include_str!("../../shaders/reduce.wgsl"),
             Shader::Reparam => include_str!("../../shaders/reparam.wgsl"),
