@@ -191,6 +191,18 @@ fn default_gemm_variant(device_type: wgpu::DeviceType, subgroup8: bool) -> GemmV
     }
 }
 
+/// See [`GpuContext::advice`].
+fn adapter_advice(info: &AdapterSummary) -> Option<String> {
+    (info.device_type == wgpu::DeviceType::Cpu && info.backend == wgpu::Backend::Gl).then(|| {
+        format!(
+            "running on {} through OpenGL, several times slower than Mesa's Vulkan CPU driver \
+             (lavapipe): install it (Debian/Ubuntu: `apt-get install mesa-vulkan-drivers \
+             libvulkan1`) and wgvae will pick it",
+            info.name
+        )
+    })
+}
+
 impl GpuContext {
     /// Creates a context on the adapter chosen by the environment (see [`ContextOptions`]).
     pub fn new() -> Result<Self> {
@@ -319,6 +331,9 @@ impl GpuContext {
             gemm_variant.name(),
             caps.timestamps
         );
+        if let Some(advice) = adapter_advice(&info) {
+            log::warn!("wgvae: {advice}");
+        }
         let dummy = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("wgvae unused input"),
             size: 16,
@@ -337,6 +352,13 @@ impl GpuContext {
             pipelines: Mutex::new(PipelineCache::default()),
             _instance: instance,
         })
+    }
+
+    /// One line of advice about the adapter, when a faster setup is likely within reach: a CPU
+    /// adapter on OpenGL (llvmpipe) means no Vulkan driver was found, and Mesa's Vulkan CPU
+    /// driver (lavapipe) runs wgvae's kernels several times faster. `None` otherwise.
+    pub fn advice(&self) -> Option<String> {
+        adapter_advice(&self.info)
     }
 
     /// Runs `f` inside validation and out-of-memory error scopes and turns a caught error into
@@ -425,6 +447,16 @@ impl GpuContext {
 mod tests {
     use super::*;
 
+    fn summary(backend: wgpu::Backend, device_type: wgpu::DeviceType) -> AdapterSummary {
+        AdapterSummary {
+            name: "llvmpipe (LLVM 15.0.6, 256 bits)".to_string(),
+            backend,
+            device_type,
+            driver: String::new(),
+            driver_info: String::new(),
+        }
+    }
+
     #[test]
     fn gemm_family_by_adapter_class() {
         use wgpu::DeviceType::*;
@@ -447,5 +479,30 @@ mod tests {
             assert_eq!(GemmVariant::parse(&v.name().to_uppercase()), Some(v));
         }
         assert_eq!(GemmVariant::parse("blocked"), None);
+    }
+
+    #[test]
+    fn advice_only_for_a_cpu_adapter_on_opengl() {
+        let gl_cpu = adapter_advice(&summary(wgpu::Backend::Gl, wgpu::DeviceType::Cpu))
+            .expect("advice for llvmpipe on OpenGL");
+        assert!(!gl_cpu.contains('\n'), "one line: {gl_cpu}");
+        assert!(
+            gl_cpu.contains("apt-get install mesa-vulkan-drivers libvulkan1"),
+            "{gl_cpu}"
+        );
+        assert!(gl_cpu.contains("llvmpipe"), "names the adapter: {gl_cpu}");
+        for (backend, ty) in [
+            (wgpu::Backend::Vulkan, wgpu::DeviceType::Cpu),
+            (wgpu::Backend::Gl, wgpu::DeviceType::IntegratedGpu),
+            (wgpu::Backend::Gl, wgpu::DeviceType::DiscreteGpu),
+            (wgpu::Backend::Vulkan, wgpu::DeviceType::DiscreteGpu),
+            (wgpu::Backend::Metal, wgpu::DeviceType::IntegratedGpu),
+        ] {
+            assert_eq!(
+                adapter_advice(&summary(backend, ty)),
+                None,
+                "{backend:?} {ty:?}"
+            );
+        }
     }
 }
