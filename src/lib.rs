@@ -14,6 +14,7 @@ pub mod image;
 pub mod latent;
 pub mod model;
 pub mod ops;
+pub mod probe;
 pub mod rng;
 pub mod train;
 pub mod viz;
