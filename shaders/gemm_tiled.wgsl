@@ -16,6 +16,14 @@ const EPI_ACT_GRAD: u32 = 3u;
 const BM: u32 = 64u;
 const BN: u32 = 64u;
 const BK: u32 = 16u;
+// Row strides of the tiles in workgroup memory, padded past BM / BN. An operand stored with its
+// k dimension contiguous (A not transposed, B transposed) is written transposed: invocation e
+// writes row e % BK, column e / BK, so a 32-lane wave writes 16 rows x 2 columns. With a stride
+// of 64 all 16 rows start in the same bank (a 16-way conflict on 32 banks); with 66 row r starts
+// in bank 2r and the two columns fill the odd banks, so the 32 writes hit 32 banks. The padding
+// changes no read pattern: within a wave all reads share kk.
+const SA: u32 = BM + 2u;
+const SB: u32 = BN + 2u;
 
 struct GemmParams {
     m: u32,
@@ -31,8 +39,8 @@ struct GemmParams {
 @group(0) @binding(4) var<storage, read> aux: array<f32>;           // (M, N)
 @group(0) @binding(5) var<uniform> p: GemmParams;
 
-var<workgroup> tile_a: array<f32, 1024>; // (BK, BM): tile_a[kk * BM + m]
-var<workgroup> tile_b: array<f32, 1024>; // (BK, BN): tile_b[kk * BN + n]
+var<workgroup> tile_a: array<f32, BK * SA>; // (BK, BM) with row stride SA: tile_a[kk * SA + m]
+var<workgroup> tile_b: array<f32, BK * SB>; // (BK, BN) with row stride SB: tile_b[kk * SB + n]
 
 fn load_a(row: u32, k: u32) -> f32 {
     if (row >= p.m || k >= p.k) {
@@ -69,29 +77,29 @@ fn gemm(
         for (var i = 0u; i < 4u; i++) {
             let e = li + 256u * i;
             if (TRANS_A) {
-                tile_a[(e / BM) * BM + e % BM] = load_a(row0 + e % BM, k0 + e / BM);
+                tile_a[(e / BM) * SA + e % BM] = load_a(row0 + e % BM, k0 + e / BM);
             } else {
-                tile_a[(e % BK) * BM + e / BK] = load_a(row0 + e / BK, k0 + e % BK);
+                tile_a[(e % BK) * SA + e / BK] = load_a(row0 + e / BK, k0 + e % BK);
             }
             if (TRANS_B) {
-                tile_b[(e % BK) * BN + e / BK] = load_b(k0 + e % BK, col0 + e / BK);
+                tile_b[(e % BK) * SB + e / BK] = load_b(k0 + e % BK, col0 + e / BK);
             } else {
-                tile_b[(e / BN) * BN + e % BN] = load_b(k0 + e / BN, col0 + e % BN);
+                tile_b[(e / BN) * SB + e % BN] = load_b(k0 + e / BN, col0 + e % BN);
             }
         }
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk++) {
             let av = vec4<f32>(
-                tile_a[kk * BM + lid.y * 4u],
-                tile_a[kk * BM + lid.y * 4u + 1u],
-                tile_a[kk * BM + lid.y * 4u + 2u],
-                tile_a[kk * BM + lid.y * 4u + 3u],
+                tile_a[kk * SA + lid.y * 4u],
+                tile_a[kk * SA + lid.y * 4u + 1u],
+                tile_a[kk * SA + lid.y * 4u + 2u],
+                tile_a[kk * SA + lid.y * 4u + 3u],
             );
             let bv = vec4<f32>(
-                tile_b[kk * BN + lid.x * 4u],
-                tile_b[kk * BN + lid.x * 4u + 1u],
-                tile_b[kk * BN + lid.x * 4u + 2u],
-                tile_b[kk * BN + lid.x * 4u + 3u],
+                tile_b[kk * SB + lid.x * 4u],
+                tile_b[kk * SB + lid.x * 4u + 1u],
+                tile_b[kk * SB + lid.x * 4u + 2u],
+                tile_b[kk * SB + lid.x * 4u + 3u],
             );
             for (var i = 0u; i < 4u; i++) {
                 for (var j = 0u; j < 4u; j++) {
