@@ -3,6 +3,8 @@
 // Shapes (row-major):   C (M, N)
 //   op(A) (M, K):       A is (M, K), or (K, M) when TRANS_A
 //   op(B) (K, N):       B is (K, N), or (N, K) when TRANS_B
+// The host puts `enable subgroups;` first (see `Shader::enables`): directives must precede the
+// defines and common.wgsl that come before this file.
 // Defines (prepended by the host): TRANS_A, TRANS_B: bool; EPILOGUE, ACT: u32;
 //   TM: rows of C per workgroup (multiple of 4, at most 32); TNV: vec4 column groups per lane.
 // Host-checked requirements: N % 4 == 0; TRANS_B => K % 4 == 0; TRANS_A => M % 4 == 0.

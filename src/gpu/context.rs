@@ -1,5 +1,6 @@
 //! Device ownership: adapter choice, device creation, error scopes and submission.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
@@ -159,6 +160,8 @@ pub struct GpuContext {
     pub gemm_variant: GemmVariant,
     pub(crate) shader_checks: bool,
     pub(crate) pipelines: Mutex<PipelineCache>,
+    /// Whether the WGSL front end accepts `enable <extension>;`, probed once per extension.
+    enables: Mutex<HashMap<&'static str, bool>>,
     /// 16 bytes bound to kernel inputs an invocation does not use.
     pub(crate) dummy: wgpu::Buffer,
     _instance: wgpu::Instance,
@@ -350,6 +353,7 @@ impl GpuContext {
             gemm_variant,
             shader_checks: opts.shader_checks,
             pipelines: Mutex::new(PipelineCache::default()),
+            enables: Mutex::new(HashMap::new()),
             _instance: instance,
         })
     }
@@ -435,6 +439,43 @@ impl GpuContext {
             .expect("pipeline cache lock")
             .insert(key.clone(), p.clone());
         Ok(p)
+    }
+
+    /// Whether this device's WGSL front end accepts the directive `enable <extension>;`
+    /// (probed once per extension with an empty kernel). WGSL requires `enable subgroups;`
+    /// before subgroup built-ins, but the naga of wgpu 30 refuses that directive ("not yet
+    /// supported": its subgroup support is not yet complete against the specification, see
+    /// gfx-rs/wgpu#8202 and #5555) while accepting the built-ins without it; kernels are then
+    /// compiled without the directive.
+    pub fn accepts_enable(&self, extension: &'static str) -> bool {
+        if let Some(&known) = self
+            .enables
+            .lock()
+            .expect("enable cache lock")
+            .get(extension)
+        {
+            return known;
+        }
+        let probe = format!("enable {extension};\n@compute @workgroup_size(1)\nfn main() {{}}\n");
+        let accepted = self
+            .scoped("probing an enable directive", || {
+                self.device
+                    .create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some("wgvae enable probe"),
+                        source: wgpu::ShaderSource::Wgsl(probe.as_str().into()),
+                    })
+            })
+            .is_ok();
+        if !accepted {
+            log::debug!(
+                "wgvae: the WGSL front end refuses `enable {extension};`; compiling without it"
+            );
+        }
+        self.enables
+            .lock()
+            .expect("enable cache lock")
+            .insert(extension, accepted);
+        accepted
     }
 
     /// Number of pipelines compiled so far (each is compiled once).

@@ -88,6 +88,20 @@ impl Shader {
     pub fn needs_subgroups(self) -> bool {
         matches!(self, Shader::GemmSubgroup8)
     }
+
+    /// WGSL extensions the file uses. [`KernelKey::wgsl`] emits an `enable` directive for each
+    /// ahead of everything else, as WGSL requires directives before any declaration (so the
+    /// files themselves, which come after the defines and `common.wgsl`, cannot carry them).
+    /// Where the device's WGSL front end refuses a directive (wgpu 30's naga refuses
+    /// `enable subgroups;`, see [`GpuContext::accepts_enable`]) the kernel is compiled without
+    /// it.
+    pub fn enables(self) -> &'static [&'static str] {
+        if self.needs_subgroups() {
+            &["subgroups"]
+        } else {
+            &[]
+        }
+    }
 }
 
 /// A compile-time constant prepended to a shader as `const NAME = value;`.
@@ -127,9 +141,20 @@ impl KernelKey {
         self.define(name, Define::Bool(value))
     }
 
-    /// The full WGSL text compiled for this key: defines, common helpers, the file.
+    /// The full WGSL text of this key as the WGSL specification wants it: `enable` directives,
+    /// defines, common helpers, the file.
     pub fn wgsl(&self) -> String {
+        self.wgsl_enabling(|_| true)
+    }
+
+    /// [`wgsl`](Self::wgsl) with only the `enable` directives for which `keep` is true.
+    pub fn wgsl_enabling(&self, keep: impl Fn(&'static str) -> bool) -> String {
         let mut src = String::new();
+        for &ext in self.shader.enables() {
+            if keep(ext) {
+                src.push_str(&format!("enable {ext};\n"));
+            }
+        }
         for (name, value) in &self.defines {
             match value {
                 Define::U32(v) => src.push_str(&format!("const {name}: u32 = {v}u;\n")),
@@ -179,7 +204,7 @@ pub(crate) fn compile(ctx: &GpuContext, key: &KernelKey) -> Result<wgpu::Compute
             ctx.info.name
         )));
     }
-    let src = key.wgsl();
+    let src = key.wgsl_enabling(|ext| ctx.accepts_enable(ext));
     ctx.scoped(&format!("compiling {label}"), || {
         let desc = wgpu::ShaderModuleDescriptor {
             label: Some(&label),
@@ -211,4 +236,56 @@ pub(crate) fn compile(ctx: &GpuContext, key: &KernelKey) -> Result<wgpu::Compute
                 cache: None,
             })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_directive(line: &str) -> bool {
+        let l = line.trim_start();
+        l.starts_with("enable ") || l.starts_with("requires ") || l.starts_with("diagnostic")
+    }
+
+    #[test]
+    fn subgroup_kernel_source_starts_with_its_enable_directive() {
+        let key = KernelKey::new(Shader::GemmSubgroup8, "gemm")
+            .flag("TRANS_A", false)
+            .u32("TM", 8);
+        let src = key.wgsl();
+        assert!(src.starts_with("enable subgroups;\n"), "{}", &src[..80]);
+        // Directives first, then everything else: no directive after the first other line.
+        let lines: Vec<&str> = src.lines().collect();
+        let first_other = lines
+            .iter()
+            .position(|l| !is_directive(l))
+            .expect("a kernel has more than directives");
+        assert!(first_other >= 1);
+        assert!(
+            lines[first_other..].iter().all(|l| !is_directive(l)),
+            "a directive after line {first_other}"
+        );
+        assert!(
+            lines[first_other].starts_with("const TRANS_A"),
+            "{}",
+            lines[first_other]
+        );
+        // Withheld where the front end refuses it; nothing else changes.
+        let without = key.wgsl_enabling(|_| false);
+        assert!(without.lines().all(|l| !is_directive(l)));
+        assert_eq!(without, lines[first_other..].join("\n") + "\n");
+    }
+
+    #[test]
+    fn only_subgroup_kernels_enable_extensions() {
+        for shader in Shader::ALL {
+            let src = KernelKey::new(shader, "main").u32("X", 1).wgsl();
+            let directives: Vec<&str> = src.lines().filter(|l| is_directive(l)).collect();
+            if shader.needs_subgroups() {
+                assert_eq!(directives, ["enable subgroups;"], "{shader:?}");
+            } else {
+                assert!(directives.is_empty(), "{shader:?}: {directives:?}");
+            }
+        }
+    }
 }
