@@ -4,9 +4,9 @@
 
 mod common;
 
-use common::{ctx, data};
+use common::{contexts, data};
 use wgvae::cpu;
-use wgvae::gpu::{Program, Tensor};
+use wgvae::gpu::{GpuContext, Program, Tensor};
 use wgvae::model::{GaussianSigma, Likelihood, ParamLayout, Vae, VaeConfig};
 use wgvae::ops::Activation;
 use wgvae::ops::data::{GatherOptions, StepState, gather_with};
@@ -20,10 +20,12 @@ enum Rows {
     Valid(usize),
 }
 
+/// [`check_with`] on every full batch, under each GEMM family ([`common::contexts`]).
 fn check(cfg: VaeConfig, batch: usize, samples: usize, beta: f32) {
     check_with(cfg, batch, samples, beta, Rows::Full, |_, _| {});
 }
 
+/// The gradient check under each GEMM family ([`common::contexts`]).
 fn check_with(
     cfg: VaeConfig,
     batch: usize,
@@ -32,7 +34,20 @@ fn check_with(
     rows: Rows,
     tweak: impl Fn(&ParamLayout, &mut [f32]),
 ) {
-    let ctx = ctx();
+    for ctx in contexts() {
+        check_on(ctx, cfg.clone(), batch, samples, beta, rows, &tweak);
+    }
+}
+
+fn check_on(
+    ctx: &GpuContext,
+    cfg: VaeConfig,
+    batch: usize,
+    samples: usize,
+    beta: f32,
+    rows: Rows,
+    tweak: &impl Fn(&ParamLayout, &mut [f32]),
+) {
     let mut init = cfg.init_params(11);
     let layout = cfg.layout();
     tweak(&layout, &mut init);
@@ -159,7 +174,8 @@ fn check_with(
         }
     }
     eprintln!(
-        "gradient check: {} parameters, {valid} of {batch} rows valid, largest error {:e} at {}",
+        "gradient check (GEMM {}): {} parameters, {valid} of {batch} rows valid, largest error {:e} at {}",
+        ctx.gemm_variant.name(),
         layout.count(),
         worst.0,
         worst.1

@@ -6,8 +6,9 @@ mod common;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use common::ctx;
+use common::{contexts, ctx, ctx_tiled};
 use wgvae::eval::Evaluator;
+use wgvae::gpu::GpuContext;
 use wgvae::model::Vae;
 use wgvae::model::{GaussianSigma, Likelihood};
 use wgvae::ops::data::Binarize;
@@ -105,14 +106,27 @@ fn short_mnist_run_learns_and_writes_its_outputs() {
 
 #[test]
 fn resume_is_exact() {
-    let ctx = ctx();
-    let straight = tmp("straight");
-    let split = tmp("split");
     // Batches of 40: 13 steps per epoch, the last of 32 images.
-    let cfg = |out: &Path| TrainConfig {
+    check_resume(ctx(), "", |out| TrainConfig {
         batch: 40,
         ..small_cfg(out)
-    };
+    });
+}
+
+#[test]
+fn resume_is_exact_with_the_tiled_gemm_and_dynamic_binarisation() {
+    check_resume(ctx_tiled(), "-tiled", |out| TrainConfig {
+        batch: 40,
+        binarize: Binarize::Dynamic,
+        ..tiny_cfg(out)
+    });
+}
+
+/// Two epochs straight, and one epoch then one more resumed from the checkpoint: the same
+/// bits in the losses, the parameters and the optimizer state.
+fn check_resume(ctx: &GpuContext, tag: &str, cfg: impl Fn(&Path) -> TrainConfig) {
+    let straight = tmp(&format!("straight{tag}"));
+    let split = tmp(&format!("split{tag}"));
     let mut a = Trainer::new(ctx, cfg(&straight)).unwrap();
     assert_eq!(a.steps_per_epoch(), 13);
     let sa = a.train().unwrap();
@@ -159,6 +173,39 @@ fn resume_is_exact() {
     assert_eq!(a.optimizer_state().unwrap(), c.optimizer_state().unwrap());
     let _ = std::fs::remove_dir_all(straight);
     let _ = std::fs::remove_dir_all(split);
+}
+
+/// A small run under each GEMM family but the default's, which
+/// `short_mnist_run_learns_and_writes_its_outputs` covers.
+#[test]
+fn small_runs_learn_under_the_other_gemm() {
+    for ctx in contexts().into_iter().skip(1) {
+        let out = tmp(&format!("learn-{}", ctx.gemm_variant.name()));
+        let cfg = TrainConfig {
+            epochs: 4,
+            batch: 48,
+            adam: wgvae::ops::adam::AdamConfig {
+                lr: 3e-3,
+                ..Default::default()
+            },
+            ..tiny_cfg(&out)
+        };
+        let mut t = Trainer::new(ctx, cfg).unwrap();
+        let start = t.evaluate(false).unwrap().neg_elbo;
+        let s = t.train().unwrap();
+        let end = s.last_eval.unwrap().neg_elbo;
+        let losses: Vec<f64> = s.epochs.iter().map(|m| m.train_loss).collect();
+        eprintln!(
+            "GEMM {}: test -ELBO {start:.1} -> {end:.1}, train loss {losses:?}",
+            ctx.gemm_variant.name()
+        );
+        assert!(end < 0.6 * start, "{start} -> {end}");
+        assert!(
+            losses.windows(2).all(|w| w[1] < w[0]),
+            "train loss not falling: {losses:?}"
+        );
+        let _ = std::fs::remove_dir_all(out);
+    }
 }
 
 #[test]
@@ -656,7 +703,7 @@ fn one_pixel_data(dir: &Path) {
 #[test]
 fn learned_sigma_stops_at_its_floor_on_constant_background() {
     let ctx = ctx();
-    let dir = tmp("one-pixel");
+    let dir = tmp(&format!("one-pixel-{}", ctx.gemm_variant.name()));
     one_pixel_data(&dir);
     let p = 16.0;
     // Every pixel's NLL is at least log σ_min + ½ ln 2π (the squared error is ≥ 0).
@@ -697,8 +744,10 @@ fn learned_sigma_stops_at_its_floor_on_constant_background() {
         }
         let low = recon.iter().cloned().fold(f64::INFINITY, f64::min);
         eprintln!(
-            "{sigma:?}: train recon {:.2} after 1 epoch, {:.2} after 300 steps, lowest {low:.2}; floor bound {bound:.2}",
-            recon[0], recon[99]
+            "{sigma:?} (GEMM {}): train recon {:.2} after 1 epoch, {:.2} after 300 steps, lowest {low:.2}; floor bound {bound:.2}",
+            ctx.gemm_variant.name(),
+            recon[0],
+            recon[99]
         );
         assert!(
             low >= bound - 1e-3 * bound.abs(),

@@ -5,6 +5,7 @@
 use std::sync::OnceLock;
 
 use wgvae::gpu::GpuContext;
+use wgvae::gpu::context::{ContextOptions, GemmVariant};
 
 /// The process-wide context. Panics (fails the test) with the library's install hint when no
 /// adapter exists.
@@ -17,6 +18,38 @@ pub fn ctx() -> &'static GpuContext {
         }
         Err(e) => panic!("wgvae tests need a GPU adapter: {e}"),
     })
+}
+
+/// A second process-wide context on the same adapter that always uses the `tiled` GEMM, the
+/// kernel every real GPU runs, so that CPU-only CI exercises it end to end too.
+pub fn ctx_tiled() -> &'static GpuContext {
+    static CTX: OnceLock<GpuContext> = OnceLock::new();
+    CTX.get_or_init(|| {
+        let opts = ContextOptions::from_env()
+            .map(|o| ContextOptions {
+                gemm: Some(GemmVariant::Tiled),
+                ..o
+            })
+            .unwrap_or_else(|e| panic!("wgvae tests: {e}"));
+        match GpuContext::with_options(&opts) {
+            Ok(c) => {
+                eprintln!("test adapter: {} (GEMM {})", c.info, c.gemm_variant.name());
+                c
+            }
+            Err(e) => panic!("wgvae tests need a GPU adapter: {e}"),
+        }
+    })
+}
+
+/// The contexts a GEMM-dependent test runs under: the default one, and the `tiled` one when
+/// the default uses another GEMM family.
+pub fn contexts() -> Vec<&'static GpuContext> {
+    let default = ctx();
+    if default.gemm_variant == GemmVariant::Tiled {
+        vec![default]
+    } else {
+        vec![default, ctx_tiled()]
+    }
 }
 
 /// Deterministic test data in [lo, hi).
