@@ -316,7 +316,7 @@ fn binarised_pixels_have_mean_byte_over_255() {
 
 #[test]
 fn host_binarisation_is_seeded_binary_and_unbiased() {
-    use wgvae::ops::data::binarize_bytes;
+    use wgvae::ops::data::{Binarize, binarize_bytes};
     let grey: Vec<u8> = (0..200_000).map(|i| (i % 256) as u8).collect();
     let mut a = grey.clone();
     binarize_bytes(&mut a, 3, 9);
@@ -339,4 +339,7 @@ fn host_binarisation_is_seeded_binary_and_unbiased() {
         (mean_bin - mean_grey).abs() < 0.006,
         "{mean_bin} vs {mean_grey}"
     );
+    assert_eq!(Binarize::parse(" Dynamic"), Ok(Binarize::Dynamic));
+    let e = Binarize::parse("sometimes").unwrap_err();
+    assert!(e.contains("--binarize") && e.contains("sometimes"), "{e}");
 }

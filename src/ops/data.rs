@@ -208,6 +208,18 @@ pub enum Binarize {
     Dynamic,
 }
 
+impl Binarize {
+    /// Parses `none`, `fixed` or `dynamic` (any case); the error names the flag and the value.
+    pub fn parse(s: &str) -> std::result::Result<Binarize, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "none" => Ok(Binarize::None),
+            "fixed" => Ok(Binarize::Fixed),
+            "dynamic" => Ok(Binarize::Dynamic),
+            _ => Err(format!("--binarize `{s}`: use none, fixed or dynamic")),
+        }
+    }
+}
+
 /// The host stream of [`binarize_bytes`] for a fixed binary training set.
 pub const FIXED_TRAIN_STREAM: u64 = 0xB1_0000_0001;
 /// The host stream of [`binarize_bytes`] for the binary test set.
