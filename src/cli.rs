@@ -92,8 +92,8 @@ pub struct TrainArgs {
     pub no_pictures: bool,
     /// Binarise images as Bernoulli targets: none (grey levels), fixed (training set drawn once),
     /// dynamic (drawn afresh each step); with fixed or dynamic the test set is drawn once
-    #[arg(long, default_value = "none")]
-    pub binarize: String,
+    #[arg(long, value_enum, default_value_t = crate::ops::data::Binarize::None)]
+    pub binarize: crate::ops::data::Binarize,
     /// The flags given on the command line (filled by [`TrainArgs::note_explicit`]), so that
     /// `--resume` can say which of them it ignores.
     #[arg(skip)]
@@ -164,8 +164,7 @@ impl TrainArgs {
             iwae_every: self.iwae_every,
             quiet: self.quiet,
             pictures: !self.no_pictures,
-            binarize: crate::ops::data::Binarize::parse(&self.binarize)
-                .map_err(anyhow::Error::msg)?,
+            binarize: self.binarize,
             ..defaults
         })
     }
@@ -289,6 +288,9 @@ pub fn train(args: &TrainArgs) -> Result<RunSummary> {
         }
         if let Some(r) = &summary.last_eval {
             print_report("test", r);
+            if let Some(p) = &r.probe {
+                println!("{p}");
+            }
         }
         println!(
             "wrote {}/{{metrics.jsonl, checkpoint.safetensors, config.json{}}}",

@@ -30,6 +30,10 @@ pub struct EvalReport {
     pub mean_variance: Vec<f64>,
     /// Dimensions with Cov_x(E_q[z_d]) > 0.01.
     pub active_units: usize,
+    /// How well each ground-truth factor can be read from the means (data sets with factors;
+    /// see [`crate::probe`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe: Option<crate::probe::ProbeReport>,
 }
 
 /// Bytes the activations of one IWAE batch (its K·E decoder rows and the rest) may take;
@@ -363,6 +367,18 @@ impl Evaluator {
 
     /// Like [`Evaluator::run`]; `with_iwae = false` skips the (costlier) IWAE pass.
     pub fn run_with(&self, ctx: &GpuContext, latent: usize, with_iwae: bool) -> Result<EvalReport> {
+        self.run_collect(ctx, latent, with_iwae, None)
+    }
+
+    /// Like [`Evaluator::run_with`]; with `means`, also collects the posterior means μ of every
+    /// image, `(n, latent)` row-major.
+    pub fn run_collect(
+        &self,
+        ctx: &GpuContext,
+        latent: usize,
+        with_iwae: bool,
+        mut means: Option<&mut Vec<f32>>,
+    ) -> Result<EvalReport> {
         let model_latent = self.act.kl_elem.dims2().1;
         if latent != model_latent {
             return Err(Error::Config(format!(
@@ -387,6 +403,11 @@ impl Evaluator {
                 ));
             };
             let valid = (self.n - bi * self.batch).min(self.batch);
+            if let Some(m) = means.as_deref_mut() {
+                for r in 0..valid {
+                    m.extend_from_slice(&enc[r * 2 * latent..r * 2 * latent + latent]);
+                }
+            }
             for r in 0..valid {
                 recon += nll[r] as f64;
                 kl += klv[r] as f64;
@@ -428,6 +449,7 @@ impl Evaluator {
             kl_per_dim: kl_dim.iter().map(|v| v / n).collect(),
             active_units: mean_variance.iter().filter(|&&v| v > 0.01).count(),
             mean_variance,
+            probe: None,
         };
         if !report.neg_elbo.is_finite() || neg_iwae.is_some_and(|v: f64| !v.is_finite()) {
             return Err(Error::NonFinite(format!(

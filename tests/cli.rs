@@ -484,3 +484,52 @@ fn the_host_memory_budget_is_checked_before_generating_data() {
     assert!(!d.join("runs").exists());
     let _ = std::fs::remove_dir_all(d);
 }
+
+#[test]
+fn sprites_runs_report_the_factor_probe() {
+    let d = scratch("probe");
+    let out = wgvae()
+        .current_dir(&d)
+        .args([
+            "train",
+            "--epochs",
+            "1",
+            "--n-train",
+            "256",
+            "--n-test",
+            "64",
+            "--batch",
+            "64",
+            "--hidden",
+            "32",
+            "--latent",
+            "4",
+            "--no-pictures",
+            "--out",
+            "run",
+        ])
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains("probe (linear / 5-NN, 32 fit / 32 scored)"),
+        "{t}"
+    );
+    let metrics = std::fs::read_to_string(d.join("run/metrics.jsonl")).unwrap();
+    let m: serde_json::Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
+    let probe = &m["probe"];
+    assert_eq!(probe["n_score"], 32, "{probe}");
+    let names: Vec<&str> = probe["factors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    for want in ["pos_x", "pos_y", "scale", "orientation_cos1"] {
+        assert!(names.contains(&want), "{names:?}");
+    }
+    assert!(probe["shape"]["chance"].as_f64().unwrap() > 0.0, "{probe}");
+    let _ = std::fs::remove_dir_all(d);
+}

@@ -292,12 +292,15 @@ impl TrainConfig {
         if let Likelihood::Gaussian {
             log_sigma: crate::model::GaussianSigma::Fixed(v),
         } = self.model.likelihood
-            && !v.is_finite()
+            && crate::ops::likelihood::check_fixed_log_sigma(v).is_err()
         {
             return Err(Invalid::new(
                 "model.likelihood.log_sigma",
                 v,
-                "must be a finite number, `shared` or `per-pixel`",
+                format!(
+                    "must be a finite number ≥ {} (ln 0.01, the floor of σ), `shared` or `per-pixel`",
+                    crate::ops::likelihood::LOG_SIGMA_MIN
+                ),
             ));
         }
         match &self.data {
@@ -374,6 +377,9 @@ pub struct EpochMetrics {
     /// Test KL per latent dimension, nats.
     #[serde(default)]
     pub test_kl_per_dim: Vec<f64>,
+    /// Factor probe of the test means (data sets with ground-truth factors).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<crate::probe::ProbeReport>,
     pub train_seconds: f64,
     pub samples_per_second: f64,
 }
@@ -796,9 +802,21 @@ impl<'c> Trainer<'c> {
     }
 
     /// Evaluates the model on the test split.
+    /// With ground-truth factors (the sprites), the report carries the factor probe of the
+    /// test set's means, fitted on one half and scored on the other (seeded by the run's seed).
     pub fn evaluate(&self, with_iwae: bool) -> Result<EvalReport> {
-        self.evaluator
-            .run_with(self.ctx, self.vae.cfg.latent, with_iwae)
+        let latent = self.vae.cfg.latent;
+        let Some(factors) = &self.split.test.factors else {
+            return self.evaluator.run_with(self.ctx, latent, with_iwae);
+        };
+        let mut means = Vec::new();
+        let mut report = self
+            .evaluator
+            .run_collect(self.ctx, latent, with_iwae, Some(&mut means))?;
+        if self.split.test.n >= crate::probe::MIN_ROWS {
+            report.probe = Some(crate::probe::probe(&means, latent, factors, self.cfg.seed)?);
+        }
+        Ok(report)
     }
 
     /// Trains until `cfg.epochs` epochs are done, writing metrics, checkpoints and pictures.
@@ -876,6 +894,7 @@ impl<'c> Trainer<'c> {
                 iwae_k: report.iwae_k,
                 active_units: report.active_units,
                 test_kl_per_dim: report.kl_per_dim.clone(),
+                probe: report.probe.clone(),
                 train_seconds,
                 samples_per_second: count / train_seconds,
             };
