@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use common::{assert_close, ctx, data};
 use wgvae::cpu::{self, CpuEpilogue};
@@ -62,6 +62,12 @@ fn variant_ctx(variant: GemmVariant) -> Option<&'static GpuContext> {
 }
 
 fn run_case(ctx: &GpuContext, (m, k, n): (usize, usize, usize), trans: Trans, epi: &str) {
+    // wgpu's OpenGL backend gives up (panics) when a thread waits more than a few seconds for
+    // the GL context another thread holds, which a slow kernel compile on a CPU adapter does:
+    // on OpenGL the cases run one at a time.
+    static GL: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = (ctx.info.backend == wgpu::Backend::Gl)
+        .then(|| GL.lock().unwrap_or_else(|e| e.into_inner()));
     let seed = (m * 1_000_003 + k * 1009 + n) as u64;
     let a_host = data(seed, m * k, -1.0, 1.0);
     let b_host = data(seed + 1, k * n, -1.0, 1.0);
