@@ -1,6 +1,7 @@
 //! CPU twins of the kernels, in f64: the references the GPU results are tested against.
 //! Each twin has the name of its kernel wrapper and takes host slices in the same layout.
 
+pub mod conv;
 pub mod data;
 pub mod gemm;
 pub mod iwae;

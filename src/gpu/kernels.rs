@@ -26,10 +26,14 @@ pub enum Shader {
     Adam,
     Data,
     Elementwise,
+    ConvSubgroup8,
+    ConvRegblock,
+    ConvTiled,
+    ConvAux,
 }
 
 impl Shader {
-    pub const ALL: [Shader; 11] = [
+    pub const ALL: [Shader; 15] = [
         Shader::GemmSubgroup8,
         Shader::GemmRegblock,
         Shader::GemmRegblockScalarC,
@@ -41,6 +45,10 @@ impl Shader {
         Shader::Adam,
         Shader::Data,
         Shader::Elementwise,
+        Shader::ConvSubgroup8,
+        Shader::ConvRegblock,
+        Shader::ConvTiled,
+        Shader::ConvAux,
     ];
 
     pub fn file_name(self) -> &'static str {
@@ -56,6 +64,10 @@ impl Shader {
             Shader::Adam => "adam.wgsl",
             Shader::Data => "data.wgsl",
             Shader::Elementwise => "elementwise.wgsl",
+            Shader::ConvSubgroup8 => "conv_subgroup8.wgsl",
+            Shader::ConvRegblock => "conv_regblock.wgsl",
+            Shader::ConvTiled => "conv_tiled.wgsl",
+            Shader::ConvAux => "conv_aux.wgsl",
         }
     }
 
@@ -81,12 +93,29 @@ impl Shader {
             Shader::Adam => include_str!("../../shaders/adam.wgsl"),
             Shader::Data => include_str!("../../shaders/data.wgsl"),
             Shader::Elementwise => include_str!("../../shaders/elementwise.wgsl"),
+            // The convolution files share their geometry (conv_common.wgsl).
+            Shader::ConvSubgroup8 => concat!(
+                include_str!("../../shaders/conv_common.wgsl"),
+                include_str!("../../shaders/conv_subgroup8.wgsl")
+            ),
+            Shader::ConvRegblock => concat!(
+                include_str!("../../shaders/conv_common.wgsl"),
+                include_str!("../../shaders/conv_regblock.wgsl")
+            ),
+            Shader::ConvTiled => concat!(
+                include_str!("../../shaders/conv_common.wgsl"),
+                include_str!("../../shaders/conv_tiled.wgsl")
+            ),
+            Shader::ConvAux => concat!(
+                include_str!("../../shaders/conv_common.wgsl"),
+                include_str!("../../shaders/conv_aux.wgsl")
+            ),
         }
     }
 
     /// Whether the file uses subgroup built-ins (needs `Features::SUBGROUP`).
     pub fn needs_subgroups(self) -> bool {
-        matches!(self, Shader::GemmSubgroup8)
+        matches!(self, Shader::GemmSubgroup8 | Shader::ConvSubgroup8)
     }
 
     /// WGSL extensions the file uses. [`KernelKey::wgsl`] emits an `enable` directive for each

@@ -2,6 +2,7 @@
 //! the shapes of its operands; recording it into a pass is all a training step does.
 
 pub mod adam;
+pub mod conv;
 pub mod data;
 pub mod elementwise;
 pub mod gemm;

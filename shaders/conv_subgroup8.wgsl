@@ -1,0 +1,203 @@
+// ---- conv_subgroup8.wgsl: implicit-GEMM convolutions for CPU adapters with 8-lane subgroups ----
+//
+// The products of conv_common.wgsl (prepended), laid out like gemm_subgroup8.wgsl.
+// Defines: OP (OP_FWD, OP_DGRAD, OP_WGRAD); TM: rows of C per workgroup (8, 16 or 32); TNV: vec4
+//   column groups per lane; VEC_G (OP_WGRAD): GH·GW is a multiple of 4, so g is read as vec4;
+//   SPLIT (OP_WGRAD): write partial sums (splits, M, N) instead of dW.
+// Grid: x = row tiles, y = column tiles, z = phase (OP_DGRAD) or split (OP_WGRAD).
+//
+// A workgroup is one subgroup of 8 lanes and computes a TM x (32·TNV) tile of C. Lane l owns the
+// vec4 column groups g = wg.y·8·TNV + 8j + l (j < TNV). The gathered operand is A: the TM rows'
+// image origins are decoded once per workgroup (uniform), and for each chunk of 8 values of k
+// lane l decodes depth k0 + l once and gathers A(row0 + r, k0 + l) for the TM rows, one masked
+// scalar load each; subgroupShuffle then hands every lane the value it needs. So each gathered
+// element is loaded once per workgroup and feeds 32·TNV multiply-adds. B is read as vec4 with
+// no masks: the packed weights (phases, K_pad, N4) are zero past K and N (conv_aux.wgsl::pack);
+// for OP_WGRAD, B is g, of which lane l reads 8 consecutive pixels of each of its 4 channels
+// (two vec4) and transposes them in registers, as the TRANS_B path of the GEMM does.
+//
+// Every private array is indexed by loop counters with constant bounds, so Mesa unrolls every
+// loop and keeps the arrays in registers (see gemm_subgroup8.wgsl).
+
+@group(0) @binding(1) var<storage, read> wp: array<vec4<f32>>;    // FWD/DGRAD: (phases, K_pad, N4)
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;   // FWD/DGRAD: (B, N, GH, GW);
+                                                                  // WGRAD: dW (N, M) or (splits, M, N)
+@group(0) @binding(3) var<storage, read> bias: array<f32>;        // (N,)
+@group(0) @binding(4) var<storage, read> aux: array<f32>;         // activation output, like out
+@group(0) @binding(6) var<storage, read> g: array<f32>;           // WGRAD: (B, N, GH, GW)
+@group(0) @binding(7) var<storage, read> g4: array<vec4<f32>>;    // g again, as vec4
+
+@compute @workgroup_size(8)
+fn conv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    var f: Phase;
+    var M = p.m;
+    var K = p.k;
+    var k_begin = 0u;
+    var wbase = 0u; // first row of this phase's packed weights
+    if (OP == OP_DGRAD) {
+        f = phase_info(wg.z);
+        M = f.rows;
+        K = f.depth;
+        wbase = wg.z * p.k_pad;
+    }
+    if (OP == OP_WGRAD) {
+        k_begin = wg.z * p.k_split;
+        K = min(p.k, k_begin + p.k_split);
+    }
+    let row0 = wg.x * TM;
+    if (row0 >= M) {
+        return;
+    }
+    let N = p.n;
+    let N4 = p.n4;
+    let P = p.grid_h * p.grid_w;
+
+    // Vec4 column groups of this lane, clamped so every load is in bounds; columns past N are
+    // computed and dropped at the store.
+    var cols: array<u32, TNV>;
+    for (var j = 0u; j < TNV; j++) {
+        cols[j] = min(wg.y * 8u * TNV + 8u * j + lane, N4 - 1u);
+    }
+
+    // Row parts of A, the same for every lane.
+    var rinfo: array<vec3<i32>, TM>;
+    for (var r = 0u; r < TM; r++) {
+        let m = row0 + r;
+        var v = INVALID;
+        if (m < M) {
+            if (OP == OP_FWD) {
+                v = pixel_part(m / P, m % P);
+            } else if (OP == OP_DGRAD) {
+                v = dgrad_row(f, m);
+            } else {
+                v = tap_part(m);
+            }
+        }
+        rinfo[r] = v;
+    }
+
+    var acc: array<array<vec4<f32>, TNV>, TM>;
+    for (var k0 = k_begin; k0 < K; k0 += 8u) {
+        // Depth part of this lane's k; INVALID past K (and past GH·GW for OP_WGRAD).
+        let kl = k0 + lane;
+        var kinfo = INVALID;
+        if (kl < K) {
+            if (OP == OP_FWD) {
+                kinfo = tap_part(kl);
+            } else if (OP == OP_DGRAD) {
+                kinfo = dgrad_tap(f, kl);
+            } else {
+                let pix = kl % p.p_pad;
+                if (pix < P) {
+                    kinfo = pixel_part(kl / p.p_pad, pix);
+                }
+            }
+        }
+        var av: array<f32, TM>;
+        for (var r = 0u; r < TM; r++) {
+            av[r] = gather(rinfo[r] + kinfo);
+        }
+
+        // OP_WGRAD: bt[j][i][q] = g[b, 4 cols[j] + i, pix0 + 4q .. pix0 + 4q + 4] (0 past GH·GW).
+        // k0 .. k0 + 8 lie in one image: p_pad and k_split are multiples of 8.
+        var bt: array<array<array<vec4<f32>, 2>, 4>, TNV>;
+        if (OP == OP_WGRAD) {
+            let b = k0 / p.p_pad;
+            let pix0 = k0 % p.p_pad;
+            for (var j = 0u; j < TNV; j++) {
+                for (var i = 0u; i < 4u; i++) {
+                    let n = min(4u * cols[j] + i, N - 1u);
+                    let base = (b * N + n) * P + pix0;
+                    if (VEC_G) {
+                        for (var q = 0u; q < 2u; q++) {
+                            let ok = pix0 + 4u * q < P;
+                            let v = g4[select(0u, base / 4u + q, ok)];
+                            bt[j][i][q] = select(vec4<f32>(0.0), v, ok);
+                        }
+                    } else {
+                        for (var q = 0u; q < 2u; q++) {
+                            for (var e = 0u; e < 4u; e++) {
+                                let ok = pix0 + 4u * q + e < P;
+                                let v = g[select(0u, base + 4u * q + e, ok)];
+                                bt[j][i][q][e] = select(0.0, v, ok);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        for (var kk = 0u; kk < 8u; kk++) {
+            var bv: array<vec4<f32>, TNV>;
+            for (var j = 0u; j < TNV; j++) {
+                if (OP == OP_WGRAD) {
+                    let q = kk / 4u;
+                    let e = kk % 4u;
+                    bv[j] = vec4<f32>(bt[j][0][q][e], bt[j][1][q][e], bt[j][2][q][e], bt[j][3][q][e]);
+                } else {
+                    bv[j] = wp[(wbase + k0 + kk) * N4 + cols[j]];
+                }
+            }
+            for (var r = 0u; r < TM; r++) {
+                let s = subgroupShuffle(av[r], kk);
+                for (var j = 0u; j < TNV; j++) {
+                    acc[r][j] = fma(vec4<f32>(s), bv[j], acc[r][j]);
+                }
+            }
+        }
+    }
+
+    // Epilogue. Bias values depend only on the column group: load them once.
+    var bias_v: array<vec4<f32>, TNV>;
+    if (OP != OP_WGRAD && p.epilogue == EPI_BIAS_ACT) {
+        for (var j = 0u; j < TNV; j++) {
+            for (var i = 0u; i < 4u; i++) {
+                bias_v[j][i] = bias[min(4u * cols[j] + i, N - 1u)];
+            }
+        }
+    }
+    for (var r = 0u; r < TM; r++) {
+        let m = row0 + r;
+        if (m < M) {
+            if (OP == OP_WGRAD) {
+                for (var j = 0u; j < TNV; j++) {
+                    let gi = wg.y * 8u * TNV + 8u * j + lane;
+                    let v = acc[r][j];
+                    for (var i = 0u; i < 4u; i++) {
+                        let n = 4u * gi + i;
+                        if (n < N) {
+                            if (SPLIT) {
+                                out[(wg.z * M + m) * N + n] = v[i];
+                            } else {
+                                let idx = n * M + m;
+                                var x = v[i];
+                                if (p.epilogue == EPI_ACCUMULATE) {
+                                    x += out[idx];
+                                }
+                                out[idx] = x;
+                            }
+                        }
+                    }
+                }
+            } else {
+                let o = out_row(OP == OP_DGRAD, f, m);
+                for (var j = 0u; j < TNV; j++) {
+                    let gi = wg.y * 8u * TNV + 8u * j + lane;
+                    var aux_v: vec4<f32>;
+                    if (p.epilogue == EPI_ACT_GRAD) {
+                        for (var i = 0u; i < 4u; i++) {
+                            aux_v[i] = aux[o.x + min(4u * cols[j] + i, N - 1u) * o.y];
+                        }
+                    }
+                    let v = epilogue4(acc[r][j], bias_v[j], aux_v);
+                    for (var i = 0u; i < 4u; i++) {
+                        let n = 4u * gi + i;
+                        if (n < N) {
+                            out[o.x + n * o.y] = v[i];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
