@@ -17,12 +17,13 @@
 //
 // For CPU adapters without 8-lane subgroups. Invocation x of workgroup (gx, gy) owns the TM rows
 // row0 = gy * TM .. + TM and the vec4 column groups g = gx * WX * TNV + WX * j + x (j < TNV),
-// and keeps that TM x 4 TNV tile of C in registers for the whole K loop. All invocations of a
-// workgroup share their rows, so A's addresses are uniform across the workgroup. Per 4 values of k it loads TM vec4 of A and 4 TNV vec4 of B (TN and NT
-// operands are transposed in registers) for 16 TM TNV FMAs. On CPU adapters every lane of a
-// non-uniform load costs one iteration of a scalar loop and workgroup barriers are coroutine
-// switches; this kernel has neither workgroup memory nor barriers, and makes each load count
-// for up to 4 TNV (A) or TM (B) FMAs.
+// and keeps that TM x 4 TNV tile of C in registers for the whole K loop. Per 4 values of k it
+// loads TM vec4 of A and 4 TNV vec4 of B (TN and NT operands are transposed in registers) for
+// 16 TM TNV FMAs. On CPU adapters every lane of a non-uniform load costs one iteration of a
+// scalar loop, so loads, not FMAs, set the speed; workgroup barriers are coroutine switches.
+// This kernel has neither workgroup memory nor barriers, and each vec4 load feeds 4 TNV (A) or
+// TM (B) vec4 FMAs. The invocations of a workgroup share their rows, so A's addresses are the
+// same across the workgroup and a driver can load them once.
 //
 // Every private array is indexed by loop counters with constant bounds (acc[r][j], av[r][kk],
 // bv[kk][j]), never by a computed index: Mesa then unrolls every loop and keeps the arrays in
