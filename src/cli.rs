@@ -337,7 +337,27 @@ pub fn eval(
     }
     let ck_path = run.join(checkpoint::FILE_NAME);
     let ck = Checkpoint::load(&ck_path)?;
-    let set = data::load_idx_images_file(images)?;
+    let mut set = data::load_idx_images_file(images)?;
+    // A model trained on binary images is scored on binary images, drawn as its test set was.
+    let binarize: crate::ops::data::Binarize = ck
+        .run
+        .get("binarize")
+        .map(|v| serde_json::from_value(v.clone()))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("{}: metadata field `run.binarize`: {e}", ck_path.display()))?
+        .unwrap_or_default();
+    if binarize != crate::ops::data::Binarize::None {
+        crate::ops::data::binarize_bytes(
+            &mut set.pixels,
+            crate::ops::data::TEST_SEED,
+            crate::ops::data::TEST_STREAM,
+        );
+        println!(
+            "the run trained on binarised images (--binarize {}); {} is binarised the same way",
+            binarize.name(),
+            images.display()
+        );
+    }
     if (set.height, set.width) != (ck.model.height, ck.model.width) {
         bail!(
             "{}: images are {}x{}, but the model in {} takes {}x{}",
@@ -359,6 +379,7 @@ pub fn eval(
             "run": run.display().to_string(),
             "images": images.display().to_string(),
             "adapter": ctx.info.name,
+            "binarized": binarize != crate::ops::data::Binarize::None,
             "report": report,
         }))?;
         checkpoint::write_atomic(path, &body)

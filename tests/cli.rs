@@ -533,3 +533,40 @@ fn sprites_runs_report_the_factor_probe() {
     assert!(probe["shape"]["chance"].as_f64().unwrap() > 0.0, "{probe}");
     let _ = std::fs::remove_dir_all(d);
 }
+
+#[test]
+fn eval_binarises_images_for_a_model_trained_on_binary_images() {
+    let d = scratch("bin-eval");
+    let data = data();
+    let out = train_small(
+        &d,
+        &[
+            os("--data"),
+            data.as_os_str(),
+            os("--out"),
+            os("run"),
+            os("--binarize"),
+            os("dynamic"),
+            // Fewer images than one batch: one step of 512 weighted rows per epoch.
+            os("--batch"),
+            os("1000"),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let eval = |run: &str| {
+        wgvae()
+            .current_dir(&d)
+            .args(["eval", "--run", run, "--json", "e.json", "--images"])
+            .arg(data.join("t10k-images-idx3-ubyte.gz"))
+            .output()
+            .unwrap()
+    };
+    let out = eval("run");
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("--binarize dynamic"), "{t}");
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("e.json")).unwrap()).unwrap();
+    assert_eq!(v["binarized"], true);
+    let _ = std::fs::remove_dir_all(d);
+}

@@ -134,16 +134,19 @@ pub fn gaussian(
     let half_log_2pi = 0.5 * (2.0 * std::f64::consts::PI).ln();
     for i in 0..r {
         for j in 0..p {
-            let s = if log_sigma.len() == 1 {
+            let s_raw = if log_sigma.len() == 1 {
                 log_sigma[0]
             } else {
                 log_sigma[j]
             } as f64;
+            // log σ is floored (ops::likelihood::LOG_SIGMA_MIN); the clamp's gradient is 0 below.
+            let floor = crate::ops::likelihood::LOG_SIGMA_MIN as f64;
+            let s = s_raw.max(floor);
             let diff = mean[i * p + j] as f64 - target[(i % b) * p + j] as f64;
             let q = diff * diff * (-2.0 * s).exp();
             nll[i] += 0.5 * q + s + half_log_2pi;
             g[i * p + j] = scale * diff * (-2.0 * s).exp();
-            gls[i * p + j] = scale * (1.0 - q);
+            gls[i * p + j] = if s_raw > floor { scale * (1.0 - q) } else { 0.0 };
         }
     }
     (nll, g, gls)

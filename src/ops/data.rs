@@ -218,6 +218,15 @@ impl Binarize {
             _ => Err(format!("--binarize `{s}`: use none, fixed or dynamic")),
         }
     }
+
+    /// The flag value: `none`, `fixed` or `dynamic`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Binarize::None => "none",
+            Binarize::Fixed => "fixed",
+            Binarize::Dynamic => "dynamic",
+        }
+    }
 }
 
 /// The host stream of [`binarize_bytes`] for a fixed binary training set.

@@ -603,12 +603,6 @@ impl<'c> Trainer<'c> {
                 split.train.height, split.train.width, split.test.height, split.test.width
             )));
         }
-        if split.train.n < cfg.batch {
-            return Err(Error::Config(format!(
-                "the training set has {} images, fewer than one batch of {}",
-                split.train.n, cfg.batch
-            )));
-        }
         let vae = Vae::new(ctx, &model, params)?;
         let pixels = model.input_dim();
         let train_images = Tensor::from_slice(
