@@ -9,20 +9,23 @@
 //!
 //! Measured: the GEMM (NN forward with the fused bias + ReLU epilogue and with a plain store,
 //! TN weight gradients, NT input gradients) at the classic MNIST VAE's shapes (784-400-20,
-//! batch 128) and at 1024³, reported in GFLOP/s (2·M·K·N / t), with the tiled kernel timed
-//! beside the subgroup kernel when the context uses the latter; and the memory-bound kernels
+//! batch 128) and at 1024³, reported in GFLOP/s (2·M·K·N / t), with every GEMM family the
+//! adapter runs (tiled, register-blocked, and subgroup8 where subgroups are 8 lanes) timed side
+//! by side at 1024³ and at the VAE's NN + bias + ReLU, TN and NT products, the other shapes with
+//! the context's family; and the memory-bound kernels
 //! (reparameterization, KL, Bernoulli likelihood, reductions, Adam, batch gather), reported in
 //! GB/s of the distinct bytes each kernel reads plus writes (counted per kernel below).
 //!
 //! Run:
 //!
 //! ```text
-//! cargo run --release --example bench_kernels -- [--json PATH] [--reps N] [--quick]
+//! cargo run --release --example bench_kernels -- [--json PATH] [--reps N] [--quick] [--gemm-only]
 //! ```
 //!
 //! `WGVAE_BACKEND`, `WGVAE_ADAPTER` and `WGVAE_GEMM` pick the adapter and GEMM kernel family
 //! as everywhere else. `--quick` skips the 1024³ GEMM and the K=100 / R=12800 variants and
-//! takes 5 timed runs. `--json PATH` also writes the results as JSON (atomically).
+//! takes 5 timed runs. `--gemm-only` skips the memory-bound kernels. `--json PATH` also writes
+//! the results as JSON (atomically).
 //!
 //! The figures describe one adapter and driver only: whenever you quote them, quote the adapter
 //! name (printed first, and recorded in the JSON) with them. On a CPU adapter such as Mesa's
