@@ -146,7 +146,11 @@ pub fn gaussian(
             let q = diff * diff * (-2.0 * s).exp();
             nll[i] += 0.5 * q + s + half_log_2pi;
             g[i * p + j] = scale * diff * (-2.0 * s).exp();
-            gls[i * p + j] = if s_raw > floor { scale * (1.0 - q) } else { 0.0 };
+            gls[i * p + j] = if s_raw > floor {
+                scale * (1.0 - q)
+            } else {
+                0.0
+            };
         }
     }
     (nll, g, gls)

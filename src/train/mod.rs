@@ -267,7 +267,11 @@ impl TrainConfig {
         unit("adam.beta1", self.adam.beta1)?;
         unit("adam.beta2", self.adam.beta2)?;
         positive("adam.eps", self.adam.eps)?;
-        non_negative("adam.clip_norm", self.adam.clip_norm, "0 turns clipping off")?;
+        non_negative(
+            "adam.clip_norm",
+            self.adam.clip_norm,
+            "0 turns clipping off",
+        )?;
         non_negative("adam.weight_decay", self.adam.weight_decay, "0 gives Adam")?;
         non_negative("beta", self.beta, "1 gives the ELBO")?;
         count("model.latent", self.model.latent, 1)?;
@@ -276,7 +280,11 @@ impl TrainConfig {
             ("model.dec_hidden", &self.model.dec_hidden),
         ] {
             if widths.is_empty() {
-                return Err(Invalid::new(field, "empty", "name at least one hidden width"));
+                return Err(Invalid::new(
+                    field,
+                    "empty",
+                    "name at least one hidden width",
+                ));
             }
             for &h in widths.iter() {
                 count(field, h, 1)?;
@@ -352,8 +360,7 @@ impl TrainConfig {
                 path: path.to_path_buf(),
                 detail: format!("metadata field `run`: {e}"),
             })?;
-        cfg.check()
-            .map_err(|e| e.as_stored_error(path, "run."))?;
+        cfg.check().map_err(|e| e.as_stored_error(path, "run."))?;
         Ok(cfg)
     }
 }
@@ -804,9 +811,9 @@ impl<'c> Trainer<'c> {
             return self.evaluator.run_with(self.ctx, latent, with_iwae);
         };
         let mut means = Vec::new();
-        let mut report = self
-            .evaluator
-            .run_collect(self.ctx, latent, with_iwae, Some(&mut means))?;
+        let mut report =
+            self.evaluator
+                .run_collect(self.ctx, latent, with_iwae, Some(&mut means))?;
         if self.split.test.n >= crate::probe::MIN_ROWS {
             report.probe = Some(crate::probe::probe(&means, latent, factors, self.cfg.seed)?);
         }
