@@ -143,16 +143,27 @@ fn os(s: &str) -> &std::ffi::OsStr {
     std::ffi::OsStr::new(s)
 }
 
+/// A scratch directory holding `run/`, a tiny model trained on the committed MNIST subset.
+fn trained_run(name: &str) -> (PathBuf, PathBuf) {
+    let d = scratch(name);
+    let run = d.join("run");
+    let out = train_small(
+        &d,
+        &[
+            os("--data"),
+            data().as_os_str(),
+            os("--out"),
+            run.as_os_str(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    (d, run)
+}
+
 #[test]
 fn a_fresh_run_never_replaces_another_run() {
-    let d = scratch("replace");
+    let (d, run) = trained_run("replace");
     let data = data();
-    let run = d.join("run");
-    let first = train_small(
-        &d,
-        &[os("--data"), data.as_os_str(), os("--out"), run.as_os_str()],
-    );
-    assert!(first.status.success(), "{}", text(&first));
     let ck = std::fs::read(run.join("checkpoint.safetensors")).unwrap();
     let metrics = std::fs::read(run.join("metrics.jsonl")).unwrap();
     // A second fresh run into the same directory (one that would diverge) is refused before
@@ -279,14 +290,8 @@ fn paths_that_are_not_utf8_are_refused_before_any_work() {
 #[cfg(unix)]
 #[test]
 fn eval_json_writes_through_a_symlink() {
-    let d = scratch("symlink");
+    let (d, run) = trained_run("symlink");
     let data = data();
-    let run = d.join("run");
-    let out = train_small(
-        &d,
-        &[os("--data"), data.as_os_str(), os("--out"), run.as_os_str()],
-    );
-    assert!(out.status.success(), "{}", text(&out));
     std::fs::write(d.join("real.json"), "{}").unwrap();
     let link = d.join("link.json");
     std::os::unix::fs::symlink("real.json", &link).unwrap();
@@ -390,14 +395,8 @@ fn edit_metadata(bytes: &[u8], key: &str, edit: &dyn Fn(&mut serde_json::Value))
 
 #[test]
 fn stored_values_out_of_range_name_the_file_and_field() {
-    let d = scratch("stored");
-    let data = data();
-    let out = train_small(
-        &d,
-        &[os("--data"), data.as_os_str(), os("--out"), os("run")],
-    );
-    assert!(out.status.success(), "{}", text(&out));
-    let ck = std::fs::read(d.join("run/checkpoint.safetensors")).unwrap();
+    let (d, run) = trained_run("stored");
+    let ck = std::fs::read(run.join("checkpoint.safetensors")).unwrap();
     type Edit = fn(&mut serde_json::Value);
     let cases: [(&str, &str, Edit, &str); 4] = [
         (
