@@ -78,6 +78,7 @@ struct ConvParams {
 struct Phase {
     rows: u32,   // B·nh·nw
     depth: u32,  // C·taps_h·taps_w
+    nh: u32,     // output rows of the phase
     nw: u32,     // output columns of the phase
     plane: u32,  // nh·nw
     taps_w: u32,
@@ -104,9 +105,9 @@ fn phase_info(z: u32) -> Phase {
     f.rw = z % p.sw;
     f.ih0 = (f.rh + p.sh - p.ph % p.sh) % p.sh;
     f.iw0 = (f.rw + p.sw - p.pw % p.sw) % p.sw;
-    let nh = count_from(f.ih0, p.grid_h, p.sh);
+    f.nh = count_from(f.ih0, p.grid_h, p.sh);
     f.nw = count_from(f.iw0, p.grid_w, p.sw);
-    f.plane = nh * f.nw;
+    f.plane = f.nh * f.nw;
     f.rows = p.batch * f.plane;
     let taps_h = count_from(f.rh, p.kh, p.sh);
     f.taps_w = count_from(f.rw, p.kw, p.sw);
@@ -138,16 +139,6 @@ fn tap_part(t: u32) -> vec3<i32> {
     return vec3<i32>(i32(c * p.src_h * p.src_w + kh * p.src_w + kw), i32(kh), i32(kw));
 }
 
-// OP_DGRAD row m = (b, jh, jw) of phase f: src origin (b, qh, qw).
-fn dgrad_row(f: Phase, m: u32) -> vec3<i32> {
-    let b = m / f.plane;
-    let r = m % f.plane;
-    let qh = f.qh0 + r / f.nw;
-    let qw = f.qw0 + r % f.nw;
-    let base = b * p.src_c * p.src_h * p.src_w + qh * p.src_w + qw;
-    return vec3<i32>(i32(base), i32(qh), i32(qw));
-}
-
 // OP_DGRAD depth k = (c, th, tw) of phase f: offset (c, −th, −tw).
 fn dgrad_tap(f: Phase, k: u32) -> vec3<i32> {
     let c = k / f.taps;
@@ -158,18 +149,74 @@ fn dgrad_tap(f: Phase, k: u32) -> vec3<i32> {
     return vec3<i32>(off, -th, -tw);
 }
 
-// OP_FWD / OP_DGRAD: where row m's outputs go: (index of channel 0, channel stride).
-fn out_row(dgrad: bool, f: Phase, m: u32) -> vec2<u32> {
-    let plane = p.grid_h * p.grid_w;
-    if (dgrad) {
-        let b = m / f.plane;
-        let r = m % f.plane;
-        let ih = f.ih0 + (r / f.nw) * p.sh;
-        let iw = f.iw0 + (r % f.nw) * p.sw;
-        return vec2<u32>(b * p.n * plane + ih * p.grid_w + iw, plane);
+// A row index m decoded as (a, y, x) over an (·, ny, nx) grid — FWD: (b, oh, ow) over the
+// output grid; DGRAD: (b, jh, jw) over the phase's grid; WGRAD: (c, kh, kw) over the taps —
+// and advanced one row at a time, so a tile's rows cost one division, not one per row.
+struct Cursor {
+    a: u32,
+    y: u32,
+    x: u32,
+    ny: u32,
+    nx: u32,
+}
+
+fn cursor_at(m: u32, ny: u32, nx: u32) -> Cursor {
+    let plane = ny * nx;
+    let r = m % plane;
+    return Cursor(m / plane, r / nx, r % nx, ny, nx);
+}
+
+fn cursor_next(c: Cursor) -> Cursor {
+    var n = c;
+    n.x += 1u;
+    if (n.x == n.nx) {
+        n.x = 0u;
+        n.y += 1u;
     }
-    let b = m / plane;
-    return vec2<u32>(b * p.n * plane + m % plane, plane);
+    if (n.y == n.ny) {
+        n.y = 0u;
+        n.a += 1u;
+    }
+    return n;
+}
+
+// The first row of a tile of product `op` (phase f for OP_DGRAD).
+fn row_cursor(op: u32, f: Phase, m: u32) -> Cursor {
+    if (op == OP_FWD) {
+        return cursor_at(m, p.grid_h, p.grid_w);
+    } else if (op == OP_DGRAD) {
+        return cursor_at(m, f.nh, f.nw);
+    }
+    return cursor_at(m, p.kh, p.kw);
+}
+
+// The row part of A at cursor c.
+fn row_part(op: u32, f: Phase, c: Cursor) -> vec3<i32> {
+    if (op == OP_FWD) {
+        let y = i32(c.y * p.sh) - i32(p.ph);
+        let x = i32(c.x * p.sw) - i32(p.pw);
+        let base = i32(c.a * p.src_c * p.src_h * p.src_w) + y * i32(p.src_w) + x;
+        return vec3<i32>(base, y, x);
+    } else if (op == OP_DGRAD) {
+        let qh = f.qh0 + c.y;
+        let qw = f.qw0 + c.x;
+        let base = c.a * p.src_c * p.src_h * p.src_w + qh * p.src_w + qw;
+        return vec3<i32>(i32(base), i32(qh), i32(qw));
+    }
+    let off = c.a * p.src_h * p.src_w + c.y * p.src_w + c.x;
+    return vec3<i32>(i32(off), i32(c.y), i32(c.x));
+}
+
+// OP_FWD / OP_DGRAD: index of channel 0 of the output pixel at cursor c (channel n is at
+// + n·GH·GW).
+fn out_base(op: u32, f: Phase, c: Cursor) -> u32 {
+    let plane = p.grid_h * p.grid_w;
+    if (op == OP_DGRAD) {
+        let ih = f.ih0 + c.y * p.sh;
+        let iw = f.iw0 + c.x * p.sw;
+        return c.a * p.n * plane + ih * p.grid_w + iw;
+    }
+    return c.a * p.n * plane + c.y * p.grid_w + c.x;
 }
 
 // The element of src at row part + tap part, 0 outside the image.

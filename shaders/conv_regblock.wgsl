@@ -3,7 +3,7 @@
 // The products of conv_common.wgsl (prepended), laid out like gemm_regblock.wgsl, for adapters
 // without 8-lane subgroups (CPU adapters of other SIMD widths).
 // Defines: OP; TM: rows of C per invocation; TNV: vec4 column groups per invocation; WX:
-//   invocations per workgroup; VEC_G, SPLIT (OP_WGRAD) as in conv_subgroup8.wgsl.
+//   invocations per workgroup; VEC_G, SPLIT as in conv_subgroup8.wgsl.
 // Grid: x = row tiles, y = column tiles, z = phase (OP_DGRAD) or split (OP_WGRAD).
 //
 // Invocation x of workgroup (gx, gy) owns the TM rows gx·TM .. + TM and the vec4 column groups
@@ -51,20 +51,14 @@ fn conv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         groups[j] = min(wg.y * WX * TNV + WX * j + lid.x, N4 - 1u);
     }
 
+    // Row parts of A and output offsets, the same for every invocation.
     var rinfo: array<vec3<i32>, TM>;
+    var obase: array<u32, TM>;
+    var cur = row_cursor(OP, f, row0);
     for (var r = 0u; r < TM; r++) {
-        let m = row0 + r;
-        var v = INVALID;
-        if (m < M) {
-            if (OP == OP_FWD) {
-                v = pixel_part(m / P, m % P);
-            } else if (OP == OP_DGRAD) {
-                v = dgrad_row(f, m);
-            } else {
-                v = tap_part(m);
-            }
-        }
-        rinfo[r] = v;
+        rinfo[r] = select(INVALID, row_part(OP, f, cur), row0 + r < M);
+        obase[r] = out_base(OP, f, cur);
+        cur = cursor_next(cur);
     }
 
     var acc: array<array<vec4<f32>, TNV>, TM>;
@@ -146,45 +140,46 @@ fn conv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
             }
         }
     }
-    for (var r = 0u; r < TM; r++) {
-        let m = row0 + r;
-        if (m < M) {
-            if (OP == OP_WGRAD) {
-                for (var j = 0u; j < TNV; j++) {
-                    let gi = wg.y * WX * TNV + WX * j + lid.x;
-                    let v = acc[r][j];
-                    for (var i = 0u; i < 4u; i++) {
-                        let n = 4u * gi + i;
-                        if (n < N) {
-                            if (SPLIT) {
-                                out[(wg.z * M + m) * N + n] = v[i];
-                            } else {
-                                let idx = n * M + m;
-                                var x = v[i];
-                                if (p.epilogue == EPI_ACCUMULATE) {
-                                    x += out[idx];
-                                }
-                                out[idx] = x;
+    let plane = P;
+    if (OP == OP_WGRAD) {
+        for (var r = 0u; r < TM; r++) {
+            let m = row0 + r;
+            for (var j = 0u; j < TNV; j++) {
+                let gi = wg.y * WX * TNV + WX * j + lid.x;
+                let v = acc[r][j];
+                for (var i = 0u; i < 4u; i++) {
+                    let n = 4u * gi + i;
+                    if (m < M && n < N) {
+                        if (SPLIT) {
+                            out[(wg.z * M + m) * N + n] = v[i];
+                        } else {
+                            let idx = n * M + m;
+                            var x = v[i];
+                            if (p.epilogue == EPI_ACCUMULATE) {
+                                x += out[idx];
                             }
+                            out[idx] = x;
                         }
                     }
                 }
-            } else {
-                let o = out_row(OP == OP_DGRAD, f, m);
-                for (var j = 0u; j < TNV; j++) {
-                    let gi = wg.y * WX * TNV + WX * j + lid.x;
-                    var aux_v: vec4<f32>;
-                    if (p.epilogue == EPI_ACT_GRAD) {
-                        for (var i = 0u; i < 4u; i++) {
-                            aux_v[i] = aux[o.x + min(4u * groups[j] + i, N - 1u) * o.y];
-                        }
-                    }
-                    let v = epilogue4(acc[r][j], bias_v[j], aux_v);
+            }
+        }
+    } else {
+        for (var r = 0u; r < TM; r++) {
+            let o = obase[r];
+            for (var j = 0u; j < TNV; j++) {
+                let gi = wg.y * WX * TNV + WX * j + lid.x;
+                var aux_v: vec4<f32>;
+                if (p.epilogue == EPI_ACT_GRAD && row0 + r < M) {
                     for (var i = 0u; i < 4u; i++) {
-                        let n = 4u * gi + i;
-                        if (n < N) {
-                            out[o.x + n * o.y] = v[i];
-                        }
+                        aux_v[i] = aux[o + min(4u * groups[j] + i, N - 1u) * plane];
+                    }
+                }
+                let y = epilogue4(acc[r][j], bias_v[j], aux_v);
+                for (var i = 0u; i < 4u; i++) {
+                    let n = 4u * gi + i;
+                    if (row0 + r < M && n < N) {
+                        out[o + n * plane] = y[i];
                     }
                 }
             }

@@ -59,21 +59,14 @@ fn conv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         cols[j] = min(wg.y * 8u * TNV + 8u * j + lane, N4 - 1u);
     }
 
-    // Row parts of A, the same for every lane.
+    // Row parts of A and output offsets, the same for every lane.
     var rinfo: array<vec3<i32>, TM>;
+    var obase: array<u32, TM>;
+    var cur = row_cursor(OP, f, row0);
     for (var r = 0u; r < TM; r++) {
-        let m = row0 + r;
-        var v = INVALID;
-        if (m < M) {
-            if (OP == OP_FWD) {
-                v = pixel_part(m / P, m % P);
-            } else if (OP == OP_DGRAD) {
-                v = dgrad_row(f, m);
-            } else {
-                v = tap_part(m);
-            }
-        }
-        rinfo[r] = v;
+        rinfo[r] = select(INVALID, row_part(OP, f, cur), row0 + r < M);
+        obase[r] = out_base(OP, f, cur);
+        cur = cursor_next(cur);
     }
 
     var acc: array<array<vec4<f32>, TNV>, TM>;
@@ -101,6 +94,15 @@ fn conv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         // OP_WGRAD: bt[j][i][q] = g[b, 4 cols[j] + i, pix0 + 4q .. pix0 + 4q + 4] (0 past GH·GW).
         // k0 .. k0 + 8 lie in one image: p_pad and k_split are multiples of 8.
         var bt: array<array<array<vec4<f32>, 2>, 4>, TNV>;
+        // OP_FWD / OP_DGRAD: bw[kk][j] = packed weights (k0 + kk, group cols[j]).
+        var bw: array<array<vec4<f32>, TNV>, 8>;
+        if (OP != OP_WGRAD) {
+            for (var kk = 0u; kk < 8u; kk++) {
+                for (var j = 0u; j < TNV; j++) {
+                    bw[kk][j] = wp[(wbase + k0 + kk) * N4 + cols[j]];
+                }
+            }
+        }
         if (OP == OP_WGRAD) {
             let b = k0 / p.p_pad;
             let pix0 = k0 % p.p_pad;
@@ -135,7 +137,7 @@ fn conv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                     let e = kk % 4u;
                     bv[j] = vec4<f32>(bt[j][0][q][e], bt[j][1][q][e], bt[j][2][q][e], bt[j][3][q][e]);
                 } else {
-                    bv[j] = wp[(wbase + k0 + kk) * N4 + cols[j]];
+                    bv[j] = bw[kk][j];
                 }
             }
             for (var r = 0u; r < TM; r++) {
@@ -156,45 +158,46 @@ fn conv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             }
         }
     }
-    for (var r = 0u; r < TM; r++) {
-        let m = row0 + r;
-        if (m < M) {
-            if (OP == OP_WGRAD) {
-                for (var j = 0u; j < TNV; j++) {
-                    let gi = wg.y * 8u * TNV + 8u * j + lane;
-                    let v = acc[r][j];
-                    for (var i = 0u; i < 4u; i++) {
-                        let n = 4u * gi + i;
-                        if (n < N) {
-                            if (SPLIT) {
-                                out[(wg.z * M + m) * N + n] = v[i];
-                            } else {
-                                let idx = n * M + m;
-                                var x = v[i];
-                                if (p.epilogue == EPI_ACCUMULATE) {
-                                    x += out[idx];
-                                }
-                                out[idx] = x;
+    let plane = P;
+    if (OP == OP_WGRAD) {
+        for (var r = 0u; r < TM; r++) {
+            let m = row0 + r;
+            for (var j = 0u; j < TNV; j++) {
+                let gi = wg.y * 8u * TNV + 8u * j + lane;
+                let v = acc[r][j];
+                for (var i = 0u; i < 4u; i++) {
+                    let n = 4u * gi + i;
+                    if (m < M && n < N) {
+                        if (SPLIT) {
+                            out[(wg.z * M + m) * N + n] = v[i];
+                        } else {
+                            let idx = n * M + m;
+                            var x = v[i];
+                            if (p.epilogue == EPI_ACCUMULATE) {
+                                x += out[idx];
                             }
+                            out[idx] = x;
                         }
                     }
                 }
-            } else {
-                let o = out_row(OP == OP_DGRAD, f, m);
-                for (var j = 0u; j < TNV; j++) {
-                    let gi = wg.y * 8u * TNV + 8u * j + lane;
-                    var aux_v: vec4<f32>;
-                    if (p.epilogue == EPI_ACT_GRAD) {
-                        for (var i = 0u; i < 4u; i++) {
-                            aux_v[i] = aux[o.x + min(4u * cols[j] + i, N - 1u) * o.y];
-                        }
-                    }
-                    let v = epilogue4(acc[r][j], bias_v[j], aux_v);
+            }
+        }
+    } else {
+        for (var r = 0u; r < TM; r++) {
+            let o = obase[r];
+            for (var j = 0u; j < TNV; j++) {
+                let gi = wg.y * 8u * TNV + 8u * j + lane;
+                var aux_v: vec4<f32>;
+                if (p.epilogue == EPI_ACT_GRAD && row0 + r < M) {
                     for (var i = 0u; i < 4u; i++) {
-                        let n = 4u * gi + i;
-                        if (n < N) {
-                            out[o.x + n * o.y] = v[i];
-                        }
+                        aux_v[i] = aux[o + min(4u * cols[j] + i, N - 1u) * plane];
+                    }
+                }
+                let y = epilogue4(acc[r][j], bias_v[j], aux_v);
+                for (var i = 0u; i < 4u; i++) {
+                    let n = 4u * gi + i;
+                    if (row0 + r < M && n < N) {
+                        out[o + n * plane] = y[i];
                     }
                 }
             }

@@ -32,7 +32,7 @@ fn load_a(f: Phase, M: u32, K: u32, m: u32, k: u32) -> f32 {
     if (OP == OP_FWD) {
         return gather(pixel_part(m / P, m % P) + tap_part(k));
     } else if (OP == OP_DGRAD) {
-        return gather(dgrad_row(f, m) + dgrad_tap(f, k));
+        return gather(row_part(OP, f, cursor_at(m, f.nh, f.nw)) + dgrad_tap(f, k));
     }
     let pix = k % p.p_pad;
     if (pix >= P) {
@@ -142,18 +142,19 @@ fn conv(
                     }
                 }
             } else {
-                let o = out_row(OP == OP_DGRAD, f, m);
+                let o = out_base(OP, f, row_cursor(OP, f, m));
+                let plane = p.grid_h * p.grid_w;
                 var aux_v: vec4<f32>;
                 if (p.epilogue == EPI_ACT_GRAD) {
                     for (var j = 0u; j < 4u; j++) {
-                        aux_v[j] = aux[o.x + min(c0 + j, N - 1u) * o.y];
+                        aux_v[j] = aux[o + min(c0 + j, N - 1u) * plane];
                     }
                 }
                 let y = epilogue4(v, bias_v, aux_v);
                 for (var j = 0u; j < 4u; j++) {
                     let n = c0 + j;
                     if (n < N) {
-                        out[o.x + n * o.y] = y[j];
+                        out[o + n * plane] = y[j];
                     }
                 }
             }

@@ -352,9 +352,11 @@ fn convt(
     )
 }
 
-/// Kernels 1, 3, 4, 5 and rectangular ones, stride 1 and 2 (and a stride above the kernel,
-/// where some output phases have no taps), padding 0 and 1 (2 for the 5x5), channels 1, 3, odd
-/// and past 32 (two column groups per lane), batch 1 and 7, spatial sizes that fit no tile.
+/// Kernels 1, 3, 4, 5 and rectangular ones, stride 1, 2 and 3 (and a stride above the kernel,
+/// where some output phases have no taps), padding 0, 1 and 2, output padding, channels 1, 2,
+/// 3, odd and past 32 (two column groups per lane), batch 1, 2, 3 and 7, spatial sizes that fit
+/// no tile. Transposed products into at most 4 channels take the narrow kernel on the CPU
+/// families (channels 1, 2, 3 here), the others the implicit GEMM.
 fn awkward() -> Vec<Shape> {
     vec![
         (conv(3, 5, (1, 1), (1, 1), (0, 0)), 1, (5, 7)),
@@ -372,6 +374,8 @@ fn awkward() -> Vec<Shape> {
         (convt(1, 3, (3, 4), (2, 1), (0, 1), (1, 0)), 3, (5, 7)),
         (convt(33, 1, (4, 4), (2, 2), (1, 1), (0, 0)), 1, (5, 7)),
         (convt(3, 37, (4, 4), (2, 2), (1, 1), (0, 0)), 1, (16, 16)),
+        (conv(2, 3, (3, 3), (3, 3), (1, 1)), 2, (13, 13)),
+        (convt(2, 1, (5, 5), (3, 3), (2, 2), (2, 1)), 2, (5, 7)),
     ]
 }
 
@@ -432,7 +436,10 @@ fn check_all(variant: GemmVariant, list: &'static str) {
         return;
     };
     for c in cases(list) {
+        let t0 = std::time::Instant::now();
+        let n0 = ctx.pipelines_compiled();
         check(ctx, c);
+        eprintln!("TIMING {} {:?} {:?} new {}", variant.name(), c.layer, t0.elapsed(), ctx.pipelines_compiled() - n0);
     }
 }
 

@@ -30,10 +30,11 @@ pub enum Shader {
     ConvRegblock,
     ConvTiled,
     ConvAux,
+    ConvNarrow,
 }
 
 impl Shader {
-    pub const ALL: [Shader; 15] = [
+    pub const ALL: [Shader; 16] = [
         Shader::GemmSubgroup8,
         Shader::GemmRegblock,
         Shader::GemmRegblockScalarC,
@@ -49,6 +50,7 @@ impl Shader {
         Shader::ConvRegblock,
         Shader::ConvTiled,
         Shader::ConvAux,
+        Shader::ConvNarrow,
     ];
 
     pub fn file_name(self) -> &'static str {
@@ -68,6 +70,7 @@ impl Shader {
             Shader::ConvRegblock => "conv_regblock.wgsl",
             Shader::ConvTiled => "conv_tiled.wgsl",
             Shader::ConvAux => "conv_aux.wgsl",
+            Shader::ConvNarrow => "conv_narrow.wgsl",
         }
     }
 
@@ -109,6 +112,10 @@ impl Shader {
             Shader::ConvAux => concat!(
                 include_str!("../../shaders/conv_common.wgsl"),
                 include_str!("../../shaders/conv_aux.wgsl")
+            ),
+            Shader::ConvNarrow => concat!(
+                include_str!("../../shaders/conv_common.wgsl"),
+                include_str!("../../shaders/conv_narrow.wgsl")
             ),
         }
     }

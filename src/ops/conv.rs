@@ -343,22 +343,26 @@ const REGBLOCK_WX: u32 = 8;
 
 /// The tile for an (M, N) output with `z` slices: wide enough for N, and rows shrunk until there
 /// are 16 workgroups when the shape allows, so every core of a CPU adapter has work.
-fn choose_tile(variant: GemmVariant, m: usize, n: usize, z: usize) -> Tile {
+fn choose_tile(variant: GemmVariant, kind: Product, m: usize, n: usize, z: usize) -> Tile {
     let n4 = n.div_ceil(4);
     let count = |rows: usize, cols: usize| m.div_ceil(rows) * n.div_ceil(cols) * z;
     match variant {
         GemmVariant::Subgroup8 => {
             let tnv: u32 = if n4 > 8 { 2 } else { 1 };
-            let mut tm: u32 = if m >= 96 {
-                32
-            } else if m >= 16 {
-                16
-            } else {
-                8
-            };
+            // 32 rows, or 16 when that leaves too few workgroups to keep every core busy (each
+            // tile size is a pipeline compiled on first use, so there are few of them).
             let cols = 32 * tnv as usize;
-            while tm > 8 && count(tm as usize, cols) < 16 {
-                tm /= 2;
+            let mut tm: u32 = if m >= 96 && count(32, cols) >= 16 {
+                32
+            } else {
+                16
+            };
+            // The weight gradient's depth is long and split for parallelism; with one column
+            // group per lane, 64 rows halve its loads of g per multiply-add (measured 1.3-1.8x
+            // faster on lavapipe; 64 rows with two groups, or in the other products, were 3x
+            // slower).
+            if kind == Product::Wgrad && tnv == 1 && m >= 64 {
+                tm = 64;
             }
             Tile {
                 variant,
@@ -376,17 +380,12 @@ fn choose_tile(variant: GemmVariant, m: usize, n: usize, z: usize) -> Tile {
             } else {
                 4
             };
-            let mut tm: u32 = if m <= 4 {
-                4
-            } else if m <= 8 {
-                8
-            } else {
-                16
-            };
             let cols = (4 * REGBLOCK_WX * tnv) as usize;
-            while tm > 4 && count(tm as usize, cols) < 16 {
-                tm /= 2;
-            }
+            let tm: u32 = if m > 8 && count(16, cols) >= 16 {
+                16
+            } else {
+                8
+            };
             Tile {
                 variant,
                 tm,
@@ -516,6 +515,104 @@ enum Epi<'a> {
 
 const MAX_GROUPS: usize = 65535;
 
+/// Sets the epilogue fields of `params` and returns the (bias, aux) bindings.
+fn epilogue_bindings<'a>(
+    ctx: &'a GpuContext,
+    params: &mut ConvParams,
+    epi: &'a Epi<'a>,
+) -> Result<(wgpu::BindingResource<'a>, wgpu::BindingResource<'a>)> {
+    let dummy = || ctx.dummy.as_entire_binding();
+    Ok(match epi {
+        Epi::Store => (dummy(), dummy()),
+        Epi::Accumulate => {
+            params.epilogue = EPI_ACCUMULATE;
+            (dummy(), dummy())
+        }
+        Epi::BiasAct(b, act) => {
+            act.validate()?;
+            params.epilogue = EPI_BIAS_ACT;
+            params.act = act.code();
+            params.slope = act.slope();
+            (b.binding(), dummy())
+        }
+        Epi::ActGrad(t, act) => {
+            act.validate()?;
+            params.epilogue = EPI_ACT_GRAD;
+            params.act = act.code();
+            params.slope = act.slope();
+            (dummy(), t.binding())
+        }
+    })
+}
+
+/// Block of `conv_narrow.wgsl`: quads (one output pixel per phase) per invocation, and the
+/// patch of src they reach.
+#[derive(Clone, Copy, Debug)]
+struct NarrowTile {
+    tqy: usize,
+    tqx: usize,
+    py: usize,
+    px: usize,
+    /// Smallest patch offset QH + j − th along each axis.
+    dy: i64,
+    dx: i64,
+}
+
+/// Most output channels the narrow transposed convolution takes.
+pub const NARROW_MAX_N: usize = 4;
+
+/// The narrow kernel's block when it takes the product: OP_DGRAD into at most
+/// [`NARROW_MAX_N`] channels on the CPU families (on GPUs the tiled kernel's wide tiles serve),
+/// kernels up to 8 and strides up to 4 (its loops are unrolled at compile time).
+fn narrow_tile(variant: GemmVariant, kind: Product, g: &Geometry) -> Option<NarrowTile> {
+    let (kh, kw) = g.kernel;
+    let (sh, sw) = g.stride;
+    if kind != Product::Dgrad
+        || g.n > NARROW_MAX_N
+        || variant == GemmVariant::Tiled
+        || kh > 8
+        || kw > 8
+        || sh > 4
+        || sw > 4
+    {
+        return None;
+    }
+    // At most 32 vec4 accumulators (phases x channels x TQY x TQX / 4): with more, lavapipe
+    // stopped keeping them in registers (the 32 -> 1 channel 4x4 stride-2 layer ran 7x slower
+    // with 8x8 quads than with the 4x8 quads it gets here, and compiled 5x longer).
+    let cells = sh * sw * g.n;
+    let tqx = if cells <= 4 { 8 } else { 4 };
+    let tqy = (128 / (cells * tqx)).clamp(1, 8);
+    // Patch rows: QH(rh) + j − th over the phases rh, their taps th and the block's rows j.
+    let axis = |tq: usize, k: usize, s: usize, pad: usize| {
+        let rp = pad % s;
+        let (mut lo, mut hi) = (i64::MAX, i64::MIN);
+        for r in 0..s {
+            let first = (r + s - rp) % s;
+            let q = ((first + rp - r) / s) as i64;
+            for t in (0..).take_while(|t| r + t * s < k) {
+                lo = lo.min(q - t as i64);
+                hi = hi.max(q + tq as i64 - 1 - t as i64);
+            }
+        }
+        if lo > hi {
+            (0, 1)
+        } else {
+            (lo, (hi - lo + 1) as usize)
+        }
+    };
+    let (dy, py) = axis(tqy, kh, sh, g.padding.0);
+    let (dx, px) = axis(tqx, kw, sw, g.padding.1);
+    Some(NarrowTile {
+        tqy,
+        tqx,
+        py,
+        px,
+        dy,
+        dx,
+    })
+}
+
 /// Prepares one product: weight packing when B is a weight tensor, the product, and the split
 /// reduction when OP_WGRAD splits its depth.
 #[allow(clippy::too_many_arguments)]
@@ -568,7 +665,12 @@ fn product(
     };
     let n = geo.n;
     let n4 = n.div_ceil(4);
-    let tile = choose_tile(ctx.gemm_variant, m.max(1), n, phases);
+    // OP_WGRAD makes its workgroups by splitting the depth, so its tile keeps all its rows.
+    let slices = match kind {
+        Product::Wgrad => (k / 64).max(1),
+        _ => phases,
+    };
+    let tile = choose_tile(ctx.gemm_variant, kind, m.max(1), n, slices);
     let gx = m.max(1).div_ceil(tile.rows);
     let gy = n.div_ceil(tile.cols);
     if gx > MAX_GROUPS || gy > MAX_GROUPS {
@@ -634,6 +736,52 @@ fn product(
     let mut program = Program::new();
     let mut workspace = Vec::new();
 
+    if let (Some(nt), Operand::Weights(w)) = (narrow_tile(ctx.gemm_variant, kind, geo), &operand) {
+        let (bias, aux) = epilogue_bindings(ctx, &mut params, &epi)?;
+        let blocks =
+            geo.grid_h.div_ceil(sh).div_ceil(nt.tqy) * geo.grid_w.div_ceil(sw).div_ceil(nt.tqx);
+        let gx = blocks.div_ceil(8);
+        if gx > MAX_GROUPS || geo.batch > MAX_GROUPS {
+            return Err(shape_err(
+                op,
+                format!(
+                    "{label}: {blocks} output blocks per image in {} images exceed {MAX_GROUPS} \
+                     workgroups along one axis",
+                    geo.batch
+                ),
+            ));
+        }
+        let key = KernelKey::new(Shader::ConvNarrow, "narrow")
+            .u32("KH", kh as u32)
+            .u32("KW", kw as u32)
+            .u32("SH", sh as u32)
+            .u32("SW", sw as u32)
+            .u32("RPH", (geo.padding.0 % sh) as u32)
+            .u32("RPW", (geo.padding.1 % sw) as u32)
+            .u32("NN", n as u32)
+            .u32("TQY", nt.tqy as u32)
+            .u32("TQX", nt.tqx as u32)
+            .u32("PY", nt.py as u32)
+            .u32("PX", nt.px as u32)
+            .u32("DYB", (1024 + nt.dy) as u32)
+            .u32("DXB", (1024 + nt.dx) as u32);
+        program.push(Dispatch::new(
+            ctx,
+            &key,
+            label,
+            &[
+                (0, src.binding()),
+                (1, w.binding()),
+                (2, out.binding()),
+                (3, bias),
+                (4, aux),
+            ],
+            Some((5, &params)),
+            [gx as u32, 1, geo.batch as u32],
+        )?);
+        return Ok(ConvProgram { program, workspace });
+    }
+
     // B operand.
     if let Operand::Weights(w) = operand {
         let len = mul(op, "packed weights", &[phases, k_pad, 4 * n4])?;
@@ -650,27 +798,7 @@ fn product(
         )?);
         workspace.push(packed);
     }
-    let (bias, aux) = match &epi {
-        Epi::Store => (dummy(), dummy()),
-        Epi::Accumulate => {
-            params.epilogue = EPI_ACCUMULATE;
-            (dummy(), dummy())
-        }
-        Epi::BiasAct(b, act) => {
-            act.validate()?;
-            params.epilogue = EPI_BIAS_ACT;
-            params.act = act.code();
-            params.slope = act.slope();
-            (b.binding(), dummy())
-        }
-        Epi::ActGrad(t, act) => {
-            act.validate()?;
-            params.epilogue = EPI_ACT_GRAD;
-            params.act = act.code();
-            params.slope = act.slope();
-            (dummy(), t.binding())
-        }
-    };
+    let (bias, aux) = epilogue_bindings(ctx, &mut params, &epi)?;
 
     // Where the product writes: OP_WGRAD with splits writes partial sums.
     let partials = if split {
