@@ -1,7 +1,8 @@
 // ---- conv_subgroup8.wgsl: implicit-GEMM convolutions for CPU adapters with 8-lane subgroups ----
 //
 // The products of conv_common.wgsl (prepended), laid out like gemm_subgroup8.wgsl.
-// Defines: OP (OP_FWD, OP_DGRAD, OP_WGRAD); TM: rows of C per workgroup (8, 16 or 32); TNV: vec4
+// Defines: OP (OP_FWD, OP_DGRAD, OP_WGRAD); TM: rows of C per workgroup (16, 32, or 64 for
+//   OP_WGRAD with TNV = 1); TNV: vec4
 //   column groups per lane; VEC_G (OP_WGRAD): GH·GW is a multiple of 4, so g is read as vec4;
 //   SPLIT (OP_WGRAD): write partial sums (splits, M, N) instead of dW.
 // Grid: x = row tiles, y = column tiles, z = phase (OP_DGRAD) or split (OP_WGRAD).

@@ -436,10 +436,7 @@ fn check_all(variant: GemmVariant, list: &'static str) {
         return;
     };
     for c in cases(list) {
-        let t0 = std::time::Instant::now();
-        let n0 = ctx.pipelines_compiled();
         check(ctx, c);
-        eprintln!("TIMING {} {:?} {:?} new {}", variant.name(), c.layer, t0.elapsed(), ctx.pipelines_compiled() - n0);
     }
 }
 

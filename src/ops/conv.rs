@@ -33,12 +33,23 @@
 //! The kernel family follows [`GpuContext::gemm_variant`]:
 //!
 //! - `conv_subgroup8.wgsl` ([`GemmVariant::Subgroup8`]): one 8-lane subgroup computes a
-//!   TM×32·TNV tile (TM 8/16/32 rows, TNV 1–2 vec4 column groups per lane); each gathered
-//!   element is loaded by one lane and broadcast by `subgroupShuffle`.
-//! - `conv_regblock.wgsl` ([`GemmVariant::Regblock`]): 8 invocations share TM (4/8/16) rows and
-//!   each owns TNV (1/2/4) vec4 column groups; the gathered loads are uniform.
+//!   TM×32·TNV tile (TM 16 or 32 rows, 64 for a weight gradient with one column group; TNV 1–2
+//!   vec4 column groups per lane); each gathered element is loaded by one lane and broadcast by
+//!   `subgroupShuffle`.
+//! - `conv_regblock.wgsl` ([`GemmVariant::Regblock`]): 8 invocations share TM (8/16) rows and
+//!   each owns TNV (1/2/4) vec4 column groups.
 //! - `conv_tiled.wgsl` ([`GemmVariant::Tiled`]): 64×64 workgroup-memory tiles, 16 deep, 4×4 per
 //!   invocation; the gather happens in the cooperative tile load.
+//! - `conv_narrow.wgsl` (the CPU families, `OP_DGRAD` into at most [`NARROW_MAX_N`] channels:
+//!   a decoder's output layer): with so few columns the implicit GEMM would load each gathered
+//!   element for one multiply-add, so each invocation instead keeps a block of output pixels of
+//!   every phase in registers and applies all taps to one loaded patch of the input (direct
+//!   convolution, weights read in PyTorch's layout).
+//!
+//! On lavapipe every element a kernel loads costs far more than a multiply-add, so the tiles
+//! are chosen to load few elements per multiply-add; each distinct tile, product and layer
+//! geometry (for the narrow kernel) is a pipeline compiled on first use, so there are few tile
+//! sizes. `examples/bench_conv.rs` measures them against the GEMM.
 //!
 //! Every shape is accepted: padding, ragged tiles and depth tails are masked in the gather,
 //! packed weights are zero past K and N. Sizes are checked against `u32`/`i32` indexing and the
