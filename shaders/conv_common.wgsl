@@ -65,8 +65,8 @@ struct ConvParams {
     p_pad: u32,    // WGRAD: GH·GW rounded up to a multiple of 8
     k_split: u32,  // WGRAD: depth covered by one split (multiple of 8)
     splits: u32,   // WGRAD: number of splits (workgroups along z)
-    epilogue: u32, // EPI_*
-    act: u32,      // ACT_* (common.wgsl)
+    epilogue: u32, // EPI_* (the kernels with an EPILOGUE define use the define)
+    act: u32,      // ACT_* (common.wgsl; likewise ACT)
     slope: f32,    // LeakyReLU slope
     op: u32,       // OP_* (conv_aux.wgsl::pack)
 }
@@ -226,13 +226,15 @@ fn gather(a: vec3<i32>) -> f32 {
     return select(0.0, v, ok);
 }
 
-// The epilogue on four columns n0 .. n0 + 3 of one output row (aux_v: the activation output
-// at the same places, for EPI_ACT_GRAD; bias_v: bias[n0 ..]).
-fn epilogue4(v: vec4<f32>, bias_v: vec4<f32>, aux_v: vec4<f32>) -> vec4<f32> {
-    if (p.epilogue == EPI_BIAS_ACT) {
-        return activate(p.act, p.slope, v + bias_v);
-    } else if (p.epilogue == EPI_ACT_GRAD) {
-        return v * activate_grad_from_output(p.act, p.slope, aux_v);
+// The epilogue `epi` (EPI_*) with activation `act` (ACT_*) on four outputs (aux_v: the
+// activation output at the same places, for EPI_ACT_GRAD; bias_v: their biases). The kernels
+// pass their EPILOGUE and ACT defines, so only the code of one activation is compiled: with the
+// choice made at run time, lavapipe evaluated every activation for every output.
+fn epilogue4(epi: u32, act: u32, v: vec4<f32>, bias_v: vec4<f32>, aux_v: vec4<f32>) -> vec4<f32> {
+    if (epi == EPI_BIAS_ACT) {
+        return activate(act, p.slope, v + bias_v);
+    } else if (epi == EPI_ACT_GRAD) {
+        return v * activate_grad_from_output(act, p.slope, aux_v);
     }
     return v;
 }

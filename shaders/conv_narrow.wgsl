@@ -16,9 +16,9 @@
 // tap kh = rh + th·SH at src row ph/SH + QH(rh) + j − th, where ih0 and QH depend only on
 // RPH = ph mod SH: every register index below is a compile-time constant once Mesa unrolls.
 //
-// Defines: KH, KW, SH, SW (kernel, stride); RPH, RPW (padding mod stride); NN (N); TQY, TQX
-//   (quads per invocation; TQX a multiple of 4); PY, PX (patch size); DYB, DXB (1024 + the
-//   smallest QH + j − th over the block, per axis).
+// Defines: EPILOGUE, ACT; KH, KW, SH, SW (kernel, stride); RPH, RPW (padding mod stride); NN
+//   (N); TQY, TQX (quads per invocation; TQX a multiple of 4); PY, PX (patch size); DYB, DXB
+//   (1024 + the smallest QH + j − th over the block, per axis).
 // Grid: x = groups of 8 blocks (one per invocation, numbered row-major over the image),
 //   z = image.
 
@@ -125,12 +125,12 @@ fn narrow(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
                             ox[e] = first_out(rw, RPW, SW) + (i0 + 4u * jq + e) * SW;
                         }
                         var aux_v: vec4<f32>;
-                        if (p.epilogue == EPI_ACT_GRAD && oy < p.grid_h && n < N) {
+                        if (EPILOGUE == EPI_ACT_GRAD && oy < p.grid_h && n < N) {
                             for (var e = 0u; e < 4u; e++) {
                                 aux_v[e] = aux[obase + oy * p.grid_w + min(ox[e], p.grid_w - 1u)];
                             }
                         }
-                        let v = epilogue4(acc[rh][rw][n][j][jq], bias_n, aux_v);
+                        let v = epilogue4(EPILOGUE, ACT, acc[rh][rw][n][j][jq], bias_n, aux_v);
                         for (var e = 0u; e < 4u; e++) {
                             if (n < N && oy < p.grid_h && ox[e] < p.grid_w) {
                                 out[obase + oy * p.grid_w + ox[e]] = v[e];

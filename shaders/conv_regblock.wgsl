@@ -2,8 +2,8 @@
 //
 // The products of conv_common.wgsl (prepended), laid out like gemm_regblock.wgsl, for adapters
 // without 8-lane subgroups (CPU adapters of other SIMD widths).
-// Defines: OP; TM: rows of C per invocation; TNV: vec4 column groups per invocation; WX:
-//   invocations per workgroup; VEC_G, SPLIT as in conv_subgroup8.wgsl.
+// Defines: OP, EPILOGUE, ACT; TM: rows of C per invocation; TNV: vec4 column groups per
+//   invocation; WX: invocations per workgroup; VEC_G, SPLIT as in conv_subgroup8.wgsl.
 // Grid: x = row tiles, y = column tiles, z = phase (OP_DGRAD) or split (OP_WGRAD).
 //
 // Invocation x of workgroup (gx, gy) owns the TM rows gx·TM .. + TM and the vec4 column groups
@@ -133,7 +133,7 @@ fn conv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     }
 
     var bias_v: array<vec4<f32>, TNV>;
-    if (OP != OP_WGRAD && p.epilogue == EPI_BIAS_ACT) {
+    if (OP != OP_WGRAD && EPILOGUE == EPI_BIAS_ACT) {
         for (var j = 0u; j < TNV; j++) {
             for (var i = 0u; i < 4u; i++) {
                 bias_v[j][i] = bias[min(4u * groups[j] + i, N - 1u)];
@@ -155,7 +155,7 @@ fn conv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
                         } else {
                             let idx = n * M + m;
                             var x = v[i];
-                            if (p.epilogue == EPI_ACCUMULATE) {
+                            if (EPILOGUE == EPI_ACCUMULATE) {
                                 x += out[idx];
                             }
                             out[idx] = x;
@@ -170,12 +170,12 @@ fn conv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
             for (var j = 0u; j < TNV; j++) {
                 let gi = wg.y * WX * TNV + WX * j + lid.x;
                 var aux_v: vec4<f32>;
-                if (p.epilogue == EPI_ACT_GRAD && row0 + r < M) {
+                if (EPILOGUE == EPI_ACT_GRAD && row0 + r < M) {
                     for (var i = 0u; i < 4u; i++) {
                         aux_v[i] = aux[o + min(4u * groups[j] + i, N - 1u) * plane];
                     }
                 }
-                let y = epilogue4(acc[r][j], bias_v[j], aux_v);
+                let y = epilogue4(EPILOGUE, ACT, acc[r][j], bias_v[j], aux_v);
                 for (var i = 0u; i < 4u; i++) {
                     let n = 4u * gi + i;
                     if (row0 + r < M && n < N) {

@@ -1,10 +1,10 @@
 // ---- conv_subgroup8.wgsl: implicit-GEMM convolutions for CPU adapters with 8-lane subgroups ----
 //
 // The products of conv_common.wgsl (prepended), laid out like gemm_subgroup8.wgsl.
-// Defines: OP (OP_FWD, OP_DGRAD, OP_WGRAD); TM: rows of C per workgroup (16, 32, or 64 for
-//   OP_WGRAD with TNV = 1); TNV: vec4
-//   column groups per lane; VEC_G (OP_WGRAD): GH·GW is a multiple of 4, so g is read as vec4;
-//   SPLIT (OP_WGRAD): write partial sums (splits, M, N) instead of dW.
+// Defines: OP (OP_FWD, OP_DGRAD, OP_WGRAD); EPILOGUE, ACT (EPI_*, ACT_*); TM: rows of C per
+//   workgroup (16, 32, or 64 for OP_WGRAD with TNV = 1); TNV: vec4 column groups per lane;
+//   VEC_G (OP_WGRAD): GH·GW is a multiple of 4, so g is read as vec4; SPLIT (OP_WGRAD): write
+//   partial sums (splits, M, N) instead of dW.
 // Grid: x = row tiles, y = column tiles, z = phase (OP_DGRAD) or split (OP_WGRAD).
 //
 // A workgroup is one subgroup of 8 lanes and computes a TM x (32·TNV) tile of C. Lane l owns the
@@ -152,7 +152,7 @@ fn conv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
 
     // Epilogue. Bias values depend only on the column group: load them once.
     var bias_v: array<vec4<f32>, TNV>;
-    if (OP != OP_WGRAD && p.epilogue == EPI_BIAS_ACT) {
+    if (OP != OP_WGRAD && EPILOGUE == EPI_BIAS_ACT) {
         for (var j = 0u; j < TNV; j++) {
             for (var i = 0u; i < 4u; i++) {
                 bias_v[j][i] = bias[min(4u * cols[j] + i, N - 1u)];
@@ -174,7 +174,7 @@ fn conv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                         } else {
                             let idx = n * M + m;
                             var x = v[i];
-                            if (p.epilogue == EPI_ACCUMULATE) {
+                            if (EPILOGUE == EPI_ACCUMULATE) {
                                 x += out[idx];
                             }
                             out[idx] = x;
@@ -189,12 +189,12 @@ fn conv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             for (var j = 0u; j < TNV; j++) {
                 let gi = wg.y * 8u * TNV + 8u * j + lane;
                 var aux_v: vec4<f32>;
-                if (p.epilogue == EPI_ACT_GRAD && row0 + r < M) {
+                if (EPILOGUE == EPI_ACT_GRAD && row0 + r < M) {
                     for (var i = 0u; i < 4u; i++) {
                         aux_v[i] = aux[o + min(4u * cols[j] + i, N - 1u) * plane];
                     }
                 }
-                let y = epilogue4(acc[r][j], bias_v[j], aux_v);
+                let y = epilogue4(EPILOGUE, ACT, acc[r][j], bias_v[j], aux_v);
                 for (var i = 0u; i < 4u; i++) {
                     let n = 4u * gi + i;
                     if (row0 + r < M && n < N) {

@@ -1,7 +1,7 @@
 // ---- conv_tiled.wgsl: implicit-GEMM convolutions with workgroup-memory tiles ----------------
 //
 // The products of conv_common.wgsl (prepended), laid out like gemm_tiled.wgsl: the kernel for
-// real GPUs. Defines: OP; SPLIT (OP_WGRAD) as in conv_subgroup8.wgsl.
+// real GPUs. Defines: OP, EPILOGUE, ACT; SPLIT (OP_WGRAD) as in conv_subgroup8.wgsl.
 // Grid: x = row tiles, y = column tiles, z = phase (OP_DGRAD) or split (OP_WGRAD).
 //
 // A 16x16 workgroup computes a 64x64 tile of C, 4x4 outputs per invocation, with 16-deep slices
@@ -116,7 +116,7 @@ fn conv(
     let N = p.n;
     let c0 = col0 + lid.x * 4u;
     var bias_v: vec4<f32>;
-    if (OP != OP_WGRAD && p.epilogue == EPI_BIAS_ACT) {
+    if (OP != OP_WGRAD && EPILOGUE == EPI_BIAS_ACT) {
         for (var j = 0u; j < 4u; j++) {
             bias_v[j] = bias[min(c0 + j, N - 1u)];
         }
@@ -134,7 +134,7 @@ fn conv(
                         } else {
                             let idx = n * M + m;
                             var x = v[j];
-                            if (p.epilogue == EPI_ACCUMULATE) {
+                            if (EPILOGUE == EPI_ACCUMULATE) {
                                 x += out[idx];
                             }
                             out[idx] = x;
@@ -145,12 +145,12 @@ fn conv(
                 let o = out_base(OP, f, row_cursor(OP, f, m));
                 let plane = p.grid_h * p.grid_w;
                 var aux_v: vec4<f32>;
-                if (p.epilogue == EPI_ACT_GRAD) {
+                if (EPILOGUE == EPI_ACT_GRAD) {
                     for (var j = 0u; j < 4u; j++) {
                         aux_v[j] = aux[o + min(c0 + j, N - 1u) * plane];
                     }
                 }
-                let y = epilogue4(v, bias_v, aux_v);
+                let y = epilogue4(EPILOGUE, ACT, v, bias_v, aux_v);
                 for (var j = 0u; j < 4u; j++) {
                     let n = c0 + j;
                     if (n < N) {

@@ -763,6 +763,8 @@ fn product(
             ));
         }
         let key = KernelKey::new(Shader::ConvNarrow, "narrow")
+            .u32("EPILOGUE", params.epilogue)
+            .u32("ACT", params.act)
             .u32("KH", kh as u32)
             .u32("KW", kw as u32)
             .u32("SH", sh as u32)
@@ -834,6 +836,14 @@ fn product(
         Operand::Image(g) => (dummy(), g.binding(), g.binding()),
     };
     let vec_g = plane.is_multiple_of(4);
+    let main_params = if split {
+        ConvParams {
+            epilogue: EPI_STORE,
+            ..params
+        }
+    } else {
+        params
+    };
     let key = match tile.variant {
         GemmVariant::Subgroup8 => KernelKey::new(Shader::ConvSubgroup8, "conv")
             .u32("OP", kind.code())
@@ -846,6 +856,8 @@ fn product(
             .u32("WX", REGBLOCK_WX),
         GemmVariant::Tiled => KernelKey::new(Shader::ConvTiled, "conv").u32("OP", kind.code()),
     }
+    .u32("EPILOGUE", main_params.epilogue)
+    .u32("ACT", main_params.act)
     .flag("VEC_G", kind == Product::Wgrad && vec_g)
     .flag("SPLIT", split);
     let mut bindings = vec![
@@ -859,14 +871,6 @@ fn product(
     if tile.variant != GemmVariant::Tiled {
         bindings.push((7, g4_bind));
     }
-    let main_params = if split {
-        ConvParams {
-            epilogue: EPI_STORE,
-            ..params
-        }
-    } else {
-        params
-    };
     program.push(Dispatch::new(
         ctx,
         &key,
