@@ -16,6 +16,8 @@
 // tap kh = rh + th·SH at src row ph/SH + QH(rh) + j − th, where ih0 and QH depend only on
 // RPH = ph mod SH: every register index below is a compile-time constant once Mesa unrolls.
 //
+// The weights of channel c come from narrow_weights (conv_narrow_load.wgsl, or on 8-lane
+// subgroups conv_narrow_load8.wgsl, prepended).
 // Defines: EPILOGUE, ACT; KH, KW, SH, SW (kernel, stride); RPH, RPW (padding mod stride); NN
 //   (N); TQY, TQX (quads per invocation; TQX a multiple of 4); PY, PX (patch size); DYB, DXB
 //   (1024 + the smallest QH + j − th over the block, per axis).
@@ -69,15 +71,7 @@ fn narrow(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
                 pt[i][j] = select(0.0, v, ok);
             }
         }
-        var wr: array<array<array<f32, KW>, KH>, NN>;
-        for (var n = 0u; n < NN; n++) {
-            let wbase = (c * N + min(n, N - 1u)) * KH * KW;
-            for (var kh = 0u; kh < KH; kh++) {
-                for (var kw = 0u; kw < KW; kw++) {
-                    wr[n][kh][kw] = w[wbase + kh * KW + kw];
-                }
-            }
-        }
+        let wr = narrow_weights(c, lane);
         for (var rh = 0u; rh < SH; rh++) {
             for (var rw = 0u; rw < SW; rw++) {
                 for (var th = 0u; th < (KH + SH - 1u) / SH; th++) {

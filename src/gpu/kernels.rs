@@ -31,10 +31,11 @@ pub enum Shader {
     ConvTiled,
     ConvAux,
     ConvNarrow,
+    ConvNarrowSubgroup8,
 }
 
 impl Shader {
-    pub const ALL: [Shader; 16] = [
+    pub const ALL: [Shader; 17] = [
         Shader::GemmSubgroup8,
         Shader::GemmRegblock,
         Shader::GemmRegblockScalarC,
@@ -51,6 +52,7 @@ impl Shader {
         Shader::ConvTiled,
         Shader::ConvAux,
         Shader::ConvNarrow,
+        Shader::ConvNarrowSubgroup8,
     ];
 
     pub fn file_name(self) -> &'static str {
@@ -71,6 +73,7 @@ impl Shader {
             Shader::ConvTiled => "conv_tiled.wgsl",
             Shader::ConvAux => "conv_aux.wgsl",
             Shader::ConvNarrow => "conv_narrow.wgsl",
+            Shader::ConvNarrowSubgroup8 => "conv_narrow.wgsl+sg8",
         }
     }
 
@@ -115,6 +118,12 @@ impl Shader {
             ),
             Shader::ConvNarrow => concat!(
                 include_str!("../../shaders/conv_common.wgsl"),
+                include_str!("../../shaders/conv_narrow_load.wgsl"),
+                include_str!("../../shaders/conv_narrow.wgsl")
+            ),
+            Shader::ConvNarrowSubgroup8 => concat!(
+                include_str!("../../shaders/conv_common.wgsl"),
+                include_str!("../../shaders/conv_narrow_load8.wgsl"),
                 include_str!("../../shaders/conv_narrow.wgsl")
             ),
         }
@@ -122,7 +131,10 @@ impl Shader {
 
     /// Whether the file uses subgroup built-ins (needs `Features::SUBGROUP`).
     pub fn needs_subgroups(self) -> bool {
-        matches!(self, Shader::GemmSubgroup8 | Shader::ConvSubgroup8)
+        matches!(
+            self,
+            Shader::GemmSubgroup8 | Shader::ConvSubgroup8 | Shader::ConvNarrowSubgroup8
+        )
     }
 
     /// WGSL extensions the file uses. [`KernelKey::wgsl`] emits an `enable` directive for each

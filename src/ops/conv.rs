@@ -44,7 +44,8 @@
 //!   a decoder's output layer): with so few columns the implicit GEMM would load each gathered
 //!   element for one multiply-add, so each invocation instead keeps a block of output pixels of
 //!   every phase in registers and applies all taps to one loaded patch of the input (direct
-//!   convolution, weights read in PyTorch's layout).
+//!   convolution, weights read in PyTorch's layout; on 8-lane subgroups the lanes load a
+//!   channel's weights together and share them by `subgroupShuffle`).
 //!
 //! On lavapipe every element a kernel loads costs far more than a multiply-add, so the tiles
 //! are chosen to load few elements per multiply-add; each distinct tile, product and layer
@@ -762,7 +763,12 @@ fn product(
                 ),
             ));
         }
-        let key = KernelKey::new(Shader::ConvNarrow, "narrow")
+        let shader = if ctx.gemm_variant == GemmVariant::Subgroup8 {
+            Shader::ConvNarrowSubgroup8
+        } else {
+            Shader::ConvNarrow
+        };
+        let key = KernelKey::new(shader, "narrow")
             .u32("EPILOGUE", params.epilogue)
             .u32("ACT", params.act)
             .u32("KH", kh as u32)
