@@ -21,7 +21,9 @@
 // Defines: EPILOGUE, ACT; KH, KW, SH, SW (kernel, stride); RPH, RPW (padding mod stride); NN
 //   (N); TQY, TQX (quads per invocation; TQX a multiple of 4); PY, PX (patch size); DYB, DXB
 //   (1024 + the smallest QH + j − th over the block, per axis).
-// Grid: x = groups of 8 blocks (one per invocation, numbered row-major over the image),
+//   WG: invocations per workgroup (8 on CPU adapters, where conv_narrow_load8.wgsl needs one
+//   8-lane subgroup per workgroup; 64 on GPUs).
+// Grid: x = groups of WG blocks (one per invocation, numbered row-major over the image),
 //   z = image.
 
 const NQ4: u32 = TQX / 4u;
@@ -43,13 +45,13 @@ fn q_off(r: u32, rp: u32, s: u32) -> u32 {
     return (first_out(r, rp, s) + rp - r) / s;
 }
 
-@compute @workgroup_size(8)
+@compute @workgroup_size(WG)
 fn narrow(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
     let b = wg.z;
     let N = p.n;
     let quads_w = (p.grid_w + SW - 1u) / SW;
     let blocks_x = (quads_w + TQX - 1u) / TQX;
-    let t = wg.x * 8u + lane;
+    let t = wg.x * WG + lane;
     let j0 = (t / blocks_x) * TQY;
     let i0 = (t % blocks_x) * TQX;
     // Patch origin in src.

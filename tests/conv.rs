@@ -355,8 +355,8 @@ fn convt(
 /// Kernels 1, 3, 4, 5 and rectangular ones, stride 1, 2 and 3 (and a stride above the kernel,
 /// where some output phases have no taps), padding 0, 1 and 2, output padding, channels 1, 2,
 /// 3, odd and past 32 (two column groups per lane), batch 1, 2, 3 and 7, spatial sizes that fit
-/// no tile. Transposed products into at most 4 channels take the narrow kernel on the CPU
-/// families (channels 1, 2, 3 here), the others the implicit GEMM.
+/// no tile. Transposed products into at most 4 channels take the narrow kernel (channels 1, 2,
+/// 3 here), the others (5, 7, 37) the implicit GEMM.
 fn awkward() -> Vec<Shape> {
     vec![
         (conv(3, 5, (1, 1), (1, 1), (0, 0)), 1, (5, 7)),

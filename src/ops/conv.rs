@@ -40,8 +40,8 @@
 //!   each owns TNV (1/2/4) vec4 column groups.
 //! - `conv_tiled.wgsl` ([`GemmVariant::Tiled`]): 64×64 workgroup-memory tiles, 16 deep, 4×4 per
 //!   invocation; the gather happens in the cooperative tile load.
-//! - `conv_narrow.wgsl` (the CPU families, `OP_DGRAD` into at most [`NARROW_MAX_N`] channels:
-//!   a decoder's output layer): with so few columns the implicit GEMM would load each gathered
+//! - `conv_narrow.wgsl` (every family, `OP_DGRAD` into at most [`NARROW_MAX_N`] channels: a
+//!   decoder's output layer): with so few columns the implicit GEMM would load each gathered
 //!   element for one multiply-add, so each invocation instead keeps a block of output pixels of
 //!   every phase in registers and applies all taps to one loaded patch of the input (direct
 //!   convolution, weights read in PyTorch's layout; on 8-lane subgroups the lanes load a
@@ -574,19 +574,14 @@ struct NarrowTile {
 pub const NARROW_MAX_N: usize = 4;
 
 /// The narrow kernel's block when it takes the product: OP_DGRAD into at most
-/// [`NARROW_MAX_N`] channels on the CPU families (on GPUs the tiled kernel's wide tiles serve),
-/// kernels up to 8 and strides up to 4 (its loops are unrolled at compile time).
-fn narrow_tile(variant: GemmVariant, kind: Product, g: &Geometry) -> Option<NarrowTile> {
+/// [`NARROW_MAX_N`] channels, kernels up to 8 and strides up to 4 (its loops are unrolled at
+/// compile time). Every family takes it: the implicit GEMM's tiles would leave all but N of
+/// their 32 or 64 columns idle (on lavapipe the tiled family ran the 32 -> 1 channel layer
+/// 30x slower that way).
+fn narrow_tile(kind: Product, g: &Geometry) -> Option<NarrowTile> {
     let (kh, kw) = g.kernel;
     let (sh, sw) = g.stride;
-    if kind != Product::Dgrad
-        || g.n > NARROW_MAX_N
-        || variant == GemmVariant::Tiled
-        || kh > 8
-        || kw > 8
-        || sh > 4
-        || sw > 4
-    {
+    if kind != Product::Dgrad || g.n > NARROW_MAX_N || kh > 8 || kw > 8 || sh > 4 || sw > 4 {
         return None;
     }
     // At most 32 vec4 accumulators (phases x channels x TQY x TQX / 4): with more, lavapipe
@@ -748,11 +743,17 @@ fn product(
     let mut program = Program::new();
     let mut workspace = Vec::new();
 
-    if let (Some(nt), Operand::Weights(w)) = (narrow_tile(ctx.gemm_variant, kind, geo), &operand) {
+    if let (Some(nt), Operand::Weights(w)) = (narrow_tile(kind, geo), &operand) {
         let (bias, aux) = epilogue_bindings(ctx, &mut params, &epi)?;
         let blocks =
             geo.grid_h.div_ceil(sh).div_ceil(nt.tqy) * geo.grid_w.div_ceil(sw).div_ceil(nt.tqx);
-        let gx = blocks.div_ceil(8);
+        // One 8-lane subgroup per workgroup on CPU adapters, 64 invocations on GPUs.
+        let wg = if ctx.gemm_variant == GemmVariant::Tiled {
+            64
+        } else {
+            8
+        };
+        let gx = blocks.div_ceil(wg);
         if gx > MAX_GROUPS || geo.batch > MAX_GROUPS {
             return Err(shape_err(
                 op,
@@ -771,6 +772,7 @@ fn product(
         let key = KernelKey::new(shader, "narrow")
             .u32("EPILOGUE", params.epilogue)
             .u32("ACT", params.act)
+            .u32("WG", wg as u32)
             .u32("KH", kh as u32)
             .u32("KW", kw as u32)
             .u32("SH", sh as u32)
