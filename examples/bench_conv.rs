@@ -1,8 +1,10 @@
-//! Throughput of the convolution kernels on the layers of the standard 64×64 architecture (grey
-//! images: four 4×4 stride-2 pad-1 convolutions with 32, 32, 64, 64 channels, 64 → 32 → 16 → 8
-//! → 4, and the transposed mirror back to one channel), batch 64: forward (bias + ReLU fused),
+//! Throughput of the convolution kernels on the layers of the conv architectures (grey images,
+//! 4×4 stride-2 pad-1 layers; 64×64: convolutions with 32, 32, 64, 64 channels, 64 → 32 → 16 →
+//! 8 → 4, and the transposed mirror back to one channel; 28×28: 32, 64 channels, 28 → 14 → 7 and
+//! back; the list is in `examples/common/conv_bench.rs`), batch 64: forward (bias + ReLU fused),
 //! input gradient (ReLU' of the producer fused) and weight gradient of every layer, in GFLOP/s,
-//! next to the GEMM rate at (128, 784, 400) NN + bias + ReLU measured in the same run.
+//! next to the GEMM rate at (128, 784, 400) NN + bias + ReLU measured in the same run, and the
+//! time of the bias gradient. `bench_kernels` times the same passes among all the kernels.
 //!
 //! The target on a CPU adapter is every pass at ≥ 50% of that GEMM rate. On a shared machine
 //! the load changes from one second to the next, so every timed run of a pass is paired with a
@@ -23,6 +25,8 @@
 //! cargo run --release --example bench_conv -- [--batch 64] [--reps 5] [--only TEXT]
 //! ```
 //!
+//! `--only` keeps the layers whose name, e.g. `64x64 convT 32->1 32->64`, contains TEXT.
+//!
 //! `WGVAE_GEMM=subgroup8|regblock|tiled` picks the kernel family for both the GEMM and the
 //! convolutions. Quote the adapter name printed first with any figure.
 
@@ -30,17 +34,18 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use wgvae::gpu::{GpuContext, GpuTimer, Program, Tensor};
-use wgvae::ops::conv::{self, Conv2d, ConvProgram, ConvTranspose2d};
-use wgvae::ops::{Activation, Epilogue, Trans, gemm};
+use wgvae::gpu::GpuContext;
 use wgvae::rng::HostRng;
 
-const WARMUP: usize = 2;
+#[path = "common/conv_bench.rs"]
+mod conv_bench;
+
+use conv_bench::{LayerShape, ReferenceGemm, Timing, WARMUP, median};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "bench_conv",
-    about = "GFLOP/s of the convolution kernels on the standard 64x64 architecture"
+    about = "GFLOP/s of the convolution kernels on the conv architectures' layers"
 )]
 struct Args {
     /// Images per batch.
@@ -49,110 +54,9 @@ struct Args {
     /// Timed runs per pass; the median is reported.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
     reps: u32,
-    /// Only the layers whose name (e.g. `convT 32->1`) contains this text.
+    /// Only the layers whose name (e.g. `64x64 convT 32->1 32->64`) contains this text.
     #[arg(long, value_name = "TEXT")]
     only: Option<String>,
-}
-
-struct Bench<'a> {
-    ctx: &'a GpuContext,
-    timer: Option<GpuTimer>,
-    reps: usize,
-    rng: HostRng,
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
-    }
-}
-
-impl Bench<'_> {
-    fn uniform(&mut self, label: &str, shape: &[usize], lo: f32, hi: f32) -> Result<Tensor<f32>> {
-        let data = self.rng.uniform_vec(shape.iter().product(), lo, hi);
-        Tensor::from_slice(self.ctx, label, shape, &data)
-            .with_context(|| format!("creating {label} {shape:?}"))
-    }
-
-    fn zeros(&self, label: &str, shape: &[usize]) -> Result<Tensor<f32>> {
-        Tensor::zeros(self.ctx, label, shape).with_context(|| format!("creating {label} {shape:?}"))
-    }
-
-    /// Nanoseconds of one run of `prog` in a pass of its own.
-    fn run_once(&self, what: &str, prog: &Program) -> Result<f64> {
-        let mut enc = self.ctx.encoder("bench_conv");
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("bench_conv"),
-                timestamp_writes: self.timer.as_ref().map(|t| t.timestamp_writes()),
-            });
-            prog.record_pass(&mut pass);
-        }
-        if let Some(t) = &self.timer {
-            t.resolve(&mut enc);
-        }
-        let t0 = Instant::now();
-        self.ctx
-            .submit(what, enc)
-            .with_context(|| format!("running {what}"))?;
-        self.ctx
-            .wait()
-            .with_context(|| format!("waiting for {what}"))?;
-        let wall = t0.elapsed().as_secs_f64() * 1e9;
-        Ok(match &self.timer {
-            Some(t) => t.read_ns(self.ctx)?,
-            None => wall,
-        })
-    }
-
-    /// Runs `prog` and the reference GEMM alternately (warm-up runs first) and returns the
-    /// nanoseconds of each timed pair, so that both see the same load on a shared machine.
-    fn time_pairs(&self, what: &str, prog: &Program, gemm: &Program) -> Result<Vec<(f64, f64)>> {
-        let mut pairs = Vec::with_capacity(self.reps);
-        for i in 0..WARMUP + self.reps {
-            let g = self.run_once("the GEMM", gemm)?;
-            let c = self.run_once(what, prog)?;
-            if i >= WARMUP {
-                pairs.push((c, g));
-            }
-        }
-        Ok(pairs)
-    }
-
-    /// The reference GEMM: (128, 784, 400) NN with bias + ReLU, its FLOPs and its operands.
-    fn gemm(&mut self) -> Result<(Program, f64, Vec<Tensor<f32>>)> {
-        let (m, k, n) = (128, 784, 400);
-        let a = self.uniform("A", &[m, k], -1.0, 1.0)?;
-        let b = self.uniform("B", &[k, n], -1.0, 1.0)?;
-        let c = self.zeros("C", &[m, n])?;
-        let bias = self.uniform("bias", &[n], -0.1, 0.1)?;
-        let d = gemm(
-            self.ctx,
-            "gemm",
-            &a,
-            &b,
-            &c,
-            Trans::NN,
-            Epilogue::BiasAct {
-                bias: &bias,
-                act: Activation::Relu,
-            },
-        )
-        .context("preparing the GEMM")?;
-        let mut p = Program::new();
-        p.push(d);
-        Ok((p, 2.0 * (m * k * n) as f64, vec![a, b, c, bias]))
-    }
-}
-
-#[derive(Clone, Copy)]
-enum Layer {
-    Conv(Conv2d),
-    ConvT(ConvTranspose2d),
 }
 
 /// One timed pass.
@@ -161,116 +65,76 @@ struct Row {
     pass: &'static str,
     /// Median time of the pass, µs.
     us: f64,
-    /// Median rate of the pass.
-    gflops: f64,
+    /// Median rate of the pass (none for the bias gradient).
+    gflops: Option<f64>,
     /// Median rate of the GEMM runs paired with it.
-    gemm_gflops: f64,
+    gemm_gflops: Option<f64>,
     /// Median over the pairs of (pass rate / GEMM rate).
-    ratio: f64,
+    ratio: Option<f64>,
 }
 
-/// Times the forward, input-gradient and weight-gradient programs of one layer at input
-/// (batch, C_in, hw, hw).
+/// Times the forward, input-gradient and weight-gradient programs of one layer, each paired
+/// with the reference GEMM, and its bias gradient.
 fn bench_layer(
-    bench: &mut Bench<'_>,
-    gemm: &(Program, f64, Vec<Tensor<f32>>),
-    layer: Layer,
+    timing: &Timing<'_>,
+    rng: &mut HostRng,
+    gemm: &ReferenceGemm,
+    shape: &LayerShape,
     batch: usize,
-    hw: usize,
-    only: Option<&str>,
+    reps: usize,
 ) -> Result<Vec<Row>> {
-    let ctx = bench.ctx;
-    let (cin, cout, ws, (oh, ow), name) = match layer {
-        Layer::Conv(l) => (
-            l.in_channels,
-            l.out_channels,
-            l.weight_shape(),
-            l.output_size((hw, hw))?,
-            "conv",
-        ),
-        Layer::ConvT(l) => (
-            l.in_channels,
-            l.out_channels,
-            l.weight_shape(),
-            l.output_size((hw, hw))?,
-            "convT",
-        ),
-    };
-    let label = format!("{name} {cin}->{cout} {hw}->{oh}");
-    if only.is_some_and(|o| !label.contains(o)) {
-        return Ok(Vec::new());
-    }
-    let xs = [batch, cin, hw, hw];
-    let ys = [batch, cout, oh, ow];
-    let x = bench.uniform("x", &xs, 0.0, 1.0)?;
-    let w = bench.uniform("w", &ws, -0.1, 0.1)?;
-    let bias = bench.uniform("bias", &[cout], -0.1, 0.1)?;
-    let y = bench.zeros("y", &ys)?;
-    let dy = bench.uniform("dy", &ys, -1.0, 1.0)?;
-    let dx = bench.zeros("dx", &xs)?;
-    let dw = bench.zeros("dw", &ws)?;
-    let relu = Activation::Relu;
-    let producer = Some((&x, relu));
-    let (fwd, dgrad, wgrad) = match layer {
-        Layer::Conv(l) => (
-            conv::conv2d_forward(ctx, "fwd", &l, &x, &w, &bias, &y, relu)?,
-            conv::conv2d_input_grad(ctx, "dgrad", &l, &dy, &w, &dx, producer)?,
-            conv::conv2d_weight_grad(ctx, "wgrad", &l, &x, &dy, &dw, false)?,
-        ),
-        Layer::ConvT(l) => (
-            conv::conv_transpose2d_forward(ctx, "fwd", &l, &x, &w, &bias, &y, relu)?,
-            conv::conv_transpose2d_input_grad(ctx, "dgrad", &l, &dy, &w, &dx, producer)?,
-            conv::conv_transpose2d_weight_grad(ctx, "wgrad", &l, &x, &dy, &dw, false)?,
-        ),
-    };
-    let pixels = match layer {
-        Layer::Conv(_) => oh * ow,
-        Layer::ConvT(_) => hw * hw,
-    };
-    let flops = 2.0 * (batch * pixels * cin * cout * ws[2] * ws[3]) as f64;
+    let passes = shape.prepare(timing.ctx, rng, batch)?;
+    let layer = format!("{} {}", shape.arch, passes.label);
     let mut rows = Vec::new();
-    for (pass, p) in [
-        ("forward", &fwd),
-        ("input grad", &dgrad),
-        ("weight grad", &wgrad),
-    ] {
-        let p: &ConvProgram = p;
-        let pairs = bench.time_pairs(&format!("{label} {pass}"), &p.program, &gemm.0)?;
-        let mut conv_ns: Vec<f64> = pairs.iter().map(|p| p.0).collect();
-        let mut gemm_rates: Vec<f64> = pairs.iter().map(|p| gemm.1 / p.1).collect();
-        let mut ratios: Vec<f64> = pairs
-            .iter()
-            .map(|p| (flops / p.0) / (gemm.1 / p.1))
-            .collect();
-        let ns = median(&mut conv_ns);
+    for (pass, p) in &passes.products {
+        let what = format!("{layer} {pass}");
+        let r = timing.paired(&what, &p.program, passes.flops, gemm, reps)?;
         let row = Row {
-            layer: label.clone(),
+            layer: layer.clone(),
             pass,
-            us: ns / 1e3,
-            gflops: flops / ns,
-            gemm_gflops: median(&mut gemm_rates),
-            ratio: median(&mut ratios),
+            us: r.ns / 1e3,
+            gflops: Some(r.gflops),
+            gemm_gflops: Some(r.gemm_gflops),
+            ratio: Some(r.ratio),
         };
         println!(
-            "  {:<22} {:<12} {:>10.0} µs {:>7.2} GFLOP/s  (GEMM {:.2}, {:.0}%)",
+            "  {:<28} {:<12} {:>10.0} µs {:>7.2} GFLOP/s  (GEMM {:.2}, {:.0}%)",
             row.layer,
             row.pass,
             row.us,
-            row.gflops,
-            row.gemm_gflops,
-            100.0 * row.ratio
+            r.gflops,
+            r.gemm_gflops,
+            100.0 * r.ratio
         );
         rows.push(row);
     }
+    let what = format!("{layer} bias grad");
+    let (ns, _) = timing.medians(&what, &passes.bias_grad.program, reps)?;
+    println!(
+        "  {:<28} {:<12} {:>10.0} µs {:>7.2} GB/s",
+        layer,
+        "bias grad",
+        ns / 1e3,
+        passes.bias_grad_bytes / ns
+    );
+    rows.push(Row {
+        layer,
+        pass: "bias grad",
+        us: ns / 1e3,
+        gflops: None,
+        gemm_gflops: None,
+        ratio: None,
+    });
     Ok(rows)
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
     let batch = args.batch as usize;
+    let reps = args.reps as usize;
     let started = Instant::now();
     let ctx = GpuContext::new().context("creating the GPU context")?;
-    let timer = GpuTimer::new(&ctx).context("creating the GPU timer")?;
+    let timing = Timing::new(&ctx)?;
     println!(
         "adapter:     {} ({:?}, {:?})",
         ctx.info.name, ctx.info.backend, ctx.info.device_type
@@ -284,53 +148,26 @@ fn main() -> Result<()> {
         ctx.gemm_variant.name()
     );
     println!(
-        "timing:      {}; median of {} runs after {WARMUP} warm-up runs",
-        if timer.is_some() {
+        "timing:      {}; median of {reps} runs after {WARMUP} warm-up runs",
+        if timing.gpu_timestamps() {
             "GPU timestamps"
         } else {
             "wall clock"
         },
-        args.reps
     );
-    let mut bench = Bench {
-        ctx: &ctx,
-        timer,
-        reps: args.reps as usize,
-        rng: HostRng::new(0xC0_4E),
-    };
-
-    let gemm = bench.gemm()?;
+    let mut rng = HostRng::new(0xC0_4E);
+    let gemm = ReferenceGemm::new(&ctx, &mut rng)?;
     println!("convolutions at batch {batch} (each run paired with a run of the GEMM):");
-    let (k, s, p) = ((4, 4), (2, 2), (1, 1));
-    let c = |i, o| Layer::Conv(Conv2d::new(i, o, k).with_stride(s).with_padding(p));
-    let t = |i, o| Layer::ConvT(ConvTranspose2d::new(i, o, k).with_stride(s).with_padding(p));
-    let layers = [
-        (c(1, 32), 64),
-        (c(32, 32), 32),
-        (c(32, 64), 16),
-        (c(64, 64), 8),
-        (t(64, 64), 4),
-        (t(64, 32), 8),
-        (t(32, 32), 16),
-        (t(32, 1), 32),
-    ];
     let mut rows = Vec::new();
-    for (layer, hw) in layers {
-        rows.extend(bench_layer(
-            &mut bench,
-            &gemm,
-            layer,
-            batch,
-            hw,
-            args.only.as_deref(),
-        )?);
+    for shape in conv_bench::conv_layers() {
+        let name = format!("{} {}", shape.arch, shape.label()?);
+        if args.only.as_deref().is_some_and(|o| !name.contains(o)) {
+            continue;
+        }
+        rows.extend(bench_layer(&timing, &mut rng, &gemm, &shape, batch, reps)?);
     }
-    let mut gemm_all: Vec<f64> = rows.iter().map(|r| r.gemm_gflops).collect();
-    let gemm_median = if gemm_all.is_empty() {
-        0.0
-    } else {
-        median(&mut gemm_all)
-    };
+    let mut gemm_all: Vec<f64> = rows.iter().filter_map(|r| r.gemm_gflops).collect();
+    let gemm_median = median(&mut gemm_all);
 
     println!();
     println!(
@@ -339,20 +176,22 @@ fn main() -> Result<()> {
     println!();
     println!("| layer (batch {batch}) | pass | µs | GFLOP/s | GEMM GFLOP/s (paired) | % of GEMM |");
     println!("| --- | --- | ---: | ---: | ---: | ---: |");
+    let rate = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.2}"));
     for r in &rows {
         println!(
-            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.0}% |",
+            "| {} | {} | {:.0} | {} | {} | {} |",
             r.layer,
             r.pass,
             r.us,
-            r.gflops,
-            r.gemm_gflops,
-            100.0 * r.ratio
+            rate(r.gflops),
+            rate(r.gemm_gflops),
+            r.ratio
+                .map_or_else(|| "-".to_string(), |q| format!("{:.0}%", 100.0 * q)),
         );
     }
     let below: Vec<String> = rows
         .iter()
-        .filter(|r| r.ratio < 0.5)
+        .filter(|r| r.ratio.is_some_and(|q| q < 0.5))
         .map(|r| format!("{} {}", r.layer, r.pass))
         .collect();
     println!();

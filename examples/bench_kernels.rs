@@ -16,15 +16,27 @@
 //! (reparameterization, KL, Bernoulli likelihood, reductions, Adam, batch gather), reported in
 //! GB/s of the distinct bytes each kernel reads plus writes (counted per kernel below).
 //!
+//! Convolutions: every convolution of the conv architectures (64×64 and 28×28 grey images, the
+//! layer list in `examples/common/conv_bench.rs`) at batch 64, each with the context's kernel
+//! family: forward (bias + ReLU fused), input gradient (ReLU' of the producer fused) and weight
+//! gradient in GFLOP/s of the nominal 2·B·P·C_out·C_in·KH·KW (P the pixels of the smaller image),
+//! and the bias gradient in GB/s. On a shared machine the load changes from one second to the
+//! next, so each timed run of a conv pass follows a run of the reference GEMM (128, 784, 400)
+//! NN + bias + ReLU, and the pass is reported as the median over those pairs of its rate over
+//! the GEMM's, next to the rate of the same GEMM in the GEMM rows. A table at the end lists
+//! every pass; the target is ≥ 50% of the GEMM rate. `bench_conv` times the same passes alone.
+//!
 //! Run:
 //!
 //! ```text
-//! cargo run --release --example bench_kernels -- [--json PATH] [--reps N] [--quick] [--gemm-only]
+//! cargo run --release --example bench_kernels -- [--json PATH] [--reps N] [--quick]
+//!     [--gemm-only | --conv-only]
 //! ```
 //!
 //! `WGVAE_BACKEND`, `WGVAE_ADAPTER` and `WGVAE_GEMM` pick the adapter and GEMM kernel family
 //! as everywhere else. `--quick` skips the 1024³ GEMM and the K=100 / R=12800 variants and
-//! takes 5 timed runs. `--gemm-only` skips the memory-bound kernels. `--json PATH` also writes
+//! takes 5 timed runs. `--gemm-only` skips the convolutions and the memory-bound kernels;
+//! `--conv-only` times the reference GEMM and the convolutions only. `--json PATH` also writes
 //! the results as JSON (atomically).
 //!
 //! The figures describe one adapter and driver only: whenever you quote them, quote the adapter
@@ -37,7 +49,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Parser;
 use serde::Serialize;
-use wgvae::gpu::{Dispatch, GemmVariant, GpuContext, GpuTimer, Program, Tensor};
+use wgvae::gpu::{Dispatch, GemmVariant, GpuContext, Program, Tensor};
 use wgvae::ops::adam::{AdamConfig, AdamScratch};
 use wgvae::ops::data::StepState;
 use wgvae::ops::gemm::{gemm_with, subgroup8_fits};
@@ -45,8 +57,11 @@ use wgvae::ops::reparam::{RngStep, Stream};
 use wgvae::ops::{Activation, Epilogue, Trans};
 use wgvae::rng::HostRng;
 
-/// Untimed runs before the timed ones.
-const WARMUP: usize = 2;
+#[path = "common/conv_bench.rs"]
+mod conv_bench;
+
+use conv_bench::{REFERENCE_GEMM, ReferenceGemm, Timing, WARMUP, median};
+
 /// Timed runs per case without `--reps` (5 with `--quick`).
 const DEFAULT_REPS: u32 = 7;
 const QUICK_REPS: u32 = 5;
@@ -56,6 +71,10 @@ const BATCH: usize = 128;
 const PIXELS: usize = 784;
 const HIDDEN: usize = 400;
 const LATENT: usize = 20;
+/// Images per batch of the convolutions.
+const CONV_BATCH: usize = 64;
+/// The share of the reference GEMM rate every conv pass should reach.
+const CONV_TARGET: f64 = 0.5;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -72,9 +91,12 @@ struct Args {
     /// Smoke run: skip the 1024³ GEMM and the K=100 / R=12800 variants, take 5 runs.
     #[arg(long)]
     quick: bool,
-    /// Time the GEMM only (skip the memory-bound kernels).
-    #[arg(long)]
+    /// Time the GEMM only (skip the convolutions and the memory-bound kernels).
+    #[arg(long, conflicts_with = "conv_only")]
     gemm_only: bool,
+    /// Time the reference GEMM and the convolutions only.
+    #[arg(long)]
+    conv_only: bool,
 }
 
 /// One result row (also the JSON record).
@@ -90,6 +112,10 @@ struct Row {
     wall_median_us: f64,
     gflops: Option<f64>,
     gbps: Option<f64>,
+    /// Conv passes: median rate of the reference GEMM runs paired with this pass's runs.
+    paired_gemm_gflops: Option<f64>,
+    /// Conv passes: median over the pairs of (pass rate / GEMM rate), in %.
+    pct_of_gemm: Option<f64>,
     reps: usize,
 }
 
@@ -123,16 +149,6 @@ fn f32s(n: usize) -> f64 {
     4.0 * n as f64
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
-    }
-}
-
 fn program(d: Dispatch) -> Program {
     let mut p = Program::new();
     p.push(d);
@@ -141,7 +157,7 @@ fn program(d: Dispatch) -> Program {
 
 struct Bench<'a> {
     ctx: &'a GpuContext,
-    timer: Option<GpuTimer>,
+    timing: Timing<'a>,
     reps: usize,
     rng: HostRng,
     rows: Vec<Row>,
@@ -149,7 +165,7 @@ struct Bench<'a> {
 
 impl Bench<'_> {
     fn method(&self) -> &'static str {
-        if self.timer.is_some() {
+        if self.timing.gpu_timestamps() {
             "gpu-timestamps"
         } else {
             "wall-clock"
@@ -158,39 +174,17 @@ impl Bench<'_> {
 
     /// A tensor of uniform values in [lo, hi).
     fn uniform(&mut self, label: &str, shape: &[usize], lo: f32, hi: f32) -> Result<Tensor<f32>> {
-        let n = shape.iter().product();
-        let data = self.rng.uniform_vec(n, lo, hi);
-        Tensor::from_slice(self.ctx, label, shape, &data)
-            .with_context(|| format!("creating {label} {shape:?}"))
+        conv_bench::uniform(self.ctx, &mut self.rng, label, shape, lo, hi)
     }
 
     fn zeros(&self, label: &str, shape: &[usize]) -> Result<Tensor<f32>> {
-        Tensor::zeros(self.ctx, label, shape).with_context(|| format!("creating {label} {shape:?}"))
+        conv_bench::zeros(self.ctx, label, shape)
     }
 
-    /// One run of `prog` in a pass of its own: (GPU ns if timestamps are used, wall ns).
-    fn run_once(&self, prog: &Program) -> Result<(Option<f64>, f64)> {
-        let ctx = self.ctx;
-        let mut enc = ctx.encoder("bench");
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("bench"),
-                timestamp_writes: self.timer.as_ref().map(|t| t.timestamp_writes()),
-            });
-            prog.record_pass(&mut pass);
-        }
-        if let Some(t) = &self.timer {
-            t.resolve(&mut enc);
-        }
-        let t0 = Instant::now();
-        ctx.submit("running a benchmark pass", enc)?;
-        ctx.wait()?;
-        let wall = t0.elapsed().as_secs_f64() * 1e9;
-        let gpu = match &self.timer {
-            Some(t) => Some(t.read_ns(ctx)?),
-            None => None,
-        };
-        Ok((gpu, wall))
+    /// Records (and prints) a row.
+    fn record(&mut self, row: Row) {
+        print_row(&row, self.method());
+        self.rows.push(row);
     }
 
     /// Times `prog` and records (and prints) a row.
@@ -202,30 +196,15 @@ impl Bench<'_> {
         prog: &Program,
         work: Work,
     ) -> Result<()> {
-        let what = || format!("timing {kernel} {shape}");
-        for _ in 0..WARMUP {
-            self.run_once(prog).with_context(what)?;
-        }
-        let mut gpu = Vec::with_capacity(self.reps);
-        let mut wall = Vec::with_capacity(self.reps);
-        for _ in 0..self.reps {
-            let (g, w) = self.run_once(prog).with_context(what)?;
-            gpu.extend(g);
-            wall.push(w);
-        }
-        let wall_ns = median(&mut wall);
-        let ns = if gpu.is_empty() {
-            wall_ns
-        } else {
-            median(&mut gpu)
-        };
+        let what = format!("{kernel} {shape}");
+        let (ns, wall_ns) = self.timing.medians(&what, prog, self.reps)?;
         // Units: flops / ns = GFLOP/s, bytes / ns = GB/s.
         let rate = |x: f64| (ns > 0.0).then(|| x / ns);
         let (gflops, gbps) = match work {
             Work::Flops(f) => (rate(f), None),
             Work::Bytes(b) => (None, rate(b)),
         };
-        let row = Row {
+        self.record(Row {
             kernel: kernel.to_string(),
             variant: variant.map(str::to_string),
             shape: shape.to_string(),
@@ -233,10 +212,10 @@ impl Bench<'_> {
             wall_median_us: wall_ns / 1e3,
             gflops,
             gbps,
+            paired_gemm_gflops: None,
+            pct_of_gemm: None,
             reps: self.reps,
-        };
-        print_row(&row, self.method());
-        self.rows.push(row);
+        });
         Ok(())
     }
 
@@ -313,8 +292,12 @@ fn print_row(r: &Row, method: &str) {
         (None, Some(b)) => (format!("{b:.2}"), "GB/s"),
         (None, None) => ("-".to_string(), ""),
     };
+    let paired = match (r.paired_gemm_gflops, r.pct_of_gemm) {
+        (Some(g), Some(pct)) => format!(" (paired GEMM {g:.2} GFLOP/s, {pct:.0}%)"),
+        _ => String::new(),
+    };
     println!(
-        "{:<18} {:<9} {:<22} {:>11.1} {:>11.1} {:>9} {:<7} {}",
+        "{:<18} {:<9} {:<22} {:>11.1} {:>11.1} {:>9} {:<7} {}{paired}",
         r.kernel,
         r.variant.as_deref().unwrap_or("-"),
         r.shape,
@@ -389,6 +372,140 @@ fn gemm_cases(b: &mut Bench<'_>, quick: bool) -> Result<()> {
     // Input gradients dX = dY·Wᵀ (B stored (N, K)) through the encoder's first layer.
     b.gemm(v, Trans::NT, (BATCH, HIDDEN, PIXELS), false)?;
     Ok(())
+}
+
+/// The figures of one conv layer for the closing table.
+struct ConvLine {
+    arch: &'static str,
+    layer: String,
+    /// (pass, GFLOP/s, % of the paired GEMM rate) of the forward, input and weight gradients.
+    products: Vec<(&'static str, f64, f64)>,
+    /// The bias gradient: (µs, GB/s).
+    bias_grad: (f64, f64),
+}
+
+/// Every convolution of the conv architectures at batch [`CONV_BATCH`], each conv pass paired
+/// with the reference GEMM.
+fn conv_cases(b: &mut Bench<'_>) -> Result<Vec<ConvLine>> {
+    let ctx = b.ctx;
+    let family = ctx.gemm_variant.name();
+    let gemm = ReferenceGemm::new(ctx, &mut b.rng)?;
+    let mut lines = Vec::new();
+    for shape in conv_bench::conv_layers() {
+        let passes = shape.prepare(ctx, &mut b.rng, CONV_BATCH)?;
+        let (kind, dims) = passes
+            .label
+            .split_once(' ')
+            .context("a conv layer label names its kind first")?;
+        let shape_text = format!("{} {dims} B={CONV_BATCH}", shape.arch);
+        let mut products = Vec::new();
+        for (pass, p) in &passes.products {
+            let kernel = format!("{kind}_{}", pass.replace(' ', "_"));
+            let what = format!("{kernel} {shape_text}");
+            let r = b
+                .timing
+                .paired(&what, &p.program, passes.flops, &gemm, b.reps)?;
+            b.record(Row {
+                kernel,
+                variant: Some(family.to_string()),
+                shape: shape_text.clone(),
+                median_us: r.ns / 1e3,
+                wall_median_us: r.wall_ns / 1e3,
+                gflops: Some(r.gflops),
+                gbps: None,
+                paired_gemm_gflops: Some(r.gemm_gflops),
+                pct_of_gemm: Some(100.0 * r.ratio),
+                reps: b.reps,
+            });
+            products.push((*pass, r.gflops, 100.0 * r.ratio));
+        }
+        let kernel = format!("{kind}_bias_grad");
+        let bytes = Work::Bytes(passes.bias_grad_bytes);
+        b.case(&kernel, None, &shape_text, &passes.bias_grad.program, bytes)?;
+        let bias_grad = b
+            .rows
+            .last()
+            .map(|r| (r.median_us, r.gbps.unwrap_or(f64::NAN)))
+            .context("the bias gradient's row")?;
+        lines.push(ConvLine {
+            arch: shape.arch,
+            layer: passes.label.clone(),
+            products,
+            bias_grad,
+        });
+    }
+    Ok(lines)
+}
+
+/// The conv passes side by side, each as a % of the reference GEMM rate.
+fn print_conv_table(b: &Bench<'_>, lines: &[ConvLine]) {
+    let family = b.ctx.gemm_variant.name();
+    let (m, k, n) = REFERENCE_GEMM;
+    let shape = format!("m={m} k={k} n={n}");
+    let reference = b
+        .rows
+        .iter()
+        .filter(|r| r.kernel == "gemm_nn_bias_relu" && r.shape == shape)
+        .find(|r| r.variant.as_deref() == Some(family))
+        .and_then(|r| r.gflops);
+    let mut paired: Vec<f64> = b.rows.iter().filter_map(|r| r.paired_gemm_gflops).collect();
+    println!();
+    println!(
+        "Convolutions at batch {CONV_BATCH} ({family} kernels) against the GEMM ({m}, {k}, {n}) \
+         NN + bias + ReLU:"
+    );
+    if let Some(g) = reference {
+        println!("  {g:.2} GFLOP/s in its {family} row above;");
+    }
+    println!(
+        "  {:.2} GFLOP/s, median of its runs paired with the conv passes.",
+        median(&mut paired)
+    );
+    println!(
+        "% of GEMM: median over the pairs of (pass rate / rate of the GEMM run just before it); \
+         target >= {:.0}%.",
+        100.0 * CONV_TARGET
+    );
+    println!();
+    println!(
+        "| arch | layer | forward GFLOP/s (% of GEMM) | input grad | weight grad | bias grad µs \
+         (GB/s) |"
+    );
+    println!("| --- | --- | ---: | ---: | ---: | ---: |");
+    let mut below = Vec::new();
+    for l in lines {
+        let cells: Vec<String> = l
+            .products
+            .iter()
+            .map(|&(pass, gflops, pct)| {
+                if pct < 100.0 * CONV_TARGET {
+                    below.push(format!("{} {} {pass} ({pct:.0}%)", l.arch, l.layer));
+                }
+                format!("{gflops:.2} ({pct:.0}%)")
+            })
+            .collect();
+        println!(
+            "| {} | {} | {} | {:.0} ({:.2}) |",
+            l.arch,
+            l.layer,
+            cells.join(" | "),
+            l.bias_grad.0,
+            l.bias_grad.1
+        );
+    }
+    println!();
+    if below.is_empty() {
+        println!(
+            "every conv pass at >= {:.0}% of the GEMM rate",
+            100.0 * CONV_TARGET
+        );
+    } else {
+        println!(
+            "below {:.0}% of the GEMM rate: {}",
+            100.0 * CONV_TARGET,
+            below.join("; ")
+        );
+    }
 }
 
 fn memory_cases(b: &mut Bench<'_>, quick: bool) -> Result<()> {
@@ -625,20 +742,23 @@ fn main() -> Result<()> {
 
     let ctx = GpuContext::new().context("creating the GPU context")?;
     let info = &ctx.info;
-    let timer = GpuTimer::new(&ctx).context("creating the GPU timer")?;
+    let timing = Timing::new(&ctx)?;
     println!("adapter:     {}", info.name);
     println!("backend:     {:?}", info.backend);
     println!("device type: {:?}", info.device_type);
     println!("driver:      {} ({})", info.driver, info.driver_info);
-    println!("GEMM kernel: {}", ctx.gemm_variant.name());
+    println!(
+        "GEMM kernel: {} (and convolutions)",
+        ctx.gemm_variant.name()
+    );
     println!(
         "timing:      {} (GPU timestamps {}); median of {reps} runs after {WARMUP} warm-up runs",
-        if timer.is_some() {
+        if timing.gpu_timestamps() {
             "gpu-timestamps"
         } else {
             "wall-clock"
         },
-        if timer.is_some() {
+        if timing.gpu_timestamps() {
             "offered and used"
         } else {
             "not offered"
@@ -650,14 +770,27 @@ fn main() -> Result<()> {
 
     let mut bench = Bench {
         ctx: &ctx,
-        timer,
+        timing,
         reps,
         rng: HostRng::new(0x5EED_BE0C),
         rows: Vec::new(),
     };
-    gemm_cases(&mut bench, args.quick)?;
-    if !args.gemm_only {
+    if args.conv_only {
+        let (m, k, n) = REFERENCE_GEMM;
+        bench.gemm(ctx.gemm_variant, Trans::NN, (m, k, n), true)?;
+    } else {
+        gemm_cases(&mut bench, args.quick)?;
+    }
+    let conv = if args.gemm_only {
+        Vec::new()
+    } else {
+        conv_cases(&mut bench)?
+    };
+    if !args.gemm_only && !args.conv_only {
         memory_cases(&mut bench, args.quick)?;
+    }
+    if !conv.is_empty() {
+        print_conv_table(&bench, &conv);
     }
 
     if let Some(path) = &args.json {
