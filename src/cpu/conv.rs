@@ -1,7 +1,18 @@
-//! CPU twins of `ops::conv`, in f64: direct loops over the definitions. The GPU gathers; the
-//! twins of the transposed products scatter, so the two are independent derivations of the same
-//! sums. They take f32 (GPU inputs) or f64 slices (finite differences). Images are NCHW,
-//! weights in PyTorch's layouts: Conv2d (out, in, KH, KW), ConvTranspose2d (in, out, KH, KW).
+//! CPU twins of `ops::conv`, in f64, straight from the definition. A convolution links a *wide*
+//! image (a Conv2d's input, a ConvTranspose2d's output) with a *narrow* one (a Conv2d's output,
+//! a ConvTranspose2d's input) by the terms
+//!
+//! ```text
+//! wide[b, cw, n_y·sh − ph + kh, n_x·sw − pw + kw] · w[cn, cw, kh, kw] · narrow[b, cn, n_y, n_x]
+//! ```
+//!
+//! (terms outside the wide image dropped); every pass of both layers is one loop over these
+//! terms (`Terms::for_each`) that adds each into the tensor it computes. The GPU kernels
+//! instead gather rows of implicit GEMMs (split by output phase for the transposed products,
+//! from packed weights), so the two are independent derivations of the same sums. The twins
+//! take f32 (GPU inputs) or f64 slices (finite differences). Images are NCHW, weights in
+//! PyTorch's layouts: Conv2d (out, in, KH, KW), ConvTranspose2d (in, out, KH, KW), both
+//! (narrow channels, wide channels, KH, KW).
 
 use crate::cpu::{activate, activate_grad_from_output};
 use crate::ops::Activation;
@@ -45,50 +56,144 @@ fn apply_producer<T: Copy + Into<f64>>(g: &mut [f64], producer: Option<(&[T], Ac
     }
 }
 
+/// y = act(y + bias[channel]) for y (B, C, plane).
+fn add_bias_act<T: Copy + Into<f64>>(y: &mut [f64], bias: &[T], plane: usize, act: Activation) {
+    for image in y.chunks_mut(bias.len() * plane) {
+        for (values, &b) in image.chunks_mut(plane).zip(bias) {
+            for v in values {
+                *v = activate(act, *v + f(b));
+            }
+        }
+    }
+}
+
+/// `len` zeros, or the previous values of an accumulated gradient.
+fn start_from<T: Copy + Into<f64>>(what: &str, previous: Option<&[T]>, len: usize) -> Vec<f64> {
+    match previous {
+        Some(old) => {
+            check_len(what, old, len);
+            old.iter().map(|&v| f(v)).collect()
+        }
+        None => vec![0.0; len],
+    }
+}
+
+/// The terms of one convolution (see the module docs): sizes of the wide and narrow images and
+/// the window that links them.
+struct Terms {
+    batch: usize,
+    /// Channels and (H, W) of the wide image.
+    wide_c: usize,
+    wide: (usize, usize),
+    /// Channels and (H, W) of the narrow image.
+    narrow_c: usize,
+    narrow: (usize, usize),
+    kernel: (usize, usize),
+    stride: (usize, usize),
+    padding: (usize, usize),
+}
+
+impl Terms {
+    /// A Conv2d on input (H, W): the input is wide, the output narrow.
+    fn conv2d(layer: &Conv2d, batch: usize, (h, w): (usize, usize)) -> Terms {
+        let (kh, kw) = layer.kernel;
+        let (sh, sw) = layer.stride;
+        let (ph, pw) = layer.padding;
+        Terms {
+            batch,
+            wide_c: layer.in_channels,
+            wide: (h, w),
+            narrow_c: layer.out_channels,
+            narrow: (conv_len(h, kh, sh, ph), conv_len(w, kw, sw, pw)),
+            kernel: layer.kernel,
+            stride: layer.stride,
+            padding: layer.padding,
+        }
+    }
+
+    /// A ConvTranspose2d on input (H, W): the output is wide, the input narrow.
+    fn conv_transpose2d(layer: &ConvTranspose2d, batch: usize, hw: (usize, usize)) -> Terms {
+        let wide = layer
+            .output_size(hw)
+            .expect("the transposed convolution's output size");
+        Terms {
+            batch,
+            wide_c: layer.out_channels,
+            wide,
+            narrow_c: layer.in_channels,
+            narrow: hw,
+            kernel: layer.kernel,
+            stride: layer.stride,
+            padding: layer.padding,
+        }
+    }
+
+    fn wide_len(&self) -> usize {
+        self.batch * self.wide_c * self.wide.0 * self.wide.1
+    }
+
+    fn narrow_len(&self) -> usize {
+        self.batch * self.narrow_c * self.narrow.0 * self.narrow.1
+    }
+
+    fn weight_len(&self) -> usize {
+        self.narrow_c * self.wide_c * self.kernel.0 * self.kernel.1
+    }
+
+    /// Calls `term(wide index, weight index, narrow index)` for every term, images outermost.
+    fn for_each(&self, mut term: impl FnMut(usize, usize, usize)) {
+        let (wc_n, nc_n) = (self.wide_c, self.narrow_c);
+        let (h, w) = self.wide;
+        let (nh_n, nw_n) = self.narrow;
+        let (kh_n, kw_n) = self.kernel;
+        let (sh, sw) = self.stride;
+        let (ph, pw) = self.padding;
+        for b in 0..self.batch {
+            for cn in 0..nc_n {
+                for ny in 0..nh_n {
+                    for nx in 0..nw_n {
+                        let narrow = ((b * nc_n + cn) * nh_n + ny) * nw_n + nx;
+                        for cw in 0..wc_n {
+                            for kh in 0..kh_n {
+                                let Some(wy) = inside(ny * sh, kh, ph, h) else {
+                                    continue;
+                                };
+                                for kw in 0..kw_n {
+                                    let Some(wx) = inside(nx * sw, kw, pw, w) else {
+                                        continue;
+                                    };
+                                    term(
+                                        ((b * wc_n + cw) * h + wy) * w + wx,
+                                        ((cn * wc_n + cw) * kh_n + kh) * kw_n + kw,
+                                        narrow,
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// y (B, out, OH, OW) = act(conv(x) + bias) for x (B, in, H, W).
 pub fn conv2d_forward<T: Copy + Into<f64>>(
     layer: &Conv2d,
     batch: usize,
-    (h, w): (usize, usize),
+    hw: (usize, usize),
     x: &[T],
     weight: &[T],
     bias: &[T],
     act: Activation,
 ) -> Vec<f64> {
-    let (ci_n, co_n) = (layer.in_channels, layer.out_channels);
-    let (kh_n, kw_n) = layer.kernel;
-    let (sh, sw) = layer.stride;
-    let (ph, pw) = layer.padding;
-    let oh_n = conv_len(h, kh_n, sh, ph);
-    let ow_n = conv_len(w, kw_n, sw, pw);
-    check_len("x", x, batch * ci_n * h * w);
-    check_len("weight", weight, co_n * ci_n * kh_n * kw_n);
-    check_len("bias", bias, co_n);
-    let mut y = vec![0.0f64; batch * co_n * oh_n * ow_n];
-    for b in 0..batch {
-        for co in 0..co_n {
-            for oh in 0..oh_n {
-                for ow in 0..ow_n {
-                    let mut s = f(bias[co]);
-                    for ci in 0..ci_n {
-                        for kh in 0..kh_n {
-                            let Some(ih) = inside(oh * sh, kh, ph, h) else {
-                                continue;
-                            };
-                            for kw in 0..kw_n {
-                                let Some(iw) = inside(ow * sw, kw, pw, w) else {
-                                    continue;
-                                };
-                                s += f(x[((b * ci_n + ci) * h + ih) * w + iw])
-                                    * f(weight[((co * ci_n + ci) * kh_n + kh) * kw_n + kw]);
-                            }
-                        }
-                    }
-                    y[((b * co_n + co) * oh_n + oh) * ow_n + ow] = activate(act, s);
-                }
-            }
-        }
-    }
+    let t = Terms::conv2d(layer, batch, hw);
+    check_len("x", x, t.wide_len());
+    check_len("weight", weight, t.weight_len());
+    check_len("bias", bias, t.narrow_c);
+    let mut y = vec![0.0f64; t.narrow_len()];
+    t.for_each(|xi, wi, yi| y[yi] += f(x[xi]) * f(weight[wi]));
+    add_bias_act(&mut y, bias, t.narrow.0 * t.narrow.1, act);
     y
 }
 
@@ -97,43 +202,16 @@ pub fn conv2d_forward<T: Copy + Into<f64>>(
 pub fn conv2d_input_grad<T: Copy + Into<f64>>(
     layer: &Conv2d,
     batch: usize,
-    (h, w): (usize, usize),
+    hw: (usize, usize),
     dy: &[T],
     weight: &[T],
     producer: Option<(&[T], Activation)>,
 ) -> Vec<f64> {
-    let (ci_n, co_n) = (layer.in_channels, layer.out_channels);
-    let (kh_n, kw_n) = layer.kernel;
-    let (sh, sw) = layer.stride;
-    let (ph, pw) = layer.padding;
-    let oh_n = conv_len(h, kh_n, sh, ph);
-    let ow_n = conv_len(w, kw_n, sw, pw);
-    check_len("dy", dy, batch * co_n * oh_n * ow_n);
-    check_len("weight", weight, co_n * ci_n * kh_n * kw_n);
-    let mut dx = vec![0.0f64; batch * ci_n * h * w];
-    for b in 0..batch {
-        for co in 0..co_n {
-            for oh in 0..oh_n {
-                for ow in 0..ow_n {
-                    let g = f(dy[((b * co_n + co) * oh_n + oh) * ow_n + ow]);
-                    for ci in 0..ci_n {
-                        for kh in 0..kh_n {
-                            let Some(ih) = inside(oh * sh, kh, ph, h) else {
-                                continue;
-                            };
-                            for kw in 0..kw_n {
-                                let Some(iw) = inside(ow * sw, kw, pw, w) else {
-                                    continue;
-                                };
-                                dx[((b * ci_n + ci) * h + ih) * w + iw] +=
-                                    g * f(weight[((co * ci_n + ci) * kh_n + kh) * kw_n + kw]);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
+    let t = Terms::conv2d(layer, batch, hw);
+    check_len("dy", dy, t.narrow_len());
+    check_len("weight", weight, t.weight_len());
+    let mut dx = vec![0.0f64; t.wide_len()];
+    t.for_each(|xi, wi, yi| dx[xi] += f(dy[yi]) * f(weight[wi]));
     apply_producer(&mut dx, producer);
     dx
 }
@@ -143,50 +221,16 @@ pub fn conv2d_input_grad<T: Copy + Into<f64>>(
 pub fn conv2d_weight_grad<T: Copy + Into<f64>>(
     layer: &Conv2d,
     batch: usize,
-    (h, w): (usize, usize),
+    hw: (usize, usize),
     x: &[T],
     dy: &[T],
     accumulate: Option<&[T]>,
 ) -> Vec<f64> {
-    let (ci_n, co_n) = (layer.in_channels, layer.out_channels);
-    let (kh_n, kw_n) = layer.kernel;
-    let (sh, sw) = layer.stride;
-    let (ph, pw) = layer.padding;
-    let oh_n = conv_len(h, kh_n, sh, ph);
-    let ow_n = conv_len(w, kw_n, sw, pw);
-    check_len("x", x, batch * ci_n * h * w);
-    check_len("dy", dy, batch * co_n * oh_n * ow_n);
-    let mut dw: Vec<f64> = match accumulate {
-        Some(old) => {
-            check_len("previous dW", old, co_n * ci_n * kh_n * kw_n);
-            old.iter().map(|&v| f(v)).collect()
-        }
-        None => vec![0.0; co_n * ci_n * kh_n * kw_n],
-    };
-    for co in 0..co_n {
-        for ci in 0..ci_n {
-            for kh in 0..kh_n {
-                for kw in 0..kw_n {
-                    let mut s = 0.0f64;
-                    for b in 0..batch {
-                        for oh in 0..oh_n {
-                            let Some(ih) = inside(oh * sh, kh, ph, h) else {
-                                continue;
-                            };
-                            for ow in 0..ow_n {
-                                let Some(iw) = inside(ow * sw, kw, pw, w) else {
-                                    continue;
-                                };
-                                s += f(dy[((b * co_n + co) * oh_n + oh) * ow_n + ow])
-                                    * f(x[((b * ci_n + ci) * h + ih) * w + iw]);
-                            }
-                        }
-                    }
-                    dw[((co * ci_n + ci) * kh_n + kh) * kw_n + kw] += s;
-                }
-            }
-        }
-    }
+    let t = Terms::conv2d(layer, batch, hw);
+    check_len("x", x, t.wide_len());
+    check_len("dy", dy, t.narrow_len());
+    let mut dw = start_from("previous dW", accumulate, t.weight_len());
+    t.for_each(|xi, wi, yi| dw[wi] += f(dy[yi]) * f(x[xi]));
     dw
 }
 
@@ -200,13 +244,7 @@ pub fn conv_bias_grad<T: Copy + Into<f64>>(
     accumulate: Option<&[T]>,
 ) -> Vec<f64> {
     check_len("dy", dy, batch * channels * plane);
-    let mut db: Vec<f64> = match accumulate {
-        Some(old) => {
-            check_len("previous db", old, channels);
-            old.iter().map(|&v| f(v)).collect()
-        }
-        None => vec![0.0; channels],
-    };
+    let mut db = start_from("previous db", accumulate, channels);
     for b in 0..batch {
         for (c, d) in db.iter_mut().enumerate() {
             let start = (b * channels + c) * plane;
@@ -221,53 +259,19 @@ pub fn conv_bias_grad<T: Copy + Into<f64>>(
 pub fn conv_transpose2d_forward<T: Copy + Into<f64>>(
     layer: &ConvTranspose2d,
     batch: usize,
-    (h, w): (usize, usize),
+    hw: (usize, usize),
     x: &[T],
     weight: &[T],
     bias: &[T],
     act: Activation,
 ) -> Vec<f64> {
-    let (ci_n, co_n) = (layer.in_channels, layer.out_channels);
-    let (kh_n, kw_n) = layer.kernel;
-    let (sh, sw) = layer.stride;
-    let (ph, pw) = layer.padding;
-    let (oh_n, ow_n) = layer
-        .output_size((h, w))
-        .expect("the transposed convolution's output size");
-    check_len("x", x, batch * ci_n * h * w);
-    check_len("weight", weight, ci_n * co_n * kh_n * kw_n);
-    check_len("bias", bias, co_n);
-    let mut y = vec![0.0f64; batch * co_n * oh_n * ow_n];
-    for b in 0..batch {
-        for ci in 0..ci_n {
-            for ih in 0..h {
-                for iw in 0..w {
-                    let v = f(x[((b * ci_n + ci) * h + ih) * w + iw]);
-                    for co in 0..co_n {
-                        for kh in 0..kh_n {
-                            let Some(oh) = inside(ih * sh, kh, ph, oh_n) else {
-                                continue;
-                            };
-                            for kw in 0..kw_n {
-                                let Some(ow) = inside(iw * sw, kw, pw, ow_n) else {
-                                    continue;
-                                };
-                                y[((b * co_n + co) * oh_n + oh) * ow_n + ow] +=
-                                    v * f(weight[((ci * co_n + co) * kh_n + kh) * kw_n + kw]);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-    for image in y.chunks_mut(co_n * oh_n * ow_n) {
-        for (plane, &b) in image.chunks_mut(oh_n * ow_n).zip(bias) {
-            for v in plane {
-                *v = activate(act, *v + f(b));
-            }
-        }
-    }
+    let t = Terms::conv_transpose2d(layer, batch, hw);
+    check_len("x", x, t.narrow_len());
+    check_len("weight", weight, t.weight_len());
+    check_len("bias", bias, t.wide_c);
+    let mut y = vec![0.0f64; t.wide_len()];
+    t.for_each(|yi, wi, xi| y[yi] += f(x[xi]) * f(weight[wi]));
+    add_bias_act(&mut y, bias, t.wide.0 * t.wide.1, act);
     y
 }
 
@@ -276,45 +280,16 @@ pub fn conv_transpose2d_forward<T: Copy + Into<f64>>(
 pub fn conv_transpose2d_input_grad<T: Copy + Into<f64>>(
     layer: &ConvTranspose2d,
     batch: usize,
-    (h, w): (usize, usize),
+    hw: (usize, usize),
     dy: &[T],
     weight: &[T],
     producer: Option<(&[T], Activation)>,
 ) -> Vec<f64> {
-    let (ci_n, co_n) = (layer.in_channels, layer.out_channels);
-    let (kh_n, kw_n) = layer.kernel;
-    let (sh, sw) = layer.stride;
-    let (ph, pw) = layer.padding;
-    let (oh_n, ow_n) = layer
-        .output_size((h, w))
-        .expect("the transposed convolution's output size");
-    check_len("dy", dy, batch * co_n * oh_n * ow_n);
-    check_len("weight", weight, ci_n * co_n * kh_n * kw_n);
-    let mut dx = vec![0.0f64; batch * ci_n * h * w];
-    for b in 0..batch {
-        for ci in 0..ci_n {
-            for ih in 0..h {
-                for iw in 0..w {
-                    let mut s = 0.0f64;
-                    for co in 0..co_n {
-                        for kh in 0..kh_n {
-                            let Some(oh) = inside(ih * sh, kh, ph, oh_n) else {
-                                continue;
-                            };
-                            for kw in 0..kw_n {
-                                let Some(ow) = inside(iw * sw, kw, pw, ow_n) else {
-                                    continue;
-                                };
-                                s += f(dy[((b * co_n + co) * oh_n + oh) * ow_n + ow])
-                                    * f(weight[((ci * co_n + co) * kh_n + kh) * kw_n + kw]);
-                            }
-                        }
-                    }
-                    dx[((b * ci_n + ci) * h + ih) * w + iw] = s;
-                }
-            }
-        }
-    }
+    let t = Terms::conv_transpose2d(layer, batch, hw);
+    check_len("dy", dy, t.wide_len());
+    check_len("weight", weight, t.weight_len());
+    let mut dx = vec![0.0f64; t.narrow_len()];
+    t.for_each(|yi, wi, xi| dx[xi] += f(dy[yi]) * f(weight[wi]));
     apply_producer(&mut dx, producer);
     dx
 }
@@ -324,50 +299,15 @@ pub fn conv_transpose2d_input_grad<T: Copy + Into<f64>>(
 pub fn conv_transpose2d_weight_grad<T: Copy + Into<f64>>(
     layer: &ConvTranspose2d,
     batch: usize,
-    (h, w): (usize, usize),
+    hw: (usize, usize),
     x: &[T],
     dy: &[T],
     accumulate: Option<&[T]>,
 ) -> Vec<f64> {
-    let (ci_n, co_n) = (layer.in_channels, layer.out_channels);
-    let (kh_n, kw_n) = layer.kernel;
-    let (sh, sw) = layer.stride;
-    let (ph, pw) = layer.padding;
-    let (oh_n, ow_n) = layer
-        .output_size((h, w))
-        .expect("the transposed convolution's output size");
-    check_len("x", x, batch * ci_n * h * w);
-    check_len("dy", dy, batch * co_n * oh_n * ow_n);
-    let len = ci_n * co_n * kh_n * kw_n;
-    let mut dw: Vec<f64> = match accumulate {
-        Some(old) => {
-            check_len("previous dW", old, len);
-            old.iter().map(|&v| f(v)).collect()
-        }
-        None => vec![0.0; len],
-    };
-    for b in 0..batch {
-        for ci in 0..ci_n {
-            for ih in 0..h {
-                for iw in 0..w {
-                    let v = f(x[((b * ci_n + ci) * h + ih) * w + iw]);
-                    for co in 0..co_n {
-                        for kh in 0..kh_n {
-                            let Some(oh) = inside(ih * sh, kh, ph, oh_n) else {
-                                continue;
-                            };
-                            for kw in 0..kw_n {
-                                let Some(ow) = inside(iw * sw, kw, pw, ow_n) else {
-                                    continue;
-                                };
-                                dw[((ci * co_n + co) * kh_n + kh) * kw_n + kw] +=
-                                    v * f(dy[((b * co_n + co) * oh_n + oh) * ow_n + ow]);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
+    let t = Terms::conv_transpose2d(layer, batch, hw);
+    check_len("x", x, t.narrow_len());
+    check_len("dy", dy, t.wide_len());
+    let mut dw = start_from("previous dW", accumulate, t.weight_len());
+    t.for_each(|yi, wi, xi| dw[wi] += f(x[xi]) * f(dy[yi]));
     dw
 }

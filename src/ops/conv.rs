@@ -901,6 +901,207 @@ fn product(
     Ok(ConvProgram { program, workspace })
 }
 
+/// What the pass wrappers need of either layer kind.
+trait Layer {
+    /// `ConvTranspose2d`: its forward is `OP_DGRAD` and its input gradient `OP_FWD`.
+    const TRANSPOSED: bool;
+    /// (in, out)
+    fn channels(&self) -> (usize, usize);
+    fn kernel_stride_padding(&self) -> [(usize, usize); 3];
+    fn weights(&self) -> [usize; 4];
+    fn output_hw(&self, hw: (usize, usize)) -> Result<(usize, usize)>;
+}
+
+impl Layer for Conv2d {
+    const TRANSPOSED: bool = false;
+    fn channels(&self) -> (usize, usize) {
+        (self.in_channels, self.out_channels)
+    }
+    fn kernel_stride_padding(&self) -> [(usize, usize); 3] {
+        [self.kernel, self.stride, self.padding]
+    }
+    fn weights(&self) -> [usize; 4] {
+        self.weight_shape()
+    }
+    fn output_hw(&self, hw: (usize, usize)) -> Result<(usize, usize)> {
+        self.output_size(hw)
+    }
+}
+
+impl Layer for ConvTranspose2d {
+    const TRANSPOSED: bool = true;
+    fn channels(&self) -> (usize, usize) {
+        (self.in_channels, self.out_channels)
+    }
+    fn kernel_stride_padding(&self) -> [(usize, usize); 3] {
+        [self.kernel, self.stride, self.padding]
+    }
+    fn weights(&self) -> [usize; 4] {
+        self.weight_shape()
+    }
+    fn output_hw(&self, hw: (usize, usize)) -> Result<(usize, usize)> {
+        self.output_size(hw)
+    }
+}
+
+/// The image a product of a layer gathers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Gathered {
+    /// The layer's input x (in channels; rows over the output grid): the forward, and the
+    /// weight gradient of a Conv2d.
+    Input,
+    /// The output gradient dy (out channels; rows over the input grid): the input gradient, and
+    /// the weight gradient of a ConvTranspose2d (the adjoint convolution's).
+    OutputGrad,
+}
+
+impl Geometry {
+    /// A product of `layer` between its input (B, in, H, W) and output (B, out, OH, OW). A
+    /// transposed layer is the adjoint of the convolution that maps (OH, OW) to (H, W), and its
+    /// products index along that convolution with the same fields.
+    fn of<L: Layer>(
+        layer: &L,
+        batch: usize,
+        input: (usize, usize),
+        output: (usize, usize),
+        gathered: Gathered,
+    ) -> Geometry {
+        let (cin, cout) = layer.channels();
+        let [kernel, stride, padding] = layer.kernel_stride_padding();
+        let ((src_c, (src_h, src_w)), (n, (grid_h, grid_w))) = match gathered {
+            Gathered::Input => ((cin, input), (cout, output)),
+            Gathered::OutputGrad => ((cout, output), (cin, input)),
+        };
+        Geometry {
+            batch,
+            src_c,
+            src_h,
+            src_w,
+            n,
+            grid_h,
+            grid_w,
+            kernel,
+            stride,
+            padding,
+        }
+    }
+}
+
+/// The forward pass of either layer kind (`OP_FWD`, or `OP_DGRAD` for a transposed layer).
+#[allow(clippy::too_many_arguments)]
+fn forward<L: Layer>(
+    ctx: &GpuContext,
+    op: &'static str,
+    label: &str,
+    layer: &L,
+    x: &Tensor<f32>,
+    weight: &Tensor<f32>,
+    bias: &Tensor<f32>,
+    y: &Tensor<f32>,
+    act: Activation,
+) -> Result<ConvProgram> {
+    let (cin, cout) = layer.channels();
+    let (b, h, w) = image_dims(op, "input", x, cin)?;
+    let (oh, ow) = layer.output_hw((h, w))?;
+    expect_shape(op, "weight", weight, &layer.weights())?;
+    expect_shape(op, "bias", bias, &[cout])?;
+    expect_shape(op, "output", y, &[b, cout, oh, ow])?;
+    let kind = if L::TRANSPOSED {
+        Product::Dgrad
+    } else {
+        Product::Fwd
+    };
+    let geo = Geometry::of(layer, b, (h, w), (oh, ow), Gathered::Input);
+    let epi = Epi::BiasAct(bias, act);
+    product(
+        ctx,
+        op,
+        label,
+        kind,
+        &geo,
+        x,
+        Operand::Weights(weight),
+        y,
+        epi,
+    )
+}
+
+/// The input gradient of either layer kind (`OP_DGRAD`, or `OP_FWD` for a transposed layer).
+#[allow(clippy::too_many_arguments)]
+fn input_grad<L: Layer>(
+    ctx: &GpuContext,
+    op: &'static str,
+    label: &str,
+    layer: &L,
+    dy: &Tensor<f32>,
+    weight: &Tensor<f32>,
+    dx: &Tensor<f32>,
+    producer: Producer<'_>,
+) -> Result<ConvProgram> {
+    let (cin, cout) = layer.channels();
+    let (b, h, w) = image_dims(op, "input gradient", dx, cin)?;
+    let (oh, ow) = layer.output_hw((h, w))?;
+    expect_shape(op, "weight", weight, &layer.weights())?;
+    expect_shape(op, "output gradient", dy, &[b, cout, oh, ow])?;
+    let epi = match producer {
+        Some((t, act)) => {
+            expect_shape(op, "producer output", t, dx.shape())?;
+            Epi::ActGrad(t, act)
+        }
+        None => Epi::Store,
+    };
+    let kind = if L::TRANSPOSED {
+        Product::Fwd
+    } else {
+        Product::Dgrad
+    };
+    let geo = Geometry::of(layer, b, (h, w), (oh, ow), Gathered::OutputGrad);
+    product(
+        ctx,
+        op,
+        label,
+        kind,
+        &geo,
+        dy,
+        Operand::Weights(weight),
+        dx,
+        epi,
+    )
+}
+
+/// The weight gradient of either layer kind (`OP_WGRAD`, gathering x for a Conv2d and dy for a
+/// transposed layer).
+#[allow(clippy::too_many_arguments)]
+fn weight_grad<L: Layer>(
+    ctx: &GpuContext,
+    op: &'static str,
+    label: &str,
+    layer: &L,
+    x: &Tensor<f32>,
+    dy: &Tensor<f32>,
+    dw: &Tensor<f32>,
+    accumulate: bool,
+) -> Result<ConvProgram> {
+    let (cin, cout) = layer.channels();
+    let (b, h, w) = image_dims(op, "input", x, cin)?;
+    let (oh, ow) = layer.output_hw((h, w))?;
+    expect_shape(op, "output gradient", dy, &[b, cout, oh, ow])?;
+    expect_shape(op, "weight gradient", dw, &layer.weights())?;
+    let epi = if accumulate {
+        Epi::Accumulate
+    } else {
+        Epi::Store
+    };
+    let (gathered, src, dense) = if L::TRANSPOSED {
+        (Gathered::OutputGrad, dy, x)
+    } else {
+        (Gathered::Input, x, dy)
+    };
+    let geo = Geometry::of(layer, b, (h, w), (oh, ow), gathered);
+    let dense = Operand::Image(dense);
+    product(ctx, op, label, Product::Wgrad, &geo, src, dense, dw, epi)
+}
+
 /// Prepares y (B, out, OH, OW) = act(conv(x) + bias) for x (B, in, H, W), weight
 /// (out, in, KH, KW), bias (out,).
 #[allow(clippy::too_many_arguments)]
@@ -914,55 +1115,14 @@ pub fn conv2d_forward(
     y: &Tensor<f32>,
     act: Activation,
 ) -> Result<ConvProgram> {
-    const OP: &str = "conv2d_forward";
-    let (b, h, w) = image_dims(OP, "input", x, layer.in_channels)?;
-    let (oh, ow) = layer.output_size((h, w))?;
-    expect_shape(OP, "weight", weight, &layer.weight_shape())?;
-    expect_shape(OP, "bias", bias, &[layer.out_channels])?;
-    expect_shape(OP, "output", y, &[b, layer.out_channels, oh, ow])?;
-    let geo = Geometry {
-        batch: b,
-        src_c: layer.in_channels,
-        src_h: h,
-        src_w: w,
-        n: layer.out_channels,
-        grid_h: oh,
-        grid_w: ow,
-        kernel: layer.kernel,
-        stride: layer.stride,
-        padding: layer.padding,
-    };
-    product(
-        ctx,
-        OP,
-        label,
-        Product::Fwd,
-        &geo,
-        x,
-        Operand::Weights(weight),
-        y,
-        Epi::BiasAct(bias, act),
-    )
+    let op = "conv2d_forward";
+    forward(ctx, op, label, layer, x, weight, bias, y, act)
 }
 
 /// The producer epilogue of the input gradients: `Some((output, act))` multiplies the gradient
 /// by act'(·) computed from `output`, the producer's stored activation output (the layer's
 /// input itself).
 pub type Producer<'a> = Option<(&'a Tensor<f32>, Activation)>;
-
-fn grad_epilogue<'a>(
-    op: &'static str,
-    producer: Producer<'a>,
-    dx: &Tensor<f32>,
-) -> Result<Epi<'a>> {
-    Ok(match producer {
-        Some((t, act)) => {
-            expect_shape(op, "producer output", t, dx.shape())?;
-            Epi::ActGrad(t, act)
-        }
-        None => Epi::Store,
-    })
-}
 
 /// Prepares dx (B, in, H, W) = convᵀ(dy) ⊙ act'(producer output) for dy (B, out, OH, OW) and
 /// weight (out, in, KH, KW). `dx` fixes H and W (several input sizes share one output size at
@@ -976,35 +1136,8 @@ pub fn conv2d_input_grad(
     dx: &Tensor<f32>,
     producer: Producer<'_>,
 ) -> Result<ConvProgram> {
-    const OP: &str = "conv2d_input_grad";
-    let (b, h, w) = image_dims(OP, "input gradient", dx, layer.in_channels)?;
-    let (oh, ow) = layer.output_size((h, w))?;
-    expect_shape(OP, "weight", weight, &layer.weight_shape())?;
-    expect_shape(OP, "output gradient", dy, &[b, layer.out_channels, oh, ow])?;
-    let epi = grad_epilogue(OP, producer, dx)?;
-    let geo = Geometry {
-        batch: b,
-        src_c: layer.out_channels,
-        src_h: oh,
-        src_w: ow,
-        n: layer.in_channels,
-        grid_h: h,
-        grid_w: w,
-        kernel: layer.kernel,
-        stride: layer.stride,
-        padding: layer.padding,
-    };
-    product(
-        ctx,
-        OP,
-        label,
-        Product::Dgrad,
-        &geo,
-        dy,
-        Operand::Weights(weight),
-        dx,
-        epi,
-    )
+    let op = "conv2d_input_grad";
+    input_grad(ctx, op, label, layer, dy, weight, dx, producer)
 }
 
 /// Prepares dW (out, in, KH, KW) (+)= Σ over images and output pixels of dy ⊗ the input patch,
@@ -1019,41 +1152,9 @@ pub fn conv2d_weight_grad(
     dw: &Tensor<f32>,
     accumulate: bool,
 ) -> Result<ConvProgram> {
-    const OP: &str = "conv2d_weight_grad";
-    let (b, h, w) = image_dims(OP, "input", x, layer.in_channels)?;
-    let (oh, ow) = layer.output_size((h, w))?;
-    expect_shape(OP, "output gradient", dy, &[b, layer.out_channels, oh, ow])?;
-    expect_shape(OP, "weight gradient", dw, &layer.weight_shape())?;
-    let geo = Geometry {
-        batch: b,
-        src_c: layer.in_channels,
-        src_h: h,
-        src_w: w,
-        n: layer.out_channels,
-        grid_h: oh,
-        grid_w: ow,
-        kernel: layer.kernel,
-        stride: layer.stride,
-        padding: layer.padding,
-    };
-    let epi = if accumulate {
-        Epi::Accumulate
-    } else {
-        Epi::Store
-    };
-    product(
-        ctx,
-        OP,
-        label,
-        Product::Wgrad,
-        &geo,
-        x,
-        Operand::Image(dy),
-        dw,
-        epi,
-    )
+    let op = "conv2d_weight_grad";
+    weight_grad(ctx, op, label, layer, x, dy, dw, accumulate)
 }
-
 /// Prepares db (C,) (+)= Σ over images and pixels of dy (B, C, OH, OW): the bias gradient of a
 /// [`Conv2d`] (C = out channels) or a [`ConvTranspose2d`] (C = its out channels).
 pub fn conv_bias_grad(
@@ -1113,37 +1214,8 @@ pub fn conv_transpose2d_forward(
     y: &Tensor<f32>,
     act: Activation,
 ) -> Result<ConvProgram> {
-    const OP: &str = "conv_transpose2d_forward";
-    let (b, h, w) = image_dims(OP, "input", x, layer.in_channels)?;
-    let (oh, ow) = layer.output_size((h, w))?;
-    expect_shape(OP, "weight", weight, &layer.weight_shape())?;
-    expect_shape(OP, "bias", bias, &[layer.out_channels])?;
-    expect_shape(OP, "output", y, &[b, layer.out_channels, oh, ow])?;
-    // The convolution this layer is the adjoint of maps (OH, OW) to (H, W); the product
-    // gathers x along it.
-    let geo = Geometry {
-        batch: b,
-        src_c: layer.in_channels,
-        src_h: h,
-        src_w: w,
-        n: layer.out_channels,
-        grid_h: oh,
-        grid_w: ow,
-        kernel: layer.kernel,
-        stride: layer.stride,
-        padding: layer.padding,
-    };
-    product(
-        ctx,
-        OP,
-        label,
-        Product::Dgrad,
-        &geo,
-        x,
-        Operand::Weights(weight),
-        y,
-        Epi::BiasAct(bias, act),
-    )
+    let op = "conv_transpose2d_forward";
+    forward(ctx, op, label, layer, x, weight, bias, y, act)
 }
 
 /// Prepares dx (B, in, H, W) = conv(dy) ⊙ act'(producer output) for dy (B, out, OH, OW) and
@@ -1157,35 +1229,8 @@ pub fn conv_transpose2d_input_grad(
     dx: &Tensor<f32>,
     producer: Producer<'_>,
 ) -> Result<ConvProgram> {
-    const OP: &str = "conv_transpose2d_input_grad";
-    let (b, h, w) = image_dims(OP, "input gradient", dx, layer.in_channels)?;
-    let (oh, ow) = layer.output_size((h, w))?;
-    expect_shape(OP, "weight", weight, &layer.weight_shape())?;
-    expect_shape(OP, "output gradient", dy, &[b, layer.out_channels, oh, ow])?;
-    let epi = grad_epilogue(OP, producer, dx)?;
-    let geo = Geometry {
-        batch: b,
-        src_c: layer.out_channels,
-        src_h: oh,
-        src_w: ow,
-        n: layer.in_channels,
-        grid_h: h,
-        grid_w: w,
-        kernel: layer.kernel,
-        stride: layer.stride,
-        padding: layer.padding,
-    };
-    product(
-        ctx,
-        OP,
-        label,
-        Product::Fwd,
-        &geo,
-        dy,
-        Operand::Weights(weight),
-        dx,
-        epi,
-    )
+    let op = "conv_transpose2d_input_grad";
+    input_grad(ctx, op, label, layer, dy, weight, dx, producer)
 }
 
 /// Prepares dW (in, out, KH, KW) (+)= Σ over images and input pixels of x ⊗ the patch of dy it
@@ -1200,38 +1245,6 @@ pub fn conv_transpose2d_weight_grad(
     dw: &Tensor<f32>,
     accumulate: bool,
 ) -> Result<ConvProgram> {
-    const OP: &str = "conv_transpose2d_weight_grad";
-    let (b, h, w) = image_dims(OP, "input", x, layer.in_channels)?;
-    let (oh, ow) = layer.output_size((h, w))?;
-    expect_shape(OP, "output gradient", dy, &[b, layer.out_channels, oh, ow])?;
-    expect_shape(OP, "weight gradient", dw, &layer.weight_shape())?;
-    // The weight gradient of the adjoint convolution, which gathers dy and reads x densely.
-    let geo = Geometry {
-        batch: b,
-        src_c: layer.out_channels,
-        src_h: oh,
-        src_w: ow,
-        n: layer.in_channels,
-        grid_h: h,
-        grid_w: w,
-        kernel: layer.kernel,
-        stride: layer.stride,
-        padding: layer.padding,
-    };
-    let epi = if accumulate {
-        Epi::Accumulate
-    } else {
-        Epi::Store
-    };
-    product(
-        ctx,
-        OP,
-        label,
-        Product::Wgrad,
-        &geo,
-        dy,
-        Operand::Image(x),
-        dw,
-        epi,
-    )
+    let op = "conv_transpose2d_weight_grad";
+    weight_grad(ctx, op, label, layer, x, dy, dw, accumulate)
 }
