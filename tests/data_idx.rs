@@ -78,8 +78,10 @@ fn loads_committed_mnist_subset() {
         (&split.test, 256, TEST_PIXEL_SUM, TEST_LABEL_SUM),
     ] {
         assert_eq!(d.name, "mnist-512");
-        assert_eq!((d.n, d.height, d.width), (n, 28, 28));
+        assert_eq!((d.n, d.channels, d.height, d.width), (n, 1, 28, 28));
         assert_eq!(d.pixels.len(), n * 784);
+        assert_eq!(d.image_len(), 784);
+        d.check().unwrap();
         let labels = d.labels.as_ref().unwrap();
         assert_eq!(labels.len(), n);
         assert!(labels.iter().all(|&l| l <= 9));
@@ -156,7 +158,7 @@ fn gzip_is_detected_by_content_not_name() {
     let b = load_idx_images_file(&plain_gz_ext).unwrap();
     assert_eq!(a.pixels, b.pixels);
     assert_eq!(b.name, "images");
-    assert_eq!((a.n, a.height, a.width), (2, 2, 3));
+    assert_eq!((a.n, a.channels, a.height, a.width), (2, 1, 2, 3));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

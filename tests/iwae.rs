@@ -17,6 +17,7 @@ fn dataset(n: usize, height: usize, width: usize, seed: u64) -> Dataset {
     Dataset {
         name: "iwae-test".into(),
         n,
+        channels: 1,
         height,
         width,
         pixels: (0..n * height * width)

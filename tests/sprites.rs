@@ -108,8 +108,9 @@ fn default_split_is_disjoint_binary_and_labelled() {
     assert!(train.is_disjoint(&test));
     for d in [&split.train, &split.test] {
         assert_eq!(d.name, "sprites");
-        assert_eq!((d.height, d.width), (64, 64));
+        assert_eq!((d.channels, d.height, d.width), (1, 64, 64));
         assert_eq!(d.pixels.len(), d.n * 64 * 64);
+        d.check().unwrap();
         let labels = d.labels.as_ref().unwrap();
         assert_eq!(labels.len(), d.n);
         let f = d.factors.as_ref().unwrap();

@@ -1,12 +1,15 @@
-//! Data sets: images as bytes in host memory, read from IDX files (MNIST layout) or drawn from the
-//! procedural [`sprites`] set.
+//! Data sets: images as bytes in host memory, read from IDX files (MNIST layout), from NumPy
+//! `.npy` files ([`npy`], greyscale or colour) or drawn from the procedural [`sprites`] set.
 //!
-//! Every image set is a [`Dataset`]: `n` greyscale images of `height x width` bytes (0..=255),
-//! stored contiguously as `(n, height, width)` row-major, with optional class labels and optional
-//! generative [`Factors`]. Loaders never panic on bad input: every problem is a [`DataError`]
-//! that names the file and the field or value at fault.
+//! Every image set is a [`Dataset`]: `n` images of `channels x height x width` bytes (0..=255),
+//! stored contiguously as `(n, channels, height, width)` row-major — each image is its channel
+//! planes one after the other (CHW) — with optional class labels and optional generative
+//! [`Factors`]. Greyscale sets (IDX, sprites) have one channel, colour sets three (R, G, B).
+//! Loaders never panic on bad input: every problem is a [`DataError`] that names the file and the
+//! field or value at fault.
 
 pub mod idx;
+pub mod npy;
 pub mod sprites;
 
 use std::path::{Path, PathBuf};
@@ -123,6 +126,42 @@ pub enum DataError {
     #[error("{}: cannot write: {detail}", path.display())]
     InvalidArgument { path: PathBuf, detail: String },
 
+    /// A `.npy` file's header or content is not one the reader accepts; `field` is the header
+    /// field (`magic`, `version`, `header length`, `header`, `descr`, `fortran_order`, `shape`)
+    /// or `data` for an element's value.
+    #[error("{}: .npy `{field}`: {detail}", path.display())]
+    Npy {
+        path: PathBuf,
+        field: &'static str,
+        detail: String,
+    },
+
+    /// The training and test images of a directory have different sizes.
+    #[error(
+        "{}: images of {train_shape} but {}: images of {test_shape}; the training and test \
+         images must have the same size",
+        train.display(),
+        test.display()
+    )]
+    ShapeMismatch {
+        train: PathBuf,
+        train_shape: String,
+        test: PathBuf,
+        test_shape: String,
+    },
+
+    /// A data directory holds neither an IDX nor a `.npy` data set.
+    #[error(
+        "{}: no data set: expected {TRAIN_IMAGES}[.gz] and {TEST_IMAGES}[.gz] (IDX) or \
+         {NPY_TRAIN_IMAGES} and {NPY_TEST_IMAGES} (NumPy)",
+        dir.display()
+    )]
+    NoDataSet { dir: PathBuf },
+
+    /// A NumPy data directory lacks a required file.
+    #[error("{}: no {file} file", dir.display())]
+    MissingNpyFile { dir: PathBuf, file: &'static str },
+
     /// A generator configuration cannot be satisfied.
     #[error("{name}: {detail}")]
     Config { name: &'static str, detail: String },
@@ -198,16 +237,19 @@ impl Factors {
     }
 }
 
-/// `n` greyscale images of `height x width` bytes.
+/// `n` images of `channels x height x width` bytes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dataset {
     /// Short name used in logs and run directories, e.g. `"mnist-8k"` or `"sprites"`.
     pub name: String,
     /// Number of images.
     pub n: usize,
+    /// Colour channels per pixel: 1 (grey) or 3 (R, G, B).
+    pub channels: usize,
     pub height: usize,
     pub width: usize,
-    /// `(n, height, width)` row-major grey levels, 0 = black, 255 = white.
+    /// `(n, channels, height, width)` row-major levels, 0 = black, 255 = full intensity: each
+    /// image is its `channels` planes of `(height, width)` one after the other (CHW).
     pub pixels: Vec<u8>,
     /// `(n,)` class labels, if the set has them.
     pub labels: Option<Vec<u8>>,
@@ -216,12 +258,80 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    /// Bytes per image: `height * width`.
+    /// Bytes per image: `channels * height * width`.
+    ///
+    /// The loaders check with checked arithmetic that this product (times `n`) fits before they
+    /// build a data set; [`Dataset::check`] does the same for a hand-built one.
     pub fn image_len(&self) -> usize {
-        self.height * self.width
+        self.channels * self.height * self.width
     }
 
-    /// Image `i`: `(height, width)` row-major bytes.
+    /// The size of one image, for the PNG writers ([`crate::image::save_grid_png_chw`]).
+    pub fn shape(&self) -> crate::image::ImageShape {
+        crate::image::ImageShape {
+            channels: self.channels,
+            height: self.height,
+            width: self.width,
+        }
+    }
+
+    /// Checks that the fields agree: `channels`, `height` and `width` at least 1, `pixels`
+    /// holding exactly `n·channels·height·width` bytes (computed with checked arithmetic), and
+    /// labels and factors with one row per image. The error ([`DataError::Config`]) names the
+    /// set and the field at fault.
+    pub fn check(&self) -> Result<(), DataError> {
+        let bad = |detail: String| DataError::Config {
+            name: "data set",
+            detail: format!("`{}`: {detail}", self.name),
+        };
+        for (field, v) in [
+            ("channels", self.channels),
+            ("height", self.height),
+            ("width", self.width),
+        ] {
+            if v == 0 {
+                return Err(bad(format!("`{field}` is 0; it must be at least 1")));
+            }
+        }
+        let need = self
+            .channels
+            .checked_mul(self.height)
+            .and_then(|v| v.checked_mul(self.width))
+            .and_then(|v| v.checked_mul(self.n));
+        if need != Some(self.pixels.len()) {
+            return Err(bad(format!(
+                "`pixels` holds {} bytes but {} images of {}x{}x{} need {}",
+                self.pixels.len(),
+                self.n,
+                self.channels,
+                self.height,
+                self.width,
+                need.map_or_else(|| "more than usize::MAX".to_string(), |v| v.to_string())
+            )));
+        }
+        if let Some(l) = &self.labels
+            && l.len() != self.n
+        {
+            return Err(bad(format!("{} labels for {} images", l.len(), self.n)));
+        }
+        if let Some(f) = &self.factors {
+            let k = f.n_factors();
+            let rows = self.n.checked_mul(k);
+            if f.sizes.len() != k || rows != Some(f.values.len()) || rows != Some(f.classes.len()) {
+                return Err(bad(format!(
+                    "factors: {} names, {} sizes, {} values and {} classes for {} images",
+                    k,
+                    f.sizes.len(),
+                    f.values.len(),
+                    f.classes.len(),
+                    self.n
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Image `i`: `(channels, height, width)` row-major bytes.
     ///
     /// # Panics
     /// If `i >= n`.
@@ -230,7 +340,8 @@ impl Dataset {
         &self.pixels[i * len..(i + 1) * len]
     }
 
-    /// Image `i` as `(height, width)` row-major floats in `[0, 1]` (`v / 255`).
+    /// Image `i` as `(channels, height, width)` row-major floats in `[0, 1]` (`v / 255`): the
+    /// values the GPU gather writes for it.
     ///
     /// # Panics
     /// If `i >= n`.
@@ -259,6 +370,7 @@ impl Dataset {
         Dataset {
             name: self.name.clone(),
             n: indices.len(),
+            channels: self.channels,
             height: self.height,
             width: self.width,
             pixels,
@@ -268,7 +380,8 @@ impl Dataset {
     }
 }
 
-/// A training set and a held-out test set with the same image size.
+/// A training set and a held-out test set (the same image size when the loader says so: see
+/// [`load_idx_dir`] and [`load_npy_dir`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Split {
     pub train: Dataset,
@@ -280,6 +393,12 @@ pub const TRAIN_IMAGES: &str = "train-images-idx3-ubyte";
 pub const TRAIN_LABELS: &str = "train-labels-idx1-ubyte";
 pub const TEST_IMAGES: &str = "t10k-images-idx3-ubyte";
 pub const TEST_LABELS: &str = "t10k-labels-idx1-ubyte";
+
+/// File names of a NumPy data directory (see [`load_npy_dir`]).
+pub const NPY_TRAIN_IMAGES: &str = "train-images.npy";
+pub const NPY_TRAIN_LABELS: &str = "train-labels.npy";
+pub const NPY_TEST_IMAGES: &str = "test-images.npy";
+pub const NPY_TEST_LABELS: &str = "test-labels.npy";
 
 /// `dir/name` if it exists, else `dir/name.gz` if that exists, else `None`.
 ///
@@ -329,6 +448,7 @@ fn load_split(
     Ok(Dataset {
         name: name.to_string(),
         n,
+        channels: 1,
         height,
         width,
         pixels,
@@ -361,6 +481,161 @@ pub fn load_idx_dir(dir: &Path) -> Result<Split, DataError> {
     Ok(Split { train, test })
 }
 
+/// Reads one split (`images` required, `labels` optional) of a NumPy directory.
+fn load_npy_split(
+    dir: &Path,
+    name: &str,
+    images: &'static str,
+    labels: &'static str,
+) -> Result<Dataset, DataError> {
+    let images_path = dir.join(images);
+    if !images_path.is_file() {
+        return Err(DataError::MissingNpyFile {
+            dir: dir.to_path_buf(),
+            file: images,
+        });
+    }
+    let npy::NpyImages {
+        n,
+        channels,
+        height,
+        width,
+        pixels,
+    } = npy::read_npy_images(&images_path)?;
+    let labels_path = dir.join(labels);
+    let labels = if labels_path.is_file() {
+        let labels = npy::read_npy_labels(&labels_path)?;
+        if labels.len() != n {
+            return Err(DataError::LabelCount {
+                images: images_path,
+                n_images: n,
+                labels: labels_path,
+                n_labels: labels.len(),
+            });
+        }
+        Some(labels)
+    } else {
+        None
+    };
+    Ok(Dataset {
+        name: name.to_string(),
+        n,
+        channels,
+        height,
+        width,
+        pixels,
+        labels,
+        factors: None,
+    })
+}
+
+/// Errors unless `dir` is a directory.
+fn check_dir(dir: &Path, expect: &str) -> Result<(), DataError> {
+    let meta = std::fs::metadata(dir).map_err(|e| DataError::io(dir, e))?;
+    if !meta.is_dir() {
+        return Err(DataError::io(
+            dir,
+            std::io::Error::new(
+                std::io::ErrorKind::NotADirectory,
+                format!("not a directory (expected a folder holding {expect})"),
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Loads a NumPy data directory: `train-images.npy` and `test-images.npy` (required) and
+/// `train-labels.npy` / `test-labels.npy` (optional; when present, their count must match the
+/// images'). See [`npy`] for the accepted types and shapes: `(N, H, W)` greyscale, or
+/// `(N, C, H, W)` / `(N, H, W, C)` with one or three channels, as bytes or floats in `[0, 1]`.
+///
+/// Both splits are named after the directory's last component. Unlike [`load_idx_dir`], the
+/// training and test images must have the same size ([`DataError::ShapeMismatch`]).
+pub fn load_npy_dir(dir: &Path) -> Result<Split, DataError> {
+    check_dir(dir, NPY_TRAIN_IMAGES)?;
+    let name = dir_name(dir);
+    let train = load_npy_split(dir, &name, NPY_TRAIN_IMAGES, NPY_TRAIN_LABELS)?;
+    let test = load_npy_split(dir, &name, NPY_TEST_IMAGES, NPY_TEST_LABELS)?;
+    if train.shape() != test.shape() {
+        return Err(DataError::ShapeMismatch {
+            train: dir.join(NPY_TRAIN_IMAGES),
+            train_shape: train.shape().to_string(),
+            test: dir.join(NPY_TEST_IMAGES),
+            test_shape: test.shape().to_string(),
+        });
+    }
+    Ok(Split { train, test })
+}
+
+/// Loads a data directory of either layout: NumPy ([`load_npy_dir`]) when it holds
+/// `train-images.npy` or `test-images.npy`, else IDX ([`load_idx_dir`]) when it holds
+/// `train-images-idx3-ubyte[.gz]` or `t10k-images-idx3-ubyte[.gz]`; otherwise
+/// [`DataError::NoDataSet`] naming both layouts.
+pub fn load_dir(dir: &Path) -> Result<Split, DataError> {
+    check_dir(dir, &format!("{TRAIN_IMAGES}[.gz] or {NPY_TRAIN_IMAGES}"))?;
+    if dir.join(NPY_TRAIN_IMAGES).is_file() || dir.join(NPY_TEST_IMAGES).is_file() {
+        load_npy_dir(dir)
+    } else if find_file(dir, TRAIN_IMAGES).is_some() || find_file(dir, TEST_IMAGES).is_some() {
+        load_idx_dir(dir)
+    } else {
+        Err(DataError::NoDataSet {
+            dir: dir.to_path_buf(),
+        })
+    }
+}
+
+/// Loads a single image file without labels: a `.npy` file ([`npy::read_npy_images`]) if it
+/// starts with the `.npy` magic bytes, else an IDX file, plain or gzip
+/// ([`load_idx_images_file`]). The data set is named after the file, without a trailing `.gz`
+/// or `.npy`.
+pub fn load_images_file(path: &Path) -> Result<Dataset, DataError> {
+    let mut magic = [0u8; 6];
+    let got = {
+        use std::io::Read;
+        let mut f = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
+        let mut got = 0;
+        loop {
+            match f.read(&mut magic[got..]) {
+                Ok(0) => break,
+                Ok(k) => {
+                    got += k;
+                    if got == magic.len() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(DataError::io(path, e)),
+            }
+        }
+        got
+    };
+    if magic[..got] != npy::MAGIC[..] {
+        return load_idx_images_file(path);
+    }
+    let npy::NpyImages {
+        n,
+        channels,
+        height,
+        width,
+        pixels,
+    } = npy::read_npy_images(path)?;
+    let file = path
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "images".to_string());
+    let name = file.strip_suffix(".npy").unwrap_or(&file).to_string();
+    Ok(Dataset {
+        name,
+        n,
+        channels,
+        height,
+        width,
+        pixels,
+        labels: None,
+        factors: None,
+    })
+}
+
 /// Loads a single IDX image file (plain or gzip) without labels. The data set is named after the
 /// file, without a trailing `.gz`.
 pub fn load_idx_images_file(path: &Path) -> Result<Dataset, DataError> {
@@ -378,6 +653,7 @@ pub fn load_idx_images_file(path: &Path) -> Result<Dataset, DataError> {
     Ok(Dataset {
         name,
         n,
+        channels: 1,
         height,
         width,
         pixels,
@@ -402,6 +678,7 @@ mod tests {
         Dataset {
             name: "toy".into(),
             n: 3,
+            channels: 1,
             height: 1,
             width: 2,
             pixels: vec![0, 255, 10, 20, 30, 40],
@@ -425,6 +702,32 @@ mod tests {
         let f = s.factors.unwrap();
         assert_eq!(f.values, vec![1.0, 0.0]);
         assert_eq!(f.classes, vec![2, 0]);
+    }
+
+    #[test]
+    fn colour_images_are_channel_planes() {
+        // Two 3x1x2 images: image i, channel c, pixel p holds 10·i + 3·c + p.
+        let pixels: Vec<u8> = (0..2)
+            .flat_map(|i| (0..3).flat_map(move |c| (0..2).map(move |p| 10 * i + 3 * c + p)))
+            .collect();
+        let d = Dataset {
+            name: "rgb".into(),
+            n: 2,
+            channels: 3,
+            height: 1,
+            width: 2,
+            pixels,
+            labels: None,
+            factors: None,
+        };
+        d.check().unwrap();
+        assert_eq!(d.image_len(), 6);
+        assert_eq!(d.image(1), &[10, 11, 13, 14, 16, 17]);
+        assert_eq!(d.to_f32(0)[4], 6.0 / 255.0);
+        let s = d.subset(&[1]);
+        assert_eq!((s.n, s.channels), (1, 3));
+        assert_eq!(s.pixels, d.image(1));
+        assert_eq!(s.shape().to_string(), "3x1x2");
     }
 
     #[test]

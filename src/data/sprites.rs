@@ -309,6 +309,7 @@ fn build(indices: &[usize]) -> Dataset {
     Dataset {
         name: "sprites".to_string(),
         n,
+        channels: 1,
         height: SIZE,
         width: SIZE,
         pixels,
