@@ -1,7 +1,9 @@
 // ---- data.wgsl: batch gather from the u8 data set on the GPU, and the step counter ----------
 //
-// The training set lives on the GPU as bytes, packed four to a u32 word: image i, pixel p is
-// byte i * P + p. `perm` is the epoch's order of the images (uploaded once per epoch). The
+// The training set lives on the GPU as bytes, packed four to a u32 word: image i, value p is
+// byte i * P + p, with P = C * H * W values per image laid out as channel planes (CHW; C = 1
+// for greyscale). The kernel treats every value alike — copy, scale or binarise one byte — so
+// it needs no channel count, and P need not be a multiple of 4 (images straddle words). `perm` is the epoch's order of the images (uploaded once per epoch). The
 // step state holds [global step, step at which the current epoch began, 0, 0].
 //
 // Row weights: a batch that runs past the end of `perm` (the last batch of an epoch when the

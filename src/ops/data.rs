@@ -75,7 +75,10 @@ pub struct GatherOptions<'a> {
 
 /// Prepares `x[r, p] = images[perm[pos + r], p] / 255` with `pos = base` (+ the batch offset
 /// of the current step when `state` is given). Rows past `n_items` are zero.
-/// `images` holds the data set as bytes (N, P); `perm` (n_items,) indexes it.
+/// `images` holds the data set as bytes (N, P); `perm` (n_items,) indexes it. `P` is
+/// [`crate::data::Dataset::image_len`], `channels·height·width` with each image's channel planes
+/// one after the other (CHW): the gather copies the bytes as they are, whatever the channel
+/// count.
 #[allow(clippy::too_many_arguments)] // one argument per kernel binding
 pub fn gather(
     ctx: &GpuContext,
