@@ -112,7 +112,8 @@ struct LossParams {
     rows: u32,
     beta: f32,
     use_weights: u32,
-    _pad1: u32,
+    // metric_accumulate: the term's slot
+    slot: u32,
 }
 
 @group(0) @binding(3) var<storage, read> recon: array<f32>;         // (B,)
@@ -162,6 +163,39 @@ fn loss_accumulate(@builtin(local_invocation_index) lid: u32) {
         metrics[6] += tn;
         if (tb > 0.0 || !is_finite(tr) || !is_finite(tk)) {
             metrics[7] = 1.0;
+        }
+    }
+}
+
+// One named term of an objective: metrics = [count, nonfinite, (sum, comp) per term]. Adds the
+// term's per-row values (`recon` here) into the Kahan sum of term `slot`; term 0 also counts
+// the rows. Rows of weight 0 are left out with `use_weights`.
+@compute @workgroup_size(64)
+fn metric_accumulate(@builtin(local_invocation_index) lid: u32) {
+    var s = 0.0;
+    var bad = 0.0;
+    var n = 0.0;
+    for (var i = lid; i < lsp.rows; i += 64u) {
+        if (lsp.use_weights == 1u && !(row_w[i] > 0.0)) {
+            continue;
+        }
+        n += 1.0;
+        let v = recon[i];
+        s += v;
+        if (!is_finite(v)) {
+            bad = 1.0;
+        }
+    }
+    let ts = tree_sum(lid, s);
+    let tb = tree_sum(lid, bad);
+    let tn = tree_sum(lid, n);
+    if (lid == 0u) {
+        kahan_add(2u + 2u * lsp.slot, ts);
+        if (lsp.slot == 0u) {
+            metrics[0] += tn;
+        }
+        if (tb > 0.0 || !is_finite(ts)) {
+            metrics[1] = 1.0;
         }
     }
 }

@@ -52,14 +52,21 @@ pub struct TrainArgs {
     /// Latent dimensions
     #[arg(long, default_value_t = 20, allow_negative_numbers = true)]
     pub latent: usize,
-    /// Hidden layer widths of encoder and decoder, comma-separated
-    #[arg(
-        long,
-        default_value = "400",
-        value_delimiter = ',',
-        allow_negative_numbers = true
-    )]
-    pub hidden: Vec<usize>,
+    /// Architecture: mlp (fully connected) or conv (4x4 stride-2 convolutions, then fully
+    /// connected layers; the decoder mirrors them with transposed convolutions)
+    #[arg(long, value_enum, default_value_t = crate::train::ArchKind::Mlp)]
+    pub arch: crate::train::ArchKind,
+    /// Hidden fully connected layer widths of encoder and decoder, comma-separated (default:
+    /// 400 with --arch mlp, 256 with --arch conv)
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
+    pub hidden: Option<Vec<usize>>,
+    /// --arch conv: output channels of each convolution, comma-separated (default: 32,32,64,64
+    /// for images of 64 pixels a side or more, 32,64 below)
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
+    pub conv_channels: Option<Vec<usize>>,
+    /// --arch conv: kernel size of every convolution (stride 2, padding (kernel-1)/2)
+    #[arg(long, default_value_t = 4, allow_negative_numbers = true)]
+    pub conv_kernel: usize,
     /// Hidden activation: relu, leaky_relu, leaky_relu:SLOPE (0 < SLOPE <= 1), tanh, sigmoid
     #[arg(long, default_value = "relu")]
     pub activation: String,
@@ -135,12 +142,24 @@ impl TrainArgs {
                 .unwrap_or_else(|| "idx".into()),
             None => "sprites".into(),
         };
+        if self.arch == crate::train::ArchKind::Mlp
+            && (self.conv_channels.is_some() || self.explicit.iter().any(|f| f == "--conv-kernel"))
+        {
+            bail!("--conv-channels and --conv-kernel apply to --arch conv only");
+        }
+        let hidden = self.hidden.clone().unwrap_or_else(|| match self.arch {
+            crate::train::ArchKind::Mlp => vec![400],
+            crate::train::ArchKind::Conv => vec![256],
+        });
         let defaults = TrainConfig::default();
         Ok(TrainConfig {
             data,
             model: ModelSpec {
-                enc_hidden: self.hidden.clone(),
-                dec_hidden: self.hidden.iter().rev().copied().collect(),
+                arch: self.arch,
+                conv_channels: self.conv_channels.clone().unwrap_or_default(),
+                conv_kernel: self.conv_kernel,
+                enc_hidden: hidden.clone(),
+                dec_hidden: hidden.iter().rev().copied().collect(),
                 latent: self.latent,
                 activation,
                 likelihood,

@@ -7,9 +7,8 @@ use serde::Serialize;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, Program, Staging, Tensor};
-use crate::model::{Activations, Vae, VaeConfig};
+use crate::model::{Activations, Posterior, Vae, VaeConfig};
 use crate::ops::data::{StepState, gather};
-use crate::ops::kl::iwae_log_weights;
 use crate::ops::reduce::logmeanexp;
 use crate::ops::reparam::{RngStep, Stream};
 
@@ -66,15 +65,15 @@ pub fn iwae_images_per_batch(
             "--iwae-k must be at least 1 for the IWAE bound".into(),
         ));
     }
-    let (enc, dec) = cfg.layers();
+    let (enc, dec) = cfg.networks().map_err(Error::Config)?;
     let pixels = cfg
         .input_dim_checked()
         .ok_or_else(|| too_big("the pixel count"))? as u64;
     let latent = cfg.latent as u64;
     // Floats per image of every activation tensor: (floats, whether it has K rows per image).
     let mut tensors: Vec<(u64, bool)> = vec![(pixels, false), (1, false), (latent, false)];
-    tensors.extend(enc.iter().map(|l| (l.out as u64, false)));
-    tensors.extend(dec.iter().map(|l| (l.out as u64, true)));
+    tensors.extend(enc.modules.iter().map(|m| (m.out_features() as u64, false)));
+    tensors.extend(dec.modules.iter().map(|m| (m.out_features() as u64, true)));
     // z, ε, nll, log w; the bound.
     tensors.extend([
         (latent, true),
@@ -210,6 +209,7 @@ pub struct Evaluator {
     program: Program,
     readback: Readback,
     iwae: Option<IwaeRun>,
+    posterior: Box<dyn Posterior>,
 }
 
 impl Evaluator {
@@ -225,7 +225,7 @@ impl Evaluator {
         seed: u64,
     ) -> Result<Self> {
         let pixels = vae.cfg.input_dim();
-        if data.height.checked_mul(data.width) != Some(pixels) {
+        if data.image_len() != pixels {
             return Err(Error::Config(format!(
                 "data set `{}` has {}x{} images, the model takes {}x{}",
                 data.name, data.height, data.width, vae.cfg.height, vae.cfg.width
@@ -297,9 +297,14 @@ impl Evaluator {
                 RngStep::State(&state),
                 Stream::Eval,
             )?);
-            let enc_out = iact.enc.last().expect("encoder has a layer");
-            p.push(iwae_log_weights(
-                ctx, "log w", enc_out, &iact.nll, &iact.z, &iact.eps, &logw, iwae_k,
+            p.extend(vae.posterior.log_weights(
+                ctx,
+                iact.posterior_params(),
+                &iact.nll,
+                &iact.z,
+                &iact.eps,
+                &logw,
+                iwae_k,
             )?);
             p.push(logmeanexp(ctx, "iwae", &logw, &bound, 1.0, false)?);
             let readback = Readback::new(ctx, &[&bound])?;
@@ -322,6 +327,7 @@ impl Evaluator {
             program,
             readback,
             iwae,
+            posterior: vae.cfg.posterior(),
         })
     }
 
@@ -403,17 +409,16 @@ impl Evaluator {
                 ));
             };
             let valid = (self.n - bi * self.batch).min(self.batch);
+            let loc = self.posterior.location(enc, valid);
             if let Some(m) = means.as_deref_mut() {
-                for r in 0..valid {
-                    m.extend_from_slice(&enc[r * 2 * latent..r * 2 * latent + latent]);
-                }
+                m.extend_from_slice(&loc);
             }
             for r in 0..valid {
                 recon += nll[r] as f64;
                 kl += klv[r] as f64;
                 for d in 0..latent {
                     kl_dim[d] += kle[r * latent + d] as f64;
-                    let mu = enc[r * 2 * latent + d] as f64;
+                    let mu = loc[r * latent + d] as f64;
                     mu_sum[d] += mu;
                     mu_sq[d] += mu * mu;
                 }
@@ -462,12 +467,7 @@ impl Evaluator {
 }
 
 /// The outputs of the −ELBO program read back per batch: nll (B,), KL (B,), KL per dimension
-/// (B, D) and the encoder output [μ | log σ²] (B, 2D).
+/// (B, D) and the posterior's parameters (B, param_dim).
 fn elbo_outputs(act: &Activations) -> [&Tensor<f32>; 4] {
-    [
-        &act.nll,
-        &act.kl,
-        &act.kl_elem,
-        act.enc.last().expect("encoder has a layer"),
-    ]
+    [&act.nll, &act.kl, &act.kl_elem, act.posterior_params()]
 }

@@ -9,7 +9,7 @@ use crate::gpu::{GpuContext, Program};
 use crate::image::{save_grid_png, save_rows_png};
 use crate::latent::slerp;
 use crate::model::{Activations, Likelihood, Vae};
-use crate::ops::reparam::{RngStep, Stream, reparam_forward};
+use crate::ops::reparam::{RngStep, Stream};
 
 /// Encodes and decodes through prepared programs with a fixed batch of latents.
 pub struct Inference {
@@ -26,10 +26,9 @@ impl Inference {
         let decode = vae.decode_program(ctx, &act)?;
         // Prior samples: the reparameterization kernel on mu = 0, log sigma^2 = 0.
         let mut sample = Program::new();
-        sample.push(reparam_forward(
+        sample.extend(vae.posterior.sample(
             ctx,
-            "prior sample",
-            act.enc.last().expect("encoder has a layer"),
+            act.posterior_params(),
             &act.z,
             &act.eps,
             1,
@@ -49,28 +48,18 @@ impl Inference {
         self.act.batch
     }
 
-    /// Posterior means and log-variances of up to `batch` images ([0,1] pixels, (n, P)).
+    /// Posterior means and standard deviations of up to `batch` images ([0,1] pixels, (n, P)).
     pub fn encode(
         &self,
         ctx: &GpuContext,
+        vae: &Vae,
         images: &[f32],
-        latent: usize,
     ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let posterior = &vae.posterior;
         let n = self.fill_x(ctx, images)?;
         self.encode.run(ctx)?;
-        let enc = self
-            .act
-            .enc
-            .last()
-            .expect("encoder has a layer")
-            .read(ctx)?;
-        let mut mu = Vec::with_capacity(n * latent);
-        let mut lv = Vec::with_capacity(n * latent);
-        for r in 0..n {
-            mu.extend_from_slice(&enc[r * 2 * latent..r * 2 * latent + latent]);
-            lv.extend_from_slice(&enc[r * 2 * latent + latent..(r + 1) * 2 * latent]);
-        }
-        Ok((mu, lv))
+        let q = self.act.posterior_params().read(ctx)?;
+        Ok((posterior.location(&q, n), posterior.scale(&q, n)))
     }
 
     /// Decoded images (mean of p(x|z) in [0, 1]) of up to `batch` latents (n, D).
@@ -93,8 +82,9 @@ impl Inference {
 
     /// `n` images decoded from z ~ N(0, I) drawn in-shader.
     pub fn sample_prior(&self, ctx: &GpuContext, vae: &Vae, n: usize) -> Result<Vec<f32>> {
-        let enc = self.act.enc.last().expect("encoder has a layer");
-        enc.write(ctx, &vec![0.0; enc.len()])?;
+        let q = self.act.posterior_params();
+        let prior = vae.posterior.prior_params();
+        q.write(ctx, &prior.repeat(self.batch()))?;
         self.sample.run(ctx)?;
         self.decode.run(ctx)?;
         self.read_images(ctx, vae, n.min(self.batch()))
@@ -102,12 +92,7 @@ impl Inference {
 
     fn read_images(&self, ctx: &GpuContext, vae: &Vae, n: usize) -> Result<Vec<f32>> {
         let p = vae.cfg.input_dim();
-        let out = self
-            .act
-            .dec
-            .last()
-            .expect("decoder has a layer")
-            .read(ctx)?;
+        let out = self.act.output().read(ctx)?;
         Ok(out[..n * p]
             .iter()
             .map(|&v| match vae.cfg.likelihood {
@@ -149,7 +134,7 @@ pub fn save_run_pictures(
     let inf = Inference::new(ctx, vae, 64, seed)?;
     let n_rec = test.n.min(16);
     let inputs: Vec<f32> = (0..n_rec).flat_map(|i| test.to_f32(i)).collect();
-    let (mu, _) = inf.encode(ctx, &inputs, d)?;
+    let (mu, _) = inf.encode(ctx, vae, &inputs)?;
     let recon = inf.decode(ctx, vae, &mu)?;
     save_rows_png(
         &dir.join("reconstructions.png"),
@@ -166,7 +151,7 @@ pub fn save_run_pictures(
     // Traversals of the most active dimensions around the first test image's posterior mean.
     let n_enc = test.n.min(64);
     let enc_in: Vec<f32> = (0..n_enc).flat_map(|i| test.to_f32(i)).collect();
-    let (mus, _) = inf.encode(ctx, &enc_in, d)?;
+    let (mus, _) = inf.encode(ctx, vae, &enc_in)?;
     let mut var: Vec<(f64, usize)> = (0..d)
         .map(|k| {
             let m = (0..n_enc).map(|i| mus[i * d + k] as f64).sum::<f64>() / n_enc as f64;

@@ -1053,7 +1053,7 @@ fn run_configs_never_panic_and_allocate_a_bounded_amount() {
                 // Accepted here means accepted as flags too, and the architecture it implies for
                 // MNIST-sized images has computable sizes.
                 prop_assert!(cfg.validate().is_ok());
-                let model = cfg.model.for_images(28, 28);
+                let model = cfg.model.for_images(1, 28, 28);
                 let _ = model.param_count_checked();
                 let _ = model.validate();
             }

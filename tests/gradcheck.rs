@@ -189,6 +189,8 @@ fn gradcheck_relu_bernoulli_odd_shapes() {
     let cfg = VaeConfig {
         height: 1,
         width: 5,
+        channels: 1,
+        arch: wgvae::model::Arch::Mlp,
         enc_hidden: vec![6],
         dec_hidden: vec![],
         latent: 2,
@@ -206,6 +208,8 @@ fn gradcheck_tanh_aligned_shapes_two_samples_beta() {
     let cfg = VaeConfig {
         height: 2,
         width: 4,
+        channels: 1,
+        arch: wgvae::model::Arch::Mlp,
         enc_hidden: vec![12],
         dec_hidden: vec![8],
         latent: 4,
@@ -226,6 +230,8 @@ fn gradcheck_gaussian_learned_sigma() {
         let cfg = VaeConfig {
             height: 1,
             width: 6,
+            channels: 1,
+            arch: wgvae::model::Arch::Mlp,
             enc_hidden: vec![5],
             dec_hidden: vec![4],
             latent: 3,
@@ -245,6 +251,8 @@ fn gradcheck_gaussian_sigma_at_its_floor() {
         let cfg = VaeConfig {
             height: 1,
             width: 6,
+            channels: 1,
+            arch: wgvae::model::Arch::Mlp,
             enc_hidden: vec![5],
             dec_hidden: vec![4],
             latent: 3,
@@ -263,4 +271,29 @@ fn gradcheck_gaussian_sigma_at_its_floor() {
         check_with(cfg.clone(), 4, 1, 1.0, Rows::Full, below);
         check_with(cfg, 5, 1, 1.0, Rows::Valid(2), below);
     }
+}
+
+#[test]
+fn gradcheck_conv_vae_through_the_seam() {
+    // conv(1→3, 3×3, s2, p1) 7×6 → 4×3, conv(3→2) → 2×2, fc 8 → 2·2; decoder fc 2 → 8, then
+    // transposed convolutions with output padding back to 4×3 and 7×6: the whole composition
+    // (encoder network, posterior, decoder network, likelihood) against the f64 twin.
+    let cfg = VaeConfig {
+        height: 7,
+        width: 6,
+        channels: 1,
+        arch: wgvae::model::Arch::Conv {
+            channels: vec![3, 2],
+            kernel: 3,
+            stride: 2,
+            padding: 1,
+        },
+        enc_hidden: vec![],
+        dec_hidden: vec![],
+        latent: 2,
+        activation: Activation::Tanh,
+        likelihood: Likelihood::Bernoulli,
+    };
+    check(cfg.clone(), 3, 2, 1.0);
+    check_with(cfg, 4, 1, 1.0, Rows::Valid(3), |_, _| {});
 }

@@ -116,6 +116,8 @@ fn small(activation: Activation, likelihood: Likelihood) -> VaeConfig {
     VaeConfig {
         height: 5,
         width: 7,
+        channels: 1,
+        arch: wgvae::model::Arch::Mlp,
         enc_hidden: vec![13],
         dec_hidden: vec![11],
         latent: 3,

@@ -264,7 +264,8 @@ fn every_image_once_per_epoch_with_a_weighted_partial_last_batch() {
     }
     assert_eq!(rows_gathered, [48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 32]);
     assert!(seen.iter().all(|&c| c == 1), "each image once per epoch");
-    let (_, count, bad) = t.read_metrics().unwrap();
+    let sums = t.read_metrics().unwrap();
+    let (count, bad) = (sums.count, sums.nonfinite);
     assert_eq!(
         count, n as f64,
         "the epoch's loss averages over every image"
@@ -737,7 +738,8 @@ fn learned_sigma_stops_at_its_floor_on_constant_background() {
             for _ in 0..t.steps_per_epoch() {
                 t.submit_step().unwrap();
             }
-            let ([_, r, _], count, bad) = t.read_metrics().unwrap();
+            let sums = t.read_metrics().unwrap();
+            let (r, count, bad) = (sums.get("recon").unwrap(), sums.count, sums.nonfinite);
             assert_eq!(count, 20.0);
             assert!(!bad && r.is_finite(), "{sigma:?}: epoch {epoch}: recon {r}");
             recon.push(r);

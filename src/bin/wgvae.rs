@@ -18,7 +18,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train a VAE (same flags as the train_gpu example)
-    Train(wgvae::cli::TrainArgs),
+    Train(Box<wgvae::cli::TrainArgs>),
     /// Evaluate a run's checkpoint on an IDX image file
     Eval {
         /// Run directory holding checkpoint.safetensors

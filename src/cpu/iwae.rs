@@ -1,8 +1,7 @@
 //! CPU twin of the whole IWAE estimate in f64: encoder, sampling with given ε, decoder,
 //! likelihood, prior and posterior densities, log-mean-exp over the K samples.
 
-use crate::cpu::activate;
-use crate::model::{GaussianSigma, LayerSpec, Likelihood, VaeConfig};
+use crate::model::{GaussianSigma, Likelihood, Sequential, VaeConfig};
 
 /// The IWAE estimate of one batch in f64.
 #[derive(Clone, Debug)]
@@ -14,36 +13,14 @@ pub struct IwaeTwin {
     pub bound: Vec<f64>,
 }
 
-/// `rows` inputs through `layers` in f64, weights read from `params` (flat layout of `cfg`).
-fn mlp(
-    cfg: &VaeConfig,
-    params: &[f64],
-    layers: &[LayerSpec],
-    x: Vec<f64>,
-    rows: usize,
-) -> Vec<f64> {
+/// `rows` inputs through `net` in f64, weights read from `params` (flat layout of `cfg`).
+fn run(cfg: &VaeConfig, params: &[f64], net: &Sequential, x: Vec<f64>, rows: usize) -> Vec<f64> {
     let layout = cfg.layout();
-    let get = |name: String| {
-        let s = layout.get(&name).expect("parameter in the layout");
+    let get = |name: &str| -> &[f64] {
+        let s = layout.get(name).expect("parameter in the layout");
         &params[s.offset..s.offset + s.len()]
     };
-    let mut h = x;
-    for l in layers {
-        let w = get(format!("{}.weight", l.name));
-        let b = get(format!("{}.bias", l.name));
-        let mut y = vec![0.0; rows * l.out];
-        for r in 0..rows {
-            for j in 0..l.out {
-                let mut s = b[j];
-                for i in 0..l.inp {
-                    s += h[r * l.inp + i] * w[i * l.out + j];
-                }
-                y[r * l.out + j] = activate(l.act, s);
-            }
-        }
-        h = y;
-    }
-    h
+    net.cpu_forward(&get, &x, rows).pop().expect("a module")
 }
 
 /// The IWAE estimate for inputs `x` (B, P) with K = `samples` draws each, the standard normal
@@ -64,8 +41,8 @@ pub fn iwae(
     let p = cfg.input_dim();
     assert_eq!(x.len(), batch * p, "x must be (B, P)");
     assert_eq!(eps.len(), samples * batch * d, "eps must be (K·B, D)");
-    let (enc, dec) = cfg.layers();
-    let enc_out = mlp(
+    let (enc, dec) = cfg.networks().expect("a valid configuration");
+    let enc_out = run(
         cfg,
         params,
         &enc,
@@ -93,7 +70,7 @@ pub fn iwae(
             }
         }
     }
-    let out = mlp(cfg, params, &dec, z, kb);
+    let out = run(cfg, params, &dec, z, kb);
     let layout = cfg.layout();
     let log_sigma = |pi: usize| -> f64 {
         match cfg.likelihood {

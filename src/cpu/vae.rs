@@ -1,6 +1,5 @@
 //! CPU twin of the whole VAE forward pass in f64: the loss the GPU programs differentiate.
 
-use crate::cpu::activate;
 use crate::model::{GaussianSigma, Likelihood, VaeConfig};
 use crate::ops::likelihood::LOG_SIGMA_MIN;
 
@@ -15,53 +14,22 @@ pub fn vae_forward(
     eps: &[f32],
 ) -> (Vec<f64>, Vec<f64>) {
     let layout = cfg.layout();
-    let get = |name: &str| {
+    let get = |name: &str| -> &[f64] {
         let s = layout.get(name).expect("parameter");
         &params[s.offset..s.offset + s.len()]
     };
-    let (enc, dec) = cfg.layers();
-    let d = cfg.latent;
+    let (enc, dec) = cfg.networks().expect("a valid configuration");
+    let q = cfg.posterior();
     let pdim = cfg.input_dim();
     // Forward in f64 throughout: weights are read from `params` (f64) so finite differences
     // of size 1e-6 are seen exactly.
-    let lin = |act, x: &[f64], rows: usize, name: &str, inp: usize, out: usize| {
-        let w = get(&format!("{name}.weight"));
-        let b = get(&format!("{name}.bias"));
-        let mut y = vec![0.0; rows * out];
-        for r in 0..rows {
-            for j in 0..out {
-                let mut s = b[j];
-                for i in 0..inp {
-                    s += x[r * inp + i] * w[i * out + j];
-                }
-                y[r * out + j] = activate(act, s);
-            }
-        }
-        y
-    };
-    let mut h: Vec<f64> = x.iter().map(|&v| v as f64).collect();
-    for l in &enc {
-        h = lin(l.act, &h, batch, &l.name, l.inp, l.out);
-    }
-    let enc_out = h;
+    let xs: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+    let enc_out = enc.cpu_forward(&get, &xs, batch).pop().expect("a module");
     let kb = batch * samples;
-    let mut z = vec![0.0; kb * d];
-    let mut kl = vec![0.0; batch];
-    for b in 0..batch {
-        for j in 0..d {
-            let mu = enc_out[b * 2 * d + j];
-            let lv = enc_out[b * 2 * d + d + j];
-            kl[b] += 0.5 * (mu * mu + lv.exp() - 1.0 - lv);
-            for s in 0..samples {
-                let r = s * batch + b;
-                z[r * d + j] = mu + (0.5 * lv).exp() * eps[r * d + j] as f64;
-            }
-        }
-    }
-    let mut h = z;
-    for l in &dec {
-        h = lin(l.act, &h, kb, &l.name, l.inp, l.out);
-    }
+    let eps: Vec<f64> = eps.iter().map(|&v| v as f64).collect();
+    let z = q.cpu_sample(&enc_out, &eps, batch, samples);
+    let kl = q.cpu_kl(&enc_out, batch);
+    let h = dec.cpu_forward(&get, &z, kb).pop().expect("a module");
     let mut nll = vec![0.0; kb];
     for r in 0..kb {
         let b = r % batch;

@@ -116,6 +116,9 @@ impl Dispatch {
 #[derive(Default, Debug)]
 pub struct Program {
     pub dispatches: Vec<Dispatch>,
+    /// Scratch buffers the dispatches use (packed weights, partial sums), kept alive as long
+    /// as the program.
+    keep: Vec<wgpu::Buffer>,
 }
 
 impl Program {
@@ -127,6 +130,11 @@ impl Program {
     }
     pub fn extend(&mut self, other: Program) {
         self.dispatches.extend(other.dispatches);
+        self.keep.extend(other.keep);
+    }
+    /// Keeps `buffer` alive as long as this program (scratch that only its dispatches use).
+    pub fn keep(&mut self, buffer: wgpu::Buffer) {
+        self.keep.push(buffer);
     }
     pub fn len(&self) -> usize {
         self.dispatches.len()

@@ -1,15 +1,23 @@
 //! The VAE: its configuration, the layout of its parameters in one flat buffer, and the GPU
 //! programs of its forward and backward passes.
 
+pub mod module;
+pub mod network;
+pub mod objective;
+pub mod posterior;
 pub mod vae;
 
+pub use module::{Conv, ConvKind, GradWrite, Init, Linear, Module, ParamDecl};
+pub use network::Sequential;
+pub use objective::{Elbo, MetricMeans, Objective, ParamGroup, Phase, Term};
+pub use posterior::{Diagonal, Posterior};
 pub use vae::{Activations, GpuParams, Gradients, Vae};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::gpu::tensor::VIEW_ALIGN;
-use crate::ops::Activation;
+use crate::ops::{Activation, conv};
 use crate::rng::HostRng;
 
 /// The decoder's likelihood p(x | z).
@@ -33,6 +41,9 @@ pub enum GaussianSigma {
 /// Most hidden layers the encoder, or the decoder, may have.
 pub const MAX_HIDDEN_LAYERS: usize = 256;
 
+/// Most channels an image or a convolution may have.
+pub const MAX_CHANNELS: usize = 65_536;
+
 /// Most elements of the flat parameter buffer, padding included: the GPU kernels (Adam's fused
 /// update among them) index it with 32-bit integers.
 pub const MAX_PARAMS: usize = u32::MAX as usize;
@@ -44,15 +55,72 @@ struct Sizes {
     total: usize,
 }
 
-/// Architecture of an MLP VAE.
+/// The layers between the image and the posterior's parameters (and back).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Arch {
+    /// Fully connected layers only: image → `enc_hidden` → posterior; latent → `dec_hidden` →
+    /// image.
+    #[default]
+    Mlp,
+    /// Convolutions `conv1…convL` (kernel × kernel, stride, padding; `channels[i]` output
+    /// channels each) then fully connected layers `enc_hidden` → posterior; the decoder mirrors
+    /// it: latent → `dec_hidden` → the last convolution's output size → transposed convolutions
+    /// `deconv1…deconvL` back to the image's channels and size (output padding chosen so that
+    /// every size matches the encoder's exactly).
+    Conv {
+        channels: Vec<usize>,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    },
+}
+
+impl Arch {
+    /// The convolutional network for `height × width` images: four 4×4 stride-2 convolutions
+    /// of 32, 32, 64, 64 channels for images of 64 pixels or more a side, two of 32 and 64
+    /// below that (28×28: 28 → 14 → 7).
+    pub fn conv_for(height: usize, width: usize) -> Arch {
+        let channels = if height.min(width) >= 64 {
+            vec![32, 32, 64, 64]
+        } else {
+            vec![32, 64]
+        };
+        Arch::Conv {
+            channels,
+            kernel: 4,
+            stride: 2,
+            padding: 1,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Arch::Mlp => "mlp",
+            Arch::Conv { .. } => "conv",
+        }
+    }
+}
+
+fn one() -> usize {
+    1
+}
+
+/// Architecture of a VAE: image size, layers, latent size, likelihood.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VaeConfig {
-    /// Image height and width; the input is their product of pixels.
+    /// Image height and width.
     pub height: usize,
     pub width: usize,
-    /// Hidden layer widths of the encoder (input → hidden… → 2·latent).
+    /// Image channels (1: greyscale, 3: colour); the input is channels · height · width values.
+    #[serde(default = "one")]
+    pub channels: usize,
+    /// Convolutions before the fully connected layers, or none.
+    #[serde(default)]
+    pub arch: Arch,
+    /// Hidden fully connected layer widths of the encoder (… → hidden… → posterior parameters).
     pub enc_hidden: Vec<usize>,
-    /// Hidden layer widths of the decoder (latent → hidden… → input).
+    /// Hidden fully connected layer widths of the decoder (latent → hidden… → …).
     pub dec_hidden: Vec<usize>,
     pub latent: usize,
     pub activation: Activation,
@@ -65,6 +133,8 @@ impl VaeConfig {
         VaeConfig {
             height,
             width,
+            channels: 1,
+            arch: Arch::Mlp,
             enc_hidden: vec![400],
             dec_hidden: vec![400],
             latent: 20,
@@ -73,15 +143,29 @@ impl VaeConfig {
         }
     }
 
-    /// Pixels per image, `height · width` (saturating: call [`VaeConfig::validate`] first, or use
-    /// [`VaeConfig::input_dim_checked`]).
-    pub fn input_dim(&self) -> usize {
-        self.height.saturating_mul(self.width)
+    /// The convolutional VAE for `height × width` greyscale images ([`Arch::conv_for`]), one
+    /// 256-unit hidden layer each side, latent 10.
+    pub fn conv(height: usize, width: usize) -> Self {
+        VaeConfig {
+            arch: Arch::conv_for(height, width),
+            enc_hidden: vec![256],
+            dec_hidden: vec![256],
+            latent: 10,
+            ..VaeConfig::classic(height, width)
+        }
     }
 
-    /// `height · width`, or `None` if the product overflows `usize`.
+    /// Values per image, `channels · height · width` (saturating: call [`VaeConfig::validate`]
+    /// first, or use [`VaeConfig::input_dim_checked`]).
+    pub fn input_dim(&self) -> usize {
+        self.input_dim_checked().unwrap_or(usize::MAX)
+    }
+
+    /// `channels · height · width`, or `None` if the product overflows `usize`.
     pub fn input_dim_checked(&self) -> Option<usize> {
-        self.height.checked_mul(self.width)
+        self.height
+            .checked_mul(self.width)
+            .and_then(|v| v.checked_mul(self.channels))
     }
 
     /// Number of parameters (padding excluded), or `None` if any size on the way overflows
@@ -97,12 +181,21 @@ impl VaeConfig {
         self.sizes().ok().map(|s| s.total)
     }
 
-    /// The sizes of the parameter layout computed with checked arithmetic, or a description of
-    /// the first one that overflows.
-    fn sizes(&self) -> std::result::Result<Sizes, String> {
+    /// The posterior family.
+    pub fn posterior(&self) -> Box<dyn Posterior> {
+        Box::new(Diagonal {
+            latent: self.latent,
+        })
+    }
+
+    /// The encoder and decoder networks, or a description of the first size that overflows or
+    /// geometry that is impossible. Builds descriptions only: nothing is allocated in proportion
+    /// to the sizes.
+    pub fn networks(&self) -> std::result::Result<(Sequential, Sequential), String> {
         let input = self.input_dim_checked().ok_or_else(|| {
             format!(
-                "image size {}x{} overflows: the pixel count does not fit in {} bits",
+                "image size {}x{}x{} overflows: the value count does not fit in {} bits",
+                self.channels,
                 self.height,
                 self.width,
                 usize::BITS
@@ -115,6 +208,132 @@ impl VaeConfig {
                 usize::BITS
             )
         })?;
+        let act = self.activation;
+        let mut enc: Vec<Box<dyn Module>> = Vec::new();
+        let mut dec_convs: Vec<Box<dyn Module>> = Vec::new();
+        let mut flat = input;
+        if let Arch::Conv {
+            channels,
+            kernel,
+            stride,
+            padding,
+        } = &self.arch
+        {
+            let (k, s, p) = (*kernel, *stride, *padding);
+            let mut sizes = vec![(self.height, self.width)];
+            let mut chans = vec![self.channels];
+            for (i, &c) in channels.iter().enumerate() {
+                let layer = conv::Conv2d::new(chans[i], c, (k, k))
+                    .with_stride((s, s))
+                    .with_padding((p, p));
+                let m = Conv::new(
+                    &format!("conv{}", i + 1),
+                    ConvKind::Forward(layer),
+                    sizes[i],
+                    act,
+                )
+                .map_err(|e| format!("layer encoder.conv{}: {e}", i + 1))?;
+                sizes.push(m.output);
+                chans.push(c);
+                enc.push(Box::new(m));
+            }
+            let last = *sizes.last().unwrap_or(&(0, 0));
+            flat = last
+                .0
+                .checked_mul(last.1)
+                .and_then(|v| v.checked_mul(*chans.last().unwrap_or(&0)))
+                .ok_or_else(|| "the last convolution's output size overflows".to_string())?;
+            let n = channels.len();
+            for j in 0..n {
+                // deconv{j+1} undoes conv{n-j}: sizes[n-j] -> sizes[n-j-1].
+                let (from, to) = (sizes[n - j], sizes[n - j - 1]);
+                let base = |len: usize| {
+                    (len - 1)
+                        .checked_mul(s)
+                        .and_then(|v| v.checked_add(k))
+                        .and_then(|v| v.checked_sub(2 * p))
+                };
+                let op = |len: usize, want: usize| {
+                    base(len)
+                        .and_then(|b| want.checked_sub(b))
+                        .filter(|&o| o < s)
+                };
+                let (Some(oph), Some(opw)) = (op(from.0, to.0), op(from.1, to.1)) else {
+                    return Err(format!(
+                        "layer decoder.deconv{}: no transposed convolution with kernel {k}, \
+                         stride {s}, padding {p} maps {}x{} back to {}x{}",
+                        j + 1,
+                        from.0,
+                        from.1,
+                        to.0,
+                        to.1
+                    ));
+                };
+                let layer = conv::ConvTranspose2d::new(chans[n - j], chans[n - j - 1], (k, k))
+                    .with_stride((s, s))
+                    .with_padding((p, p))
+                    .with_output_padding((oph, opw));
+                let m = Conv::new(
+                    &format!("deconv{}", j + 1),
+                    ConvKind::Transposed(layer),
+                    from,
+                    if j + 1 == n {
+                        Activation::Identity
+                    } else {
+                        act
+                    },
+                )
+                .map_err(|e| format!("layer decoder.deconv{}: {e}", j + 1))?;
+                dec_convs.push(Box::new(m));
+            }
+        }
+        let linears = |dims: Vec<usize>, last_act: Activation| -> Vec<Box<dyn Module>> {
+            let n = dims.len() - 1;
+            (0..n)
+                .map(|i| {
+                    Box::new(Linear {
+                        name: format!("fc{}", i + 1),
+                        inp: dims[i],
+                        out: dims[i + 1],
+                        act: if i + 1 == n { last_act } else { act },
+                    }) as Box<dyn Module>
+                })
+                .collect()
+        };
+        let mut enc_dims = vec![flat];
+        enc_dims.extend(&self.enc_hidden);
+        enc_dims.push(enc_out);
+        enc.extend(linears(enc_dims, Activation::Identity));
+        let mut dec_dims = vec![self.latent];
+        dec_dims.extend(&self.dec_hidden);
+        dec_dims.push(flat);
+        let mut dec = linears(
+            dec_dims,
+            if dec_convs.is_empty() {
+                Activation::Identity
+            } else {
+                act
+            },
+        );
+        dec.extend(dec_convs);
+        Ok((
+            Sequential::new("encoder", enc),
+            Sequential::new("decoder", dec),
+        ))
+    }
+
+    /// The sizes of the parameter layout computed with checked arithmetic, or a description of
+    /// the first one that overflows.
+    fn sizes(&self) -> std::result::Result<Sizes, String> {
+        let input = self.input_dim_checked().ok_or_else(|| {
+            format!(
+                "image size {}x{} overflows: the pixel count does not fit in {} bits",
+                self.height,
+                self.width,
+                usize::BITS
+            )
+        })?;
+        let (enc, dec) = self.networks()?;
         let align = VIEW_ALIGN / 4;
         let mut sizes = Sizes {
             input,
@@ -138,36 +357,33 @@ impl VaeConfig {
                 .ok_or_else(overflow)?;
             Ok::<(), String>(())
         };
-        for (prefix, first, hidden, last) in [
-            ("encoder", input, &self.enc_hidden, enc_out),
-            ("decoder", self.latent, &self.dec_hidden, input),
-        ] {
-            let dims: Vec<usize> = std::iter::once(first)
-                .chain(hidden.iter().copied())
-                .chain(std::iter::once(last))
-                .collect();
-            for (i, pair) in dims.windows(2).enumerate() {
-                let (inp, out) = (pair[0], pair[1]);
-                push(
-                    &|| format!("layer {prefix}.fc{} ({inp} -> {out})", i + 1),
-                    inp.checked_mul(out),
-                )?;
-                push(
-                    &|| format!("layer {prefix}.fc{} bias ({out})", i + 1),
-                    Some(out),
-                )?;
+        for net in [&enc, &dec] {
+            for m in &net.modules {
+                for d in m.params() {
+                    push(
+                        &|| format!("layer {}.{} {} {:?}", net.name, m.name(), d.name, d.shape),
+                        d.shape.iter().try_fold(1usize, |a, &v| a.checked_mul(v)),
+                    )?;
+                }
             }
         }
+        if let Some(len) = self.log_sigma_len() {
+            push(&|| "decoder.log_sigma".to_string(), Some(len))?;
+        }
+        Ok(sizes)
+    }
+
+    /// Elements of a learned log σ (1 shared, one per value per pixel), if any.
+    fn log_sigma_len(&self) -> Option<usize> {
         match self.likelihood {
             Likelihood::Gaussian {
                 log_sigma: GaussianSigma::LearnedShared,
-            } => push(&|| "decoder.log_sigma".to_string(), Some(1))?,
+            } => Some(1),
             Likelihood::Gaussian {
                 log_sigma: GaussianSigma::LearnedPerPixel,
-            } => push(&|| "decoder.log_sigma".to_string(), Some(input))?,
-            _ => {}
+            } => Some(self.input_dim()),
+            _ => None,
         }
-        Ok(sizes)
     }
 
     /// Checks that the configuration describes a model wgvae can build: non-empty sizes, at most
@@ -185,6 +401,36 @@ impl VaeConfig {
         }
         if self.latent == 0 {
             return bad("latent size must be at least 1".into());
+        }
+        if self.channels == 0 || self.channels > MAX_CHANNELS {
+            return bad(format!(
+                "image channels {} must be between 1 and {MAX_CHANNELS}",
+                self.channels
+            ));
+        }
+        if let Arch::Conv {
+            channels,
+            kernel,
+            stride,
+            ..
+        } = &self.arch
+        {
+            if channels.is_empty() || channels.len() > MAX_HIDDEN_LAYERS {
+                return bad(format!(
+                    "the convolutional encoder has {} layers: it needs 1 to {MAX_HIDDEN_LAYERS}",
+                    channels.len()
+                ));
+            }
+            if let Some(c) = channels.iter().find(|&&c| c == 0 || c > MAX_CHANNELS) {
+                return bad(format!(
+                    "convolution channels {c} must be between 1 and {MAX_CHANNELS}"
+                ));
+            }
+            if *kernel == 0 || *kernel > 64 || *stride == 0 || *stride > *kernel {
+                return bad(format!(
+                    "convolution kernel {kernel} and stride {stride}: need 1 <= stride <= kernel <= 64"
+                ));
+            }
         }
         for (side, hidden) in [("encoder", &self.enc_hidden), ("decoder", &self.dec_hidden)] {
             if hidden.len() > MAX_HIDDEN_LAYERS {
@@ -229,52 +475,24 @@ impl VaeConfig {
         Ok(())
     }
 
-    /// Encoder layers, then decoder layers.
-    pub fn layers(&self) -> (Vec<LayerSpec>, Vec<LayerSpec>) {
-        let mk = |prefix: &str, dims: Vec<usize>, act: Activation| -> Vec<LayerSpec> {
-            let n = dims.len() - 1;
-            (0..n)
-                .map(|i| LayerSpec {
-                    name: format!("{prefix}.fc{}", i + 1),
-                    inp: dims[i],
-                    out: dims[i + 1],
-                    act: if i + 1 == n {
-                        Activation::Identity
-                    } else {
-                        act
-                    },
-                })
-                .collect()
-        };
-        let mut enc_dims = vec![self.input_dim()];
-        enc_dims.extend(&self.enc_hidden);
-        enc_dims.push(self.latent.saturating_mul(2));
-        let mut dec_dims = vec![self.latent];
-        dec_dims.extend(&self.dec_hidden);
-        dec_dims.push(self.input_dim());
-        (
-            mk("encoder", enc_dims, self.activation),
-            mk("decoder", dec_dims, self.activation),
-        )
-    }
-
-    /// Where each parameter lives in the flat parameter buffer. Sizes saturate instead of
-    /// wrapping: call [`VaeConfig::validate`] first on a configuration from a file or flag.
+    /// Where each parameter lives in the flat parameter buffer: the encoder's modules', the
+    /// decoder's, then a learned log σ. Sizes saturate instead of wrapping: call
+    /// [`VaeConfig::validate`] first on a configuration from a file or flag; an impossible
+    /// configuration gives an empty layout.
     pub fn layout(&self) -> ParamLayout {
-        let (enc, dec) = self.layers();
         let mut l = ParamLayout::default();
-        for layer in enc.iter().chain(&dec) {
-            l.push(&format!("{}.weight", layer.name), &[layer.inp, layer.out]);
-            l.push(&format!("{}.bias", layer.name), &[layer.out]);
+        let Ok((enc, dec)) = self.networks() else {
+            return l;
+        };
+        for net in [&enc, &dec] {
+            for m in &net.modules {
+                for d in m.params() {
+                    l.push(&net.param_name(m.as_ref(), d.name), &d.shape);
+                }
+            }
         }
-        match self.likelihood {
-            Likelihood::Gaussian {
-                log_sigma: GaussianSigma::LearnedShared,
-            } => l.push("decoder.log_sigma", &[1]),
-            Likelihood::Gaussian {
-                log_sigma: GaussianSigma::LearnedPerPixel,
-            } => l.push("decoder.log_sigma", &[self.input_dim()]),
-            _ => {}
+        if let Some(len) = self.log_sigma_len() {
+            l.push("decoder.log_sigma", &[len]);
         }
         l
     }
@@ -311,28 +529,28 @@ impl VaeConfig {
 
     fn fill_init(&self, layout: &ParamLayout, flat: &mut [f32], seed: u64) {
         let mut rng = HostRng::derive(seed, 0x1417);
-        let (enc, dec) = self.layers();
-        for layer in enc.iter().chain(&dec) {
-            let bound = 1.0 / (layer.inp as f32).sqrt();
-            for suffix in ["weight", "bias"] {
-                let spec = layout
-                    .get(&format!("{}.{suffix}", layer.name))
-                    .expect("layer in layout");
-                for v in &mut flat[spec.offset..spec.offset + spec.len()] {
-                    *v = bound * (2.0 * rng.uniform() as f32 - 1.0);
+        let Ok((enc, dec)) = self.networks() else {
+            return;
+        };
+        for net in [&enc, &dec] {
+            for m in &net.modules {
+                for d in m.params() {
+                    let Some(spec) = layout.get(&net.param_name(m.as_ref(), d.name)) else {
+                        continue;
+                    };
+                    let values = &mut flat[spec.offset..spec.offset + spec.len()];
+                    match d.init {
+                        Init::Uniform(bound) => {
+                            for v in values {
+                                *v = bound * (2.0 * rng.uniform() as f32 - 1.0);
+                            }
+                        }
+                        Init::Constant(c) => values.fill(c),
+                    }
                 }
             }
         }
     }
-}
-
-/// One linear layer `y = act(x·W + b)` with W (inp, out).
-#[derive(Clone, Debug, PartialEq)]
-pub struct LayerSpec {
-    pub name: String,
-    pub inp: usize,
-    pub out: usize,
-    pub act: Activation,
 }
 
 /// A named parameter tensor at `offset` (elements) of the flat buffer.
@@ -378,6 +596,11 @@ impl ParamLayout {
 
     pub fn get(&self, name: &str) -> Option<&ParamSpec> {
         self.tensors.iter().find(|t| t.name == name)
+    }
+
+    /// Appends a tensor at the next 256-byte boundary (sizes saturate: check them first).
+    pub fn push_tensor(&mut self, name: &str, shape: &[usize]) {
+        self.push(name, shape);
     }
 
     /// Number of parameters (padding excluded).
@@ -480,7 +703,8 @@ mod tests {
         for (h, w) in [(0, 5), (5, 0)] {
             assert!(msg(&VaeConfig::classic(h, w)).contains("is empty"));
         }
-        // The layout of an unvalidated configuration saturates instead of wrapping.
-        assert_eq!(huge.layout().total, usize::MAX);
+        // The layout of an unvalidated configuration whose sizes overflow is empty.
+        assert_eq!(huge.layout().total, 0);
+        assert!(huge.layout().tensors.is_empty());
     }
 }

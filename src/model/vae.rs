@@ -3,14 +3,12 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, Program, Tensor};
-use crate::model::{GaussianSigma, LayerSpec, Likelihood, ParamLayout, VaeConfig};
-use crate::ops::adam::{AdamConfig, AdamScratch, adam};
-use crate::ops::data::StepState;
-use crate::ops::gemm::{Epilogue, Trans, gemm};
-use crate::ops::kl::kl_weighted;
+use crate::model::{
+    Elbo, GaussianSigma, GradWrite, Likelihood, ParamLayout, Posterior, Sequential, VaeConfig,
+};
 use crate::ops::likelihood::{LogSigma, bernoulli_weighted, gaussian_weighted};
 use crate::ops::reduce::{SUM_GROUPS, col_sum, sum_all};
-use crate::ops::reparam::{RngStep, Stream, reparam_backward, reparam_forward};
+use crate::ops::reparam::{RngStep, Stream};
 use crate::ops::shape_err;
 
 /// A flat buffer of all parameters (or of their gradients, or of an optimizer moment) and a
@@ -52,13 +50,14 @@ pub struct Activations {
     /// overwrites it every step with 1/valid for the rows that hold an image and 0 for the
     /// padded rows of a partial last batch.
     pub w: Tensor<f32>,
-    /// outputs of the encoder layers; the last is (B, 2D) = [mu | log sigma^2]
+    /// the encoder's module outputs (B, features); the last holds the posterior's parameters
     pub enc: Vec<Tensor<f32>>,
     /// (K·B, D) latent samples, sample s of input b in row s·B + b
     pub z: Tensor<f32>,
     /// (K·B, D) the standard normal draws behind z
     pub eps: Tensor<f32>,
-    /// outputs of the decoder layers; the last is (K·B, P) logits (Bernoulli) or means
+    /// the decoder's module outputs (K·B, features); the last is (K·B, P) logits (Bernoulli)
+    /// or means
     pub dec: Vec<Tensor<f32>>,
     /// (K·B,) reconstruction NLL per sample
     pub nll: Tensor<f32>,
@@ -68,7 +67,19 @@ pub struct Activations {
     pub kl_elem: Tensor<f32>,
 }
 
-/// Gradient buffers matching [`Activations`], plus the parameter gradients.
+impl Activations {
+    /// The posterior's parameters, (B, param_dim).
+    pub fn posterior_params(&self) -> &Tensor<f32> {
+        self.enc.last().expect("a network has at least one module")
+    }
+    /// The decoder's output, (K·B, P).
+    pub fn output(&self) -> &Tensor<f32> {
+        self.dec.last().expect("a network has at least one module")
+    }
+}
+
+/// Gradient buffers matching [`Activations`], plus the parameter gradients. `enc` and `dec`
+/// hold each module's output gradient before its activation.
 pub struct Gradients {
     pub params: GpuParams,
     pub enc: Vec<Tensor<f32>>,
@@ -80,12 +91,14 @@ pub struct Gradients {
     pub partials: Tensor<f32>,
 }
 
-/// The model on the GPU.
+/// The model on the GPU: encoder network → posterior → decoder network → likelihood, and
+/// the parameters of all of them in one flat buffer (one view per named tensor).
 pub struct Vae {
     pub cfg: VaeConfig,
     pub layout: ParamLayout,
-    pub enc_layers: Vec<LayerSpec>,
-    pub dec_layers: Vec<LayerSpec>,
+    pub encoder: Sequential,
+    pub posterior: Box<dyn Posterior>,
+    pub decoder: Sequential,
     pub params: GpuParams,
 }
 
@@ -103,23 +116,21 @@ impl Vae {
         }
         let params = GpuParams::zeros(ctx, &layout, "params")?;
         params.flat.write(ctx, flat)?;
-        let (enc_layers, dec_layers) = cfg.layers();
+        let (encoder, decoder) = cfg.networks().map_err(Error::Config)?;
+        let posterior = cfg.posterior();
         Ok(Vae {
             cfg: cfg.clone(),
             layout,
-            enc_layers,
-            dec_layers,
+            encoder,
+            posterior,
+            decoder,
             params,
         })
     }
 
-    fn w(&self, layer: &LayerSpec) -> &Tensor<f32> {
-        self.params
-            .get(&self.layout, &format!("{}.weight", layer.name))
-    }
-    fn b(&self, layer: &LayerSpec) -> &Tensor<f32> {
-        self.params
-            .get(&self.layout, &format!("{}.bias", layer.name))
+    /// The training objective: the negative ELBO with weight β on the KL.
+    pub fn objective(&self, beta: f32) -> Elbo {
+        Elbo { beta }
     }
 
     fn log_sigma<'a>(&'a self) -> LogSigma<'a> {
@@ -160,16 +171,6 @@ impl Vae {
         }
         let kb = batch * samples;
         let d = self.cfg.latent;
-        let enc = self
-            .enc_layers
-            .iter()
-            .map(|l| Tensor::zeros(ctx, &format!("{} out", l.name), &[batch, l.out]))
-            .collect::<Result<Vec<_>>>()?;
-        let dec = self
-            .dec_layers
-            .iter()
-            .map(|l| Tensor::zeros(ctx, &format!("{} out", l.name), &[kb, l.out]))
-            .collect::<Result<Vec<_>>>()?;
         Ok(Activations {
             batch,
             samples,
@@ -180,10 +181,10 @@ impl Vae {
                 &[batch],
                 &vec![1.0 / batch as f32; batch],
             )?,
-            enc,
+            enc: self.encoder.buffers(ctx, batch, "out")?,
             z: Tensor::zeros(ctx, "z", &[kb, d])?,
             eps: Tensor::zeros(ctx, "eps", &[kb, d])?,
-            dec,
+            dec: self.decoder.buffers(ctx, kb, "out")?,
             nll: Tensor::zeros(ctx, "nll", &[kb])?,
             kl: Tensor::zeros(ctx, "kl", &[batch])?,
             kl_elem: Tensor::zeros(ctx, "kl per dim", &[batch, d])?,
@@ -199,7 +200,7 @@ impl Vae {
             z: like(&act.z)?,
             dec: act.dec.iter().map(like).collect::<Result<Vec<_>>>()?,
             log_sigma_elem: if self.learned_sigma() {
-                Some(like(act.dec.last().expect("decoder has a layer"))?)
+                Some(like(act.output())?)
             } else {
                 None
             },
@@ -207,47 +208,23 @@ impl Vae {
         })
     }
 
-    /// The encoder: act.x → act.enc (the last output is [mu | log sigma^2]).
+    /// The encoder: act.x → act.enc (the last output holds the posterior's parameters).
     pub fn encode_program(&self, ctx: &GpuContext, act: &Activations) -> Result<Program> {
-        self.mlp_program(ctx, &self.enc_layers, &act.x, &act.enc)
+        self.encoder
+            .forward(ctx, &self.params, &self.layout, &act.x, &act.enc)
     }
 
     /// The decoder: act.z → act.dec (the last output is logits or means, (K·B, P)).
     pub fn decode_program(&self, ctx: &GpuContext, act: &Activations) -> Result<Program> {
-        self.mlp_program(ctx, &self.dec_layers, &act.z, &act.dec)
-    }
-
-    /// `outputs[i] = act_i(outputs[i-1]·W_i + b_i)` with `outputs[-1] = input`.
-    fn mlp_program(
-        &self,
-        ctx: &GpuContext,
-        layers: &[LayerSpec],
-        input: &Tensor<f32>,
-        outputs: &[Tensor<f32>],
-    ) -> Result<Program> {
-        let mut p = Program::new();
-        for (i, layer) in layers.iter().enumerate() {
-            let x = if i == 0 { input } else { &outputs[i - 1] };
-            p.push(gemm(
-                ctx,
-                &layer.name,
-                x,
-                self.w(layer),
-                &outputs[i],
-                Trans::NN,
-                Epilogue::BiasAct {
-                    bias: self.b(layer),
-                    act: layer.act,
-                },
-            )?);
-        }
-        Ok(p)
+        self.decoder
+            .forward(ctx, &self.params, &self.layout, &act.z, &act.dec)
     }
 
     /// Encoder, sampling, decoder, likelihood and KL. With `grads`, the likelihood and KL
-    /// kernels also write their gradients of the weighted loss
+    /// kernels also store their gradients of the weighted loss
     /// Σ_b w_b [(1/K) Σ_s nll_sb + β KL_b] with w = `act.w` (1/B each unless a gather wrote
-    /// it: the batch mean, or the mean over the valid rows of a partial batch).
+    /// it: the batch mean, or the mean over the valid rows of a partial batch), at the
+    /// decoder's output and the posterior's parameters.
     #[allow(clippy::too_many_arguments)]
     pub fn forward_program(
         &self,
@@ -260,11 +237,10 @@ impl Vae {
         stream: Stream,
     ) -> Result<Program> {
         let mut p = self.encode_program(ctx, act)?;
-        let enc_out = act.enc.last().expect("encoder has a layer");
-        p.push(reparam_forward(
+        let q = act.posterior_params();
+        p.extend(self.posterior.sample(
             ctx,
-            "reparam",
-            enc_out,
+            q,
             &act.z,
             &act.eps,
             act.samples,
@@ -273,9 +249,10 @@ impl Vae {
             stream,
         )?);
         p.extend(self.decode_program(ctx, act)?);
-        let out = act.dec.last().expect("decoder has a layer");
+        let out = act.output();
         let recon_scale = 1.0 / act.samples as f32;
         let weights = grads.map(|_| &act.w);
+        let g_out = grads.map(|g| g.dec.last().expect("a network has at least one module"));
         match self.cfg.likelihood {
             Likelihood::Bernoulli => p.push(bernoulli_weighted(
                 ctx,
@@ -283,7 +260,7 @@ impl Vae {
                 out,
                 &act.x,
                 &act.nll,
-                grads.map(|g| (g.dec.last().expect("decoder has a layer"), recon_scale)),
+                g_out.map(|g| (g, recon_scale)),
                 weights,
             )?),
             Likelihood::Gaussian { .. } => p.push(gaussian_weighted(
@@ -293,63 +270,48 @@ impl Vae {
                 &act.x,
                 self.log_sigma(),
                 &act.nll,
-                grads.map(|g| {
-                    (
-                        g.dec.last().expect("decoder has a layer"),
-                        g.log_sigma_elem.as_ref(),
-                        recon_scale,
-                    )
-                }),
+                grads
+                    .zip(g_out)
+                    .map(|(g, go)| (go, g.log_sigma_elem.as_ref(), recon_scale)),
                 weights,
             )?),
         }
-        p.push(kl_weighted(
+        p.extend(self.posterior.kl(
             ctx,
-            "kl",
-            enc_out,
+            q,
             &act.kl,
             &act.kl_elem,
-            grads.map(|g| (g.enc.last().expect("encoder has a layer"), beta)),
+            grads.map(|g| {
+                (
+                    g.enc.last().expect("a network has at least one module"),
+                    beta,
+                    GradWrite::Store,
+                )
+            }),
             weights,
         )?);
         Ok(p)
     }
 
-    /// Backpropagates the gradients that [`Vae::forward_program`] wrote at the decoder output
-    /// and encoder output into every parameter gradient.
+    /// Backpropagates the gradients that [`Vae::forward_program`] stored at the decoder output
+    /// and the posterior's parameters into every parameter gradient (each stored once).
     pub fn backward_program(
         &self,
         ctx: &GpuContext,
         act: &Activations,
         g: &Gradients,
     ) -> Result<Program> {
-        let mut p = Program::new();
-        for (j, layer) in self.dec_layers.iter().enumerate().rev() {
-            let gout = &g.dec[j];
-            let input = if j == 0 { &act.z } else { &act.dec[j - 1] };
-            self.layer_backward(ctx, &mut p, layer, input, gout, g)?;
-            let (g_in, epi) = if j == 0 {
-                (&g.z, Epilogue::Store)
-            } else {
-                let prev = &self.dec_layers[j - 1];
-                (
-                    &g.dec[j - 1],
-                    Epilogue::ActGrad {
-                        output: &act.dec[j - 1],
-                        act: prev.act,
-                    },
-                )
-            };
-            p.push(gemm(
-                ctx,
-                &format!("d {} input", layer.name),
-                gout,
-                self.w(layer),
-                g_in,
-                Trans::NT,
-                epi,
-            )?);
-        }
+        let mut p = self.decoder.backward(
+            ctx,
+            &self.params,
+            &g.params,
+            &self.layout,
+            GradWrite::Store,
+            &act.z,
+            &act.dec,
+            &g.dec,
+            Some((&g.z, GradWrite::Store)),
+        )?;
         if let Some(gls) = &g.log_sigma_elem {
             let target = g.params.get(&self.layout, "decoder.log_sigma");
             match self.cfg.likelihood {
@@ -369,99 +331,28 @@ impl Vae {
                 )?),
             }
         }
-        let enc_out = act.enc.last().expect("encoder has a layer");
-        let g_enc_out = g.enc.last().expect("encoder has a layer");
-        // The KL kernel wrote β·w_b·∂KL into g_enc_out; add the reconstruction path.
-        p.push(reparam_backward(
+        // The KL stored β·w_b·∂KL at the posterior's parameters; add the path through z.
+        p.extend(self.posterior.sample_backward(
             ctx,
-            "reparam backward",
-            enc_out,
+            act.posterior_params(),
             &g.z,
             &act.eps,
-            g_enc_out,
+            g.enc.last().expect("a network has at least one module"),
             act.samples,
-            true,
+            GradWrite::Accumulate,
         )?);
-        for (i, layer) in self.enc_layers.iter().enumerate().rev() {
-            let gout = &g.enc[i];
-            let input = if i == 0 { &act.x } else { &act.enc[i - 1] };
-            self.layer_backward(ctx, &mut p, layer, input, gout, g)?;
-            if i > 0 {
-                let prev = &self.enc_layers[i - 1];
-                p.push(gemm(
-                    ctx,
-                    &format!("d {} input", layer.name),
-                    gout,
-                    self.w(layer),
-                    &g.enc[i - 1],
-                    Trans::NT,
-                    Epilogue::ActGrad {
-                        output: &act.enc[i - 1],
-                        act: prev.act,
-                    },
-                )?);
-            }
-        }
+        p.extend(self.encoder.backward(
+            ctx,
+            &self.params,
+            &g.params,
+            &self.layout,
+            GradWrite::Store,
+            &act.x,
+            &act.enc,
+            &g.enc,
+            None,
+        )?);
         Ok(p)
-    }
-
-    /// dW = inputᵀ·gout, db = Σ_rows gout.
-    fn layer_backward(
-        &self,
-        ctx: &GpuContext,
-        p: &mut Program,
-        layer: &LayerSpec,
-        input: &Tensor<f32>,
-        gout: &Tensor<f32>,
-        g: &Gradients,
-    ) -> Result<()> {
-        let dw = g
-            .params
-            .get(&self.layout, &format!("{}.weight", layer.name));
-        let db = g.params.get(&self.layout, &format!("{}.bias", layer.name));
-        p.push(gemm(
-            ctx,
-            &format!("d {}.weight", layer.name),
-            input,
-            gout,
-            dw,
-            Trans::TN,
-            Epilogue::Store,
-        )?);
-        p.push(col_sum(
-            ctx,
-            &format!("d {}.bias", layer.name),
-            gout,
-            db,
-            1.0,
-            false,
-        )?);
-        Ok(())
-    }
-
-    /// The optimizer step over every parameter.
-    #[allow(clippy::too_many_arguments)]
-    pub fn optimizer_program(
-        &self,
-        ctx: &GpuContext,
-        g: &Gradients,
-        m: &GpuParams,
-        v: &GpuParams,
-        state: &StepState,
-        scratch: &AdamScratch,
-        cfg: &AdamConfig,
-    ) -> Result<Program> {
-        adam(
-            ctx,
-            "adam",
-            &self.params.flat,
-            &g.params.flat,
-            &m.flat,
-            &v.flat,
-            state,
-            scratch,
-            cfg,
-        )
     }
 
     /// Reads all parameters back (flat layout).
@@ -475,7 +366,7 @@ impl Vae {
             return Err(shape_err(
                 "vae",
                 format!(
-                    "inputs of {} pixels for a model of {}",
+                    "inputs of {} values for a model of {}",
                     act.x.dims2().1,
                     self.cfg.input_dim()
                 ),

@@ -202,7 +202,8 @@ pub struct LossParams {
     pub rows: u32,
     pub beta: f32,
     pub use_weights: u32,
-    pub _pad: u32,
+    /// [`metric_accumulate`]: the term's slot
+    pub slot: u32,
 }
 
 /// Slots of the metrics buffer that [`loss_accumulate`] maintains.
@@ -258,7 +259,7 @@ pub fn loss_accumulate_weighted(
         rows: recon.len() as u32,
         beta,
         use_weights: weights.is_some() as u32,
-        _pad: 0,
+        slot: 0,
     };
     Dispatch::new(
         ctx,
@@ -270,6 +271,49 @@ pub fn loss_accumulate_weighted(
             (5, metrics.binding()),
             // Without weights the kernel never reads the slot; recon stands in.
             (7, weights.unwrap_or(recon).binding()),
+        ],
+        Some((6, &p)),
+        [1, 1, 1],
+    )
+}
+
+/// Adds the per-row values of one objective term (B,) into slot `slot` of a metrics buffer laid
+/// out as `[count, non-finite flag, (sum, compensation) per term]` (Kahan-compensated); slot 0
+/// also counts the rows; a non-finite value sets the sticky flag. With `weights` (B,), only the
+/// rows of weight > 0 count.
+pub fn metric_accumulate(
+    ctx: &GpuContext,
+    label: &str,
+    term: &Tensor<f32>,
+    metrics: &Tensor<f32>,
+    slot: usize,
+    weights: Option<&Tensor<f32>>,
+) -> Result<Dispatch> {
+    if metrics.len() < 2 + 2 * (slot + 1) || weights.is_some_and(|w| w.len() != term.len()) {
+        return Err(shape_err(
+            "metric_accumulate",
+            format!(
+                "term {:?}, metrics {:?}, slot {slot}, row weights {:?}",
+                term.shape(),
+                metrics.shape(),
+                weights.map(|w| w.shape())
+            ),
+        ));
+    }
+    let p = LossParams {
+        rows: term.len() as u32,
+        beta: 0.0,
+        use_weights: weights.is_some() as u32,
+        slot: slot as u32,
+    };
+    Dispatch::new(
+        ctx,
+        &KernelKey::new(Shader::Reduce, "metric_accumulate"),
+        label,
+        &[
+            (3, term.binding()),
+            (5, metrics.binding()),
+            (7, weights.unwrap_or(term).binding()),
         ],
         Some((6, &p)),
         [1, 1, 1],

@@ -511,6 +511,8 @@ mod tests {
         VaeConfig {
             height: 3,
             width: 5,
+            channels: 1,
+            arch: crate::model::Arch::Mlp,
             enc_hidden: vec![7, 6],
             dec_hidden: vec![9],
             latent: 2,

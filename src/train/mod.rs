@@ -18,11 +18,14 @@ use crate::data::{self, Dataset, Split};
 use crate::error::{Error, Result};
 use crate::eval::{EvalReport, Evaluator};
 use crate::gpu::{GpuContext, Program, Staging, Tensor};
-use crate::model::{Activations, GpuParams, Gradients, Likelihood, Vae, VaeConfig};
+use crate::model::objective::{metrics_program, slots, step_program};
+use crate::model::{
+    Activations, Arch, Elbo, Gradients, Likelihood, MetricMeans, Objective, ParamGroup, Phase, Vae,
+    VaeConfig,
+};
 use crate::ops::Activation;
-use crate::ops::adam::{AdamConfig, AdamScratch};
+use crate::ops::adam::AdamConfig;
 use crate::ops::data::{Binarize, GatherOptions, StepState, binarize_split, gather_with};
-use crate::ops::reduce::{loss_accumulate_weighted, metric};
 use crate::ops::reparam::{RngStep, Stream};
 use crate::rng::HostRng;
 use checkpoint::{Checkpoint, TrainState};
@@ -53,7 +56,7 @@ impl DataSource {
                 n_test: *n_test,
                 seed: *seed,
             })?,
-            DataSource::Idx { dir } => data::load_idx_dir(dir)?,
+            DataSource::Idx { dir } => data::load_dir(dir)?,
         })
     }
 }
@@ -61,6 +64,16 @@ impl DataSource {
 /// Architecture choices that do not depend on the data.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelSpec {
+    /// Fully connected only, or convolutions first.
+    #[serde(default)]
+    pub arch: ArchKind,
+    /// Output channels of each convolution (`--arch conv`); empty: [`Arch::conv_for`] the
+    /// image size.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conv_channels: Vec<usize>,
+    /// Kernel size of the convolutions (stride 2, padding (kernel − 1)/2).
+    #[serde(default = "default_conv_kernel")]
+    pub conv_kernel: usize,
     pub enc_hidden: Vec<usize>,
     pub dec_hidden: Vec<usize>,
     pub latent: usize,
@@ -68,10 +81,26 @@ pub struct ModelSpec {
     pub likelihood: Likelihood,
 }
 
+fn default_conv_kernel() -> usize {
+    4
+}
+
+/// The family of architecture a run asks for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum ArchKind {
+    #[default]
+    Mlp,
+    Conv,
+}
+
 impl Default for ModelSpec {
     /// One hidden layer of 400, latent 20, ReLU, Bernoulli logits.
     fn default() -> Self {
         ModelSpec {
+            arch: ArchKind::Mlp,
+            conv_channels: Vec::new(),
+            conv_kernel: default_conv_kernel(),
             enc_hidden: vec![400],
             dec_hidden: vec![400],
             latent: 20,
@@ -82,10 +111,35 @@ impl Default for ModelSpec {
 }
 
 impl ModelSpec {
-    pub fn for_images(&self, height: usize, width: usize) -> VaeConfig {
+    /// The architecture for `channels × height × width` images.
+    pub fn for_images(&self, channels: usize, height: usize, width: usize) -> VaeConfig {
+        let arch = match self.arch {
+            ArchKind::Mlp => Arch::Mlp,
+            ArchKind::Conv => {
+                let Arch::Conv {
+                    channels: default_channels,
+                    ..
+                } = Arch::conv_for(height, width)
+                else {
+                    unreachable!("conv_for gives a convolutional architecture")
+                };
+                Arch::Conv {
+                    channels: if self.conv_channels.is_empty() {
+                        default_channels
+                    } else {
+                        self.conv_channels.clone()
+                    },
+                    kernel: self.conv_kernel,
+                    stride: 2,
+                    padding: self.conv_kernel.saturating_sub(1) / 2,
+                }
+            }
+        };
         VaeConfig {
             height,
             width,
+            channels,
+            arch,
             enc_hidden: self.enc_hidden.clone(),
             dec_hidden: self.dec_hidden.clone(),
             latent: self.latent,
@@ -370,10 +424,13 @@ impl TrainConfig {
 pub struct EpochMetrics {
     pub epoch: usize,
     pub step: u64,
-    /// Training loss (recon + β·KL) and its parts, nats per sample, averaged over the epoch.
+    /// Training loss (Σ weight · term: recon + β·KL for the ELBO), nats per sample, averaged
+    /// over the epoch.
     pub train_loss: f64,
-    pub train_recon: f64,
-    pub train_kl: f64,
+    /// The objective's terms averaged over the epoch, `train_<name>` (`train_recon`,
+    /// `train_kl`), written as fields of the line.
+    #[serde(flatten)]
+    pub train_terms: std::collections::BTreeMap<String, f64>,
     /// Test −ELBO and its parts.
     pub test_neg_elbo: f64,
     pub test_recon: f64,
@@ -411,8 +468,9 @@ pub struct Trainer<'c> {
     perm: Tensor<u32>,
     pub act: Activations,
     pub grads: Gradients,
-    adam_m: GpuParams,
-    adam_v: GpuParams,
+    /// The optimizer state of the model's parameters (one group: every parameter).
+    pub group: ParamGroup,
+    objective: Elbo,
     pub state: StepState,
     metrics: Tensor<f32>,
     staging: Staging,
@@ -466,7 +524,9 @@ impl<'c> Trainer<'c> {
             )?;
         }
         let split = cfg.data.load()?;
-        let model = cfg.model.for_images(split.train.height, split.train.width);
+        let model =
+            cfg.model
+                .for_images(split.train.channels, split.train.height, split.train.width);
         check_resources(ctx, &cfg, &model, &split)?;
         let params = model.init_params(cfg.seed);
         let trainer = Self::build(
@@ -567,7 +627,9 @@ impl<'c> Trainer<'c> {
             },
             None => e,
         })?;
-        let want = cfg.model.for_images(split.train.height, split.train.width);
+        let want =
+            cfg.model
+                .for_images(split.train.channels, split.train.height, split.train.width);
         if want != ck.model {
             return Err(Error::Checkpoint {
                 path,
@@ -603,11 +665,19 @@ impl<'c> Trainer<'c> {
         started: Instant,
     ) -> Result<Self> {
         binarize_split(&mut split, cfg.binarize, cfg.seed);
-        let model = cfg.model.for_images(split.train.height, split.train.width);
-        if split.test.height != split.train.height || split.test.width != split.train.width {
+        let model =
+            cfg.model
+                .for_images(split.train.channels, split.train.height, split.train.width);
+        let shape = |d: &Dataset| (d.channels, d.height, d.width);
+        if shape(&split.test) != shape(&split.train) {
             return Err(Error::Config(format!(
-                "train images are {}x{} but test images are {}x{}",
-                split.train.height, split.train.width, split.test.height, split.test.width
+                "train images are {}x{}x{} (channels x height x width) but test images are {}x{}x{}",
+                split.train.channels,
+                split.train.height,
+                split.train.width,
+                split.test.channels,
+                split.test.height,
+                split.test.width
             )));
         }
         let vae = Vae::new(ctx, &model, params)?;
@@ -621,19 +691,18 @@ impl<'c> Trainer<'c> {
         let perm = Tensor::zeros(ctx, "epoch order", &[split.train.n])?;
         let act = vae.activations(ctx, cfg.batch, 1)?;
         let grads = vae.gradients(ctx, &act)?;
-        let adam_m = GpuParams::zeros(ctx, &vae.layout, "adam m")?;
-        let adam_v = GpuParams::zeros(ctx, &vae.layout, "adam v")?;
+        let group = ParamGroup::new(ctx, "vae", &vae.layout, cfg.adam)?;
         if let Some((m, v)) = &moments {
-            adam_m.flat.write(ctx, m)?;
-            adam_v.flat.write(ctx, v)?;
+            group.load_moments(ctx, m, v)?;
         }
+        let objective = vae.objective(cfg.beta);
+        let n_metrics = slots::len(objective.terms().len());
         let state = StepState::new(ctx, "step state")?;
-        let metrics = Tensor::zeros(ctx, "train metrics", &[metric::LEN])?;
-        let staging = Staging::new(ctx, (metric::LEN * 4) as u64)?;
-        let scratch = AdamScratch::new(ctx)?;
+        let metrics = Tensor::zeros(ctx, "train metrics", &[n_metrics])?;
+        let staging = Staging::new(ctx, (n_metrics * 4) as u64)?;
 
-        let mut p = Program::new();
-        p.push(gather_with(
+        let mut gather = Program::new();
+        gather.push(gather_with(
             ctx,
             "batch gather",
             &train_images,
@@ -647,7 +716,7 @@ impl<'c> Trainer<'c> {
                 binarize: (cfg.binarize == Binarize::Dynamic).then_some(cfg.seed),
             },
         )?);
-        p.extend(vae.forward_program(
+        let mut gradients = vae.forward_program(
             ctx,
             &act,
             Some(&grads),
@@ -655,21 +724,22 @@ impl<'c> Trainer<'c> {
             cfg.seed,
             RngStep::State(&state),
             Stream::Train,
-        )?);
-        p.extend(vae.backward_program(ctx, &act, &grads)?);
-        p.push(loss_accumulate_weighted(
+        )?;
+        gradients.extend(vae.backward_program(ctx, &act, &grads)?);
+        let phase = Phase {
+            name: "vae".into(),
+            gradients,
+            update: group.update_program(ctx, &vae.params, &grads.params, &state)?,
+        };
+        let mut bookkeeping = metrics_program(
             ctx,
-            "loss sums",
-            &act.nll,
-            &act.kl,
+            &objective,
+            &[&act.nll, &act.kl],
             &metrics,
-            cfg.beta,
             Some(&act.w),
-        )?);
-        p.extend(
-            vae.optimizer_program(ctx, &grads, &adam_m, &adam_v, &state, &scratch, &cfg.adam)?,
-        );
-        p.push(state.advance(ctx)?);
+        )?;
+        bookkeeping.push(state.advance(ctx)?);
+        let p = step_program(gather, vec![phase], bookkeeping);
 
         let evaluator =
             Evaluator::new(ctx, &vae, &split.test, cfg.eval_batch, cfg.iwae_k, cfg.seed)?;
@@ -683,8 +753,8 @@ impl<'c> Trainer<'c> {
             perm,
             act,
             grads,
-            adam_m,
-            adam_v,
+            group,
+            objective,
             state,
             metrics,
             staging,
@@ -726,25 +796,22 @@ impl<'c> Trainer<'c> {
         let step =
             u32::try_from(self.step).map_err(|_| Error::Config("more than 2^32 steps".into()))?;
         self.state.set(self.ctx, step, step)?;
-        self.metrics.write(self.ctx, &[0.0; metric::LEN])?;
+        self.metrics
+            .write(self.ctx, &vec![0.0; self.metrics.len()])?;
         Ok(())
     }
 
-    /// Reads the loss sums of the epoch so far: (loss, recon, kl) per sample and the count.
-    pub fn read_metrics(&self) -> Result<([f64; 3], f64, bool)> {
+    /// Reads the sums of the objective's terms over the epoch so far, as means per sample.
+    pub fn read_metrics(&self) -> Result<MetricMeans> {
         let raw = self.staging.read(
             self.ctx,
             self.metrics.buffer(),
             self.metrics.offset(),
-            (metric::LEN * 4) as u64,
+            (self.metrics.len() * 4) as u64,
         )?;
-        let m: &[f32] = bytemuck::cast_slice(&raw);
-        let count = m[metric::COUNT] as f64;
-        let per = |i: usize| m[i] as f64 / count.max(1.0);
-        Ok((
-            [per(metric::LOSS), per(metric::RECON), per(metric::KL)],
-            count,
-            m[metric::NONFINITE] != 0.0,
+        Ok(MetricMeans::from_slots(
+            &self.objective,
+            bytemuck::cast_slice(&raw),
         ))
     }
 
@@ -788,8 +855,8 @@ impl<'c> Trainer<'c> {
                 step: self.step,
             },
             params,
-            adam_m: Some(self.adam_m.flat.read(self.ctx)?),
-            adam_v: Some(self.adam_v.flat.read(self.ctx)?),
+            adam_m: Some(self.group.m.flat.read(self.ctx)?),
+            adam_v: Some(self.group.v.flat.read(self.ctx)?),
         };
         let path = ck.save(&self.cfg.out)?;
         self.saved_epoch = Some(self.epoch);
@@ -857,7 +924,8 @@ impl<'c> Trainer<'c> {
                 }
                 bar.set_position((s + 1 - in_flight.len()) as u64);
                 if (s + 1) % self.cfg.readback_every == 0 && !self.cfg.quiet {
-                    let ([loss, ..], _, bad) = self.read_metrics()?;
+                    let sums = self.read_metrics()?;
+                    let (loss, bad) = (sums.loss, sums.nonfinite);
                     if bad {
                         bar.abandon();
                         return Err(self.nonfinite_error());
@@ -871,8 +939,9 @@ impl<'c> Trainer<'c> {
             }
             let train_seconds = t0.elapsed().as_secs_f64();
             bar.finish_and_clear();
-            let ([loss, recon, kl], count, bad) = self.read_metrics()?;
-            if bad || !loss.is_finite() {
+            let sums = self.read_metrics()?;
+            let (loss, count) = (sums.loss, sums.count);
+            if sums.nonfinite || !loss.is_finite() {
                 return Err(self.nonfinite_error());
             }
             self.epoch += 1;
@@ -886,8 +955,11 @@ impl<'c> Trainer<'c> {
                 epoch: self.epoch,
                 step: self.step,
                 train_loss: loss,
-                train_recon: recon,
-                train_kl: kl,
+                train_terms: sums
+                    .terms
+                    .iter()
+                    .map(|(name, v)| (format!("train_{name}"), *v))
+                    .collect(),
                 test_neg_elbo: report.neg_elbo,
                 test_recon: report.recon,
                 test_kl: report.kl,
@@ -906,13 +978,17 @@ impl<'c> Trainer<'c> {
                     (Some(k), Some(v)) => format!("  test -IWAE(k={k}) {v:.2}"),
                     _ => String::new(),
                 };
+                let terms = sums
+                    .terms
+                    .iter()
+                    .map(|(name, v)| format!("{name} {v:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 println!(
-                    "epoch {:>3}/{}  train loss {:.2} (recon {:.2} + KL {:.2})  test -ELBO {:.2}{iw}  AU {}  {:.0} samples/s",
+                    "epoch {:>3}/{}  train loss {:.2} ({terms})  test -ELBO {:.2}{iw}  AU {}  {:.0} samples/s",
                     m.epoch,
                     self.cfg.epochs,
                     m.train_loss,
-                    m.train_recon,
-                    m.train_kl,
                     m.test_neg_elbo,
                     m.active_units,
                     m.samples_per_second
@@ -940,8 +1016,8 @@ impl<'c> Trainer<'c> {
     /// The Adam moments, for tests of exact resumption.
     pub fn optimizer_state(&self) -> Result<(Vec<f32>, Vec<f32>)> {
         Ok((
-            self.adam_m.flat.read(self.ctx)?,
-            self.adam_v.flat.read(self.ctx)?,
+            self.group.m.flat.read(self.ctx)?,
+            self.group.v.flat.read(self.ctx)?,
         ))
     }
 

@@ -83,8 +83,13 @@ pub fn param_elements(model: &VaeConfig) -> Result<u64> {
 pub fn gpu_needs(shape: &RunShape<'_>) -> Result<Vec<Need>> {
     let m = shape.model;
     let pixels = mul(
-        m.height as u64,
-        m.width as u64,
+        mul(
+            m.height as u64,
+            m.width as u64,
+            "the image size",
+            "the image size",
+        )?,
+        m.channels as u64,
         "the image size",
         "the image size",
     )?;
@@ -120,17 +125,19 @@ pub fn gpu_needs(shape: &RunShape<'_>) -> Result<Vec<Need>> {
         },
     ];
     let mut widths = vec![(pixels, "--batch")];
-    widths.extend(
-        m.enc_hidden
-            .iter()
-            .map(|&h| (h as u64, "--batch or --hidden")),
-    );
-    widths.extend(
-        m.dec_hidden
-            .iter()
-            .map(|&h| (h as u64, "--batch or --hidden")),
-    );
-    widths.push((2 * m.latent as u64, "--batch or --latent"));
+    // Every module's output (a convolution's: channels × height × width per row).
+    let (enc, dec) = m.networks().map_err(Error::Config)?;
+    let n_enc = enc.modules.len();
+    for (i, module) in enc.modules.iter().chain(&dec.modules).enumerate() {
+        let flags = if i + 1 == n_enc {
+            "--batch or --latent"
+        } else if module.params().first().is_some_and(|d| d.shape.len() == 4) {
+            "--batch or --conv-channels"
+        } else {
+            "--batch or --hidden"
+        };
+        widths.push((module.out_features() as u64, flags));
+    }
     for rows in [shape.batch as u64, shape.eval_batch as u64] {
         for &(w, flags) in &widths {
             let bytes = mul(
