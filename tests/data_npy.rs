@@ -234,6 +234,14 @@ fn bad_files_are_errors_naming_the_file_and_field() {
         assert!(matches!(e, DataError::Npy { .. }), "cut {cut}: {e}");
         assert_mentions(&e, &path, &[]);
     }
+    // Header lengths 0 and 1 (shorter than any dict), with bytes after them.
+    for len in [0u8, 1] {
+        let mut b = MAGIC.to_vec();
+        b.extend_from_slice(&[1, 0, len, 0, b'{', b'}', 0, 0]);
+        write(&b);
+        let e = read_npy_images(&path).unwrap_err();
+        assert_eq!(npy_field(&e), "header", "{e}");
+    }
     // Not a .npy file at all.
     write(b"\x00\x00\x08\x03 an IDX file, say");
     let e = read_npy_images(&path).unwrap_err();
@@ -445,6 +453,71 @@ fn dataset_check_names_the_field() {
             .unwrap_err()
             .to_string()
             .contains("1 labels for 2 images")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn damaged_files_never_panic() {
+    // Every fixture with bytes replaced, inserted or cut at SplitMix64-drawn places, read as
+    // images and as labels: a result or an error, never a panic, and a valid result only of
+    // the declared size.
+    let dir = scratch("fuzz");
+    let path = dir.join("f.npy");
+    let mut state = 0x00d1_ce5e_ed00_u64;
+    let mut next = move || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let names = [
+        "rgb-nhwc-u1.npy",
+        "gray-f4.npy",
+        "rgb-nchw-f8-be.npy",
+        "labels-i8.npy",
+        "v2-u1.npy",
+    ];
+    let mut errors = 0;
+    for round in 0..600 {
+        let mut b = std::fs::read(fixture(names[round % names.len()])).unwrap();
+        for _ in 0..1 + next() % 3 {
+            let at = (next() % b.len() as u64) as usize;
+            match next() % 4 {
+                0 => b[at] = next() as u8,
+                1 => {
+                    let syntax = b"0123456789(),' {}:TFx\n";
+                    b[at] = syntax[(next() % syntax.len() as u64) as usize]
+                }
+                2 => b.insert(at, next() as u8),
+                _ => b.truncate(at),
+            }
+            if b.is_empty() {
+                break;
+            }
+        }
+        std::fs::write(&path, &b).unwrap();
+        match read_npy_images(&path) {
+            Ok(img) => assert_eq!(
+                img.pixels.len(),
+                img.n * img.channels * img.height * img.width
+            ),
+            Err(e) => {
+                errors += 1;
+                assert!(e.to_string().contains("f.npy"), "{e}");
+            }
+        }
+        if let Ok(labels) = read_npy_labels(&path) {
+            assert!(!labels.is_empty());
+        }
+        if b.is_empty() {
+            continue;
+        }
+    }
+    assert!(
+        errors > 100,
+        "only {errors} of 600 damaged files were refused"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

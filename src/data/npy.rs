@@ -546,8 +546,13 @@ fn open(path: &Path) -> Result<Opened, DataError> {
         .filter(|m| m.is_file())
         .map(|m| m.len());
     let io = |e| DataError::io(path, e);
+    // Magic, version and a u16 length; two more length bytes for versions 2 and 3. Nothing
+    // past the length field is read here, so `got <= start` and the file stands at the header.
     let mut pre = [0u8; 12];
-    let got = read_full(&mut file, &mut pre).map_err(io)?;
+    let mut got = read_full(&mut file, &mut pre[..10]).map_err(io)?;
+    if got == 10 && matches!(pre[6], 2 | 3) {
+        got += read_full(&mut file, &mut pre[10..]).map_err(io)?;
+    }
     let (_, len, start) = parse_preamble(path, &pre[..got])?;
     let end = start + len;
     if let Some(flen) = file_len
