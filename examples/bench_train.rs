@@ -1,7 +1,9 @@
-//! Times the classic MNIST training step (784-400-20-400-784, batch 128) after warm-up.
+//! Times a training step after warm-up: by default the classic MNIST step (784-400-20-400-784,
+//! batch 128); `--arch conv` the convolutional VAE; `--sprites` on the 64×64 sprites.
 //!
 //! ```text
-//! cargo run --release --example bench_train -- [--steps N] [--data DIR] [--json PATH]
+//! cargo run --release --example bench_train -- [--steps N] [--data DIR | --sprites]
+//!     [--arch mlp|conv] [--batch B] [--json PATH]
 //! ```
 //!
 //! Prints samples/s, ms per step, dispatches and submits per step, bytes read back per step and
@@ -13,8 +15,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use clap::Parser;
-use wgvae::train::{DataSource, TrainConfig, Trainer};
+use clap::{Parser, ValueEnum};
+use wgvae::train::{ArchKind, DataSource, ModelSpec, TrainConfig, Trainer};
 
 #[derive(Parser)]
 struct Args {
@@ -23,6 +25,13 @@ struct Args {
     steps: usize,
     #[arg(long)]
     data: Option<PathBuf>,
+    /// The built-in 64×64 sprites (2,000 generated) instead of IDX files
+    #[arg(long, conflicts_with = "data")]
+    sprites: bool,
+    #[arg(long, value_enum, default_value_t = ArchKind::Mlp)]
+    arch: ArchKind,
+    #[arg(long, default_value_t = 128)]
+    batch: usize,
     /// Also write the figures as JSON here
     #[arg(long)]
     json: Option<PathBuf>,
@@ -44,9 +53,28 @@ fn main() -> anyhow::Result<()> {
     });
     let ctx = wgvae::cli::open_context()?;
     let out = std::env::temp_dir().join(format!("wgvae-bench-train-{}", std::process::id()));
+    let hidden = match args.arch {
+        ArchKind::Mlp => vec![400],
+        ArchKind::Conv => vec![256],
+    };
+    let data = if args.sprites {
+        DataSource::Sprites {
+            n_train: 2000,
+            n_test: 200,
+            seed: 0,
+        }
+    } else {
+        DataSource::Idx { dir: dir.clone() }
+    };
     let cfg = TrainConfig {
-        data: DataSource::Idx { dir: dir.clone() },
-        batch: 128,
+        data,
+        model: ModelSpec {
+            arch: args.arch,
+            enc_hidden: hidden.clone(),
+            dec_hidden: hidden,
+            ..ModelSpec::default()
+        },
+        batch: args.batch,
         out: out.clone(),
         quiet: true,
         pictures: false,
@@ -81,7 +109,7 @@ fn main() -> anyhow::Result<()> {
     ctx.wait()?;
     let secs = start.elapsed().as_secs_f64();
     let ms = secs * 1e3 / args.steps as f64;
-    let sps = (args.steps * 128) as f64 / secs;
+    let sps = (args.steps * args.batch) as f64 / secs;
     let dispatches = t.dispatches_per_step();
     // The trainer reads the 32-byte loss sums every 50 steps (progress bar) and at epoch ends.
     let readback_per_step = 32.0 / 50.0;
@@ -91,9 +119,18 @@ fn main() -> anyhow::Result<()> {
         ctx.gemm_variant.name()
     );
     println!(
-        "data: {} ({} images), batch 128, model {} parameters",
-        dir.display(),
+        "data: {} ({} images), batch {}, {} model {} parameters",
+        if args.sprites {
+            "sprites".to_string()
+        } else {
+            dir.display().to_string()
+        },
         t.split.train.n,
+        args.batch,
+        args.arch
+            .to_possible_value()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default(),
         t.vae.layout.count()
     );
     println!(
@@ -110,7 +147,7 @@ fn main() -> anyhow::Result<()> {
     if let Some(path) = &args.json {
         let body = serde_json::to_vec_pretty(&serde_json::json!({
             "adapter": ctx.info.name, "backend": format!("{:?}", ctx.info.backend),
-            "gemm_variant": ctx.gemm_variant.name(), "steps": args.steps, "ms_per_step": ms,
+            "gemm_variant": ctx.gemm_variant.name(), "steps": args.steps, "batch": args.batch, "ms_per_step": ms,
             "samples_per_second": sps, "dispatches_per_step": dispatches, "submits_per_step": 1,
             "readback_bytes_per_step": readback_per_step, "first_step_seconds": first_step,
         }))?;

@@ -18,7 +18,8 @@ use crate::train::{DataSource, ModelSpec, ResumeOptions, RunSummary, TrainConfig
 /// Flags of `train_gpu` and `wgvae train`.
 #[derive(Args, Debug, Clone)]
 pub struct TrainArgs {
-    /// Directory of IDX files (train-images-idx3-ubyte[.gz], t10k-…); default: the built-in sprites
+    /// Directory of IDX files (train-images-idx3-ubyte[.gz], t10k-…) or NumPy files
+    /// (train-images.npy, test-images.npy: greyscale or colour); default: the built-in sprites
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Epochs to train (with --resume: epochs to add)
@@ -340,7 +341,7 @@ pub fn print_report(what: &str, r: &EvalReport) {
     );
 }
 
-/// `wgvae eval`: evaluates a run's checkpoint on an IDX image file.
+/// `wgvae eval`: evaluates a run's checkpoint on an image file (IDX, or `.npy`).
 pub fn eval(
     run: &Path,
     images: &Path,
@@ -356,7 +357,7 @@ pub fn eval(
     }
     let ck_path = run.join(checkpoint::FILE_NAME);
     let ck = Checkpoint::load(&ck_path)?;
-    let mut set = data::load_idx_images_file(images)?;
+    let mut set = data::load_images_file(images)?;
     // A model trained on binary images is scored on binary images, drawn as its test set was.
     let binarize: crate::ops::data::Binarize = ck
         .run

@@ -6,7 +6,7 @@ use std::path::Path;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, Program};
-use crate::image::{save_grid_png, save_rows_png};
+use crate::image::{ImageShape, save_grid_png_chw, save_rows_png_chw};
 use crate::latent::slerp;
 use crate::model::{Activations, Likelihood, Vae};
 use crate::ops::reparam::{RngStep, Stream};
@@ -129,6 +129,11 @@ pub fn save_run_pictures(
     seed: u64,
 ) -> Result<()> {
     let (h, w) = (vae.cfg.height, vae.cfg.width);
+    let shape = ImageShape {
+        channels: vae.cfg.channels,
+        height: h,
+        width: w,
+    };
     let d = vae.cfg.latent;
     let scale = if h <= 32 { 2 } else { 1 };
     let inf = Inference::new(ctx, vae, 64, seed)?;
@@ -136,17 +141,16 @@ pub fn save_run_pictures(
     let inputs: Vec<f32> = (0..n_rec).flat_map(|i| test.to_f32(i)).collect();
     let (mu, _) = inf.encode(ctx, vae, &inputs)?;
     let recon = inf.decode(ctx, vae, &mu)?;
-    save_rows_png(
+    save_rows_png_chw(
         &dir.join("reconstructions.png"),
         &[inputs, recon],
-        h,
-        w,
+        shape,
         2,
         scale,
     )?;
 
     let samples = inf.sample_prior(ctx, vae, 64)?;
-    save_grid_png(&dir.join("samples.png"), &samples, 64, h, w, 8, 2, scale)?;
+    save_grid_png_chw(&dir.join("samples.png"), &samples, 64, shape, 8, 2, scale)?;
 
     // Traversals of the most active dimensions around the first test image's posterior mean.
     let n_enc = test.n.min(64);
@@ -175,7 +179,7 @@ pub fn save_run_pictures(
         }
         rows.push(inf.decode(ctx, vae, &zs)?);
     }
-    save_rows_png(&dir.join("traversals.png"), &rows, h, w, 2, scale)?;
+    save_rows_png_chw(&dir.join("traversals.png"), &rows, shape, 2, scale)?;
 
     // Spherical interpolation between two test images' posterior means, inputs at the ends.
     if test.n >= 2 {
@@ -188,12 +192,11 @@ pub fn save_run_pictures(
         let mut row = test.to_f32(0);
         row.extend(inf.decode(ctx, vae, &zs)?);
         row.extend(test.to_f32(1));
-        save_grid_png(
+        save_grid_png_chw(
             &dir.join("interpolation.png"),
             &row,
             steps + 2,
-            h,
-            w,
+            shape,
             steps + 2,
             2,
             scale,

@@ -16,7 +16,7 @@ use wgvae::ops::kl::iwae_log_weights;
 use wgvae::ops::likelihood::LOG_SIGMA_MIN;
 use wgvae::ops::reparam::{RngStep, Stream};
 use wgvae::train::checkpoint::{self, Checkpoint};
-use wgvae::train::{DataSource, TrainConfig, Trainer};
+use wgvae::train::{ArchKind, DataSource, ModelSpec, TrainConfig, Trainer};
 
 fn mnist512() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/mnist-512")
@@ -120,6 +120,128 @@ fn resume_is_exact_with_the_tiled_gemm_and_dynamic_binarisation() {
         binarize: Binarize::Dynamic,
         ..tiny_cfg(out)
     });
+}
+
+#[test]
+fn resume_is_exact_for_a_conv_vae() {
+    // 28×28 through conv 4, conv 8 (4×4, stride 2: 14×14, 7×7), fc 32 and back.
+    check_resume(ctx(), "-conv", |out| TrainConfig {
+        batch: 40,
+        model: small_conv(),
+        ..small_cfg(out)
+    });
+}
+
+fn small_conv() -> ModelSpec {
+    ModelSpec {
+        arch: ArchKind::Conv,
+        conv_channels: vec![4, 8],
+        enc_hidden: vec![32],
+        dec_hidden: vec![32],
+        latent: 4,
+        ..ModelSpec::default()
+    }
+}
+
+/// Colour images (3 × 12 × 10, CHW) from `.npy` files: a coloured rectangle on black.
+fn colour_npy(dir: &Path, n_train: usize, n_test: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    let (c, h, w) = (3, 12, 10);
+    let make = |n: usize, seed: usize| -> Vec<u8> {
+        let mut v = vec![0u8; n * c * h * w];
+        for i in 0..n {
+            let k = i * 7 + seed;
+            let (y0, x0) = (k % 5, (k / 5) % 4);
+            let colour = [
+                (k * 37 % 256) as u8,
+                (k * 91 % 256) as u8,
+                (k * 53 % 256) as u8,
+            ];
+            for (ch, &col) in colour.iter().enumerate() {
+                for y in y0..y0 + 6 {
+                    for x in x0..x0 + 5 {
+                        v[((i * c + ch) * h + y) * w + x] = col;
+                    }
+                }
+            }
+        }
+        v
+    };
+    // Written channels-first (N, C, H, W).
+    wgvae::data::npy::write_npy_u8(
+        &dir.join("train-images.npy"),
+        &[n_train, c, h, w],
+        &make(n_train, 0),
+    )
+    .unwrap();
+    wgvae::data::npy::write_npy_u8(
+        &dir.join("test-images.npy"),
+        &[n_test, c, h, w],
+        &make(n_test, 3),
+    )
+    .unwrap();
+}
+
+#[test]
+fn colour_images_train_through_a_conv_vae_and_come_back_in_colour() {
+    let ctx = ctx();
+    let dir = tmp("colour-data");
+    colour_npy(&dir, 60, 20);
+    let out = tmp("colour-run");
+    let cfg = TrainConfig {
+        data: DataSource::Idx { dir: dir.clone() },
+        model: ModelSpec {
+            conv_channels: vec![4, 6],
+            ..small_conv()
+        },
+        batch: 16,
+        epochs: 6,
+        out: out.clone(),
+        quiet: true,
+        pictures: true,
+        eval_batch: 32,
+        adam: wgvae::ops::adam::AdamConfig {
+            lr: 3e-3,
+            ..Default::default()
+        },
+        ..TrainConfig::default()
+    };
+    let mut t = Trainer::new(ctx, cfg).unwrap();
+    assert_eq!(t.vae.cfg.channels, 3);
+    assert_eq!(t.vae.cfg.input_dim(), 3 * 12 * 10);
+    let start = t.evaluate(false).unwrap().neg_elbo;
+    let s = t.train().unwrap();
+    let end = s.last_eval.unwrap().neg_elbo;
+    eprintln!("colour 3x12x10 conv VAE: test -ELBO {start:.1} -> {end:.1} after 6 epochs");
+    assert!(end < start - 20.0, "test -ELBO {start} -> {end}");
+    for name in [
+        "reconstructions.png",
+        "samples.png",
+        "traversals.png",
+        "interpolation.png",
+    ] {
+        let (_, _, channels, _) = wgvae::image::read_png(&out.join(name)).unwrap();
+        assert_eq!(channels, 3, "{name} is not RGB");
+    }
+    let ck = Checkpoint::load(&out.join(checkpoint::FILE_NAME)).unwrap();
+    assert_eq!(ck.model.channels, 3);
+    let bytes = std::fs::read(out.join(checkpoint::FILE_NAME)).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    // PyTorch's layouts: Conv2d (out, in, kh, kw), ConvTranspose2d (in, out, kh, kw).
+    assert_eq!(
+        st.tensor("encoder.conv1.weight").unwrap().shape(),
+        &[4, 3, 4, 4]
+    );
+    assert_eq!(
+        st.tensor("decoder.deconv2.weight").unwrap().shape(),
+        &[4, 3, 4, 4]
+    );
+    assert_eq!(
+        st.tensor("encoder.fc1.weight").unwrap().shape(),
+        &[32, 6 * 3 * 2]
+    );
+    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_dir_all(out);
 }
 
 /// Two epochs straight, and one epoch then one more resumed from the checkpoint: the same

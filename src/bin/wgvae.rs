@@ -19,12 +19,12 @@ struct Cli {
 enum Command {
     /// Train a VAE (same flags as the train_gpu example)
     Train(Box<wgvae::cli::TrainArgs>),
-    /// Evaluate a run's checkpoint on an IDX image file
+    /// Evaluate a run's checkpoint on an image file (IDX, or .npy)
     Eval {
         /// Run directory holding checkpoint.safetensors
         #[arg(long)]
         run: PathBuf,
-        /// IDX image file (.gz or raw)
+        /// IDX image file (.gz or raw), or a .npy array of images
         #[arg(long)]
         images: PathBuf,
         /// Importance samples for the IWAE bound (0: off)

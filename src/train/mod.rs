@@ -40,7 +40,9 @@ pub enum DataSource {
         n_test: usize,
         seed: u64,
     },
-    /// A directory of IDX files (`train-images-idx3-ubyte[.gz]`, `t10k-…`).
+    /// A directory of image files: IDX (`train-images-idx3-ubyte[.gz]`, `t10k-…`, greyscale)
+    /// or NumPy (`train-images.npy`, `test-images.npy`, greyscale or colour; see
+    /// [`crate::data::load_dir`]). Named `idx` in run files for compatibility.
     Idx { dir: PathBuf },
 }
 
