@@ -118,6 +118,32 @@ fn phase_info(z: u32) -> Phase {
     return f;
 }
 
+// The part of a product that workgroup z computes: one output phase of OP_DGRAD (its rows,
+// depth and packed weights), one split of the depth of OP_WGRAD, all of OP_FWD.
+struct Slice {
+    f: Phase,     // OP_DGRAD: the phase
+    m: u32,       // rows M
+    k_begin: u32, // depth range [k_begin, k_end)
+    k_end: u32,
+    wbase: u32,   // OP_FWD / OP_DGRAD: first row of the slice's packed weights
+}
+
+fn slice_of(op: u32, z: u32) -> Slice {
+    var s: Slice;
+    s.m = p.m;
+    s.k_end = p.k;
+    if (op == OP_DGRAD) {
+        s.f = phase_info(z);
+        s.m = s.f.rows;
+        s.k_end = s.f.depth;
+        s.wbase = z * p.k_pad;
+    } else if (op == OP_WGRAD) {
+        s.k_begin = z * p.k_split;
+        s.k_end = min(p.k, s.k_begin + p.k_split);
+    }
+    return s;
+}
+
 // The row part of A(m, k) for OP_FWD (m = output pixel) and OP_WGRAD (k = pixel of g): the
 // image origin of pixel `pix` of the GH x GW grid in image b.
 fn pixel_part(b: u32, pix: u32) -> vec3<i32> {
@@ -147,6 +173,24 @@ fn dgrad_tap(f: Phase, k: u32) -> vec3<i32> {
     let tw = i32(r % f.taps_w);
     let off = i32(c * p.src_h * p.src_w) - th * i32(p.src_w) - tw;
     return vec3<i32>(off, -th, -tw);
+}
+
+// The depth part of A(·, k) of product `op` (phase f for OP_DGRAD): INVALID at or past k_end,
+// and for OP_WGRAD on the padding pixels past GH·GW of each image.
+fn depth_part(op: u32, f: Phase, k: u32, k_end: u32) -> vec3<i32> {
+    if (k >= k_end) {
+        return INVALID;
+    }
+    if (op == OP_FWD) {
+        return tap_part(k);
+    } else if (op == OP_DGRAD) {
+        return dgrad_tap(f, k);
+    }
+    let pix = k % p.p_pad;
+    if (pix >= p.grid_h * p.grid_w) {
+        return INVALID;
+    }
+    return pixel_part(k / p.p_pad, pix);
 }
 
 // A row index m decoded as (a, y, x) over an (·, ny, nx) grid — FWD: (b, oh, ow) over the

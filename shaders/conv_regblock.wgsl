@@ -23,21 +23,10 @@
 
 @compute @workgroup_size(WX)
 fn conv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    var f: Phase;
-    var M = p.m;
-    var K = p.k;
-    var k_begin = 0u;
-    var wbase = 0u;
-    if (OP == OP_DGRAD) {
-        f = phase_info(wg.z);
-        M = f.rows;
-        K = f.depth;
-        wbase = wg.z * p.k_pad;
-    }
-    if (OP == OP_WGRAD) {
-        k_begin = wg.z * p.k_split;
-        K = min(p.k, k_begin + p.k_split);
-    }
+    let slice = slice_of(OP, wg.z);
+    let f = slice.f;
+    let M = slice.m;
+    let K = slice.k_end;
     let row0 = wg.x * TM;
     if (row0 >= M) {
         return;
@@ -62,25 +51,11 @@ fn conv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     }
 
     var acc: array<array<vec4<f32>, TNV>, TM>;
-    for (var k0 = k_begin; k0 < K; k0 += 4u) {
+    for (var k0 = slice.k_begin; k0 < K; k0 += 4u) {
         // Depth parts of k0 .. k0 + 4 (uniform).
         var kinfo: array<vec3<i32>, 4>;
         for (var kk = 0u; kk < 4u; kk++) {
-            let k = k0 + kk;
-            var v = INVALID;
-            if (k < K) {
-                if (OP == OP_FWD) {
-                    v = tap_part(k);
-                } else if (OP == OP_DGRAD) {
-                    v = dgrad_tap(f, k);
-                } else {
-                    let pix = k % p.p_pad;
-                    if (pix < P) {
-                        v = pixel_part(k / p.p_pad, pix);
-                    }
-                }
-            }
-            kinfo[kk] = v;
+            kinfo[kk] = depth_part(OP, f, k0 + kk, K);
         }
         var av: array<array<f32, 4>, TM>;
         for (var r = 0u; r < TM; r++) {
@@ -117,7 +92,7 @@ fn conv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         } else {
             for (var kk = 0u; kk < 4u; kk++) {
                 for (var j = 0u; j < TNV; j++) {
-                    bv[kk][j] = wp[(wbase + k0 + kk) * N4 + groups[j]];
+                    bv[kk][j] = wp[(slice.wbase + k0 + kk) * N4 + groups[j]];
                 }
             }
         }

@@ -30,21 +30,10 @@
 
 @compute @workgroup_size(8)
 fn conv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
-    var f: Phase;
-    var M = p.m;
-    var K = p.k;
-    var k_begin = 0u;
-    var wbase = 0u; // first row of this phase's packed weights
-    if (OP == OP_DGRAD) {
-        f = phase_info(wg.z);
-        M = f.rows;
-        K = f.depth;
-        wbase = wg.z * p.k_pad;
-    }
-    if (OP == OP_WGRAD) {
-        k_begin = wg.z * p.k_split;
-        K = min(p.k, k_begin + p.k_split);
-    }
+    let slice = slice_of(OP, wg.z);
+    let f = slice.f;
+    let M = slice.m;
+    let K = slice.k_end;
     let row0 = wg.x * TM;
     if (row0 >= M) {
         return;
@@ -71,22 +60,9 @@ fn conv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     }
 
     var acc: array<array<vec4<f32>, TNV>, TM>;
-    for (var k0 = k_begin; k0 < K; k0 += 8u) {
+    for (var k0 = slice.k_begin; k0 < K; k0 += 8u) {
         // Depth part of this lane's k; INVALID past K (and past GH·GW for OP_WGRAD).
-        let kl = k0 + lane;
-        var kinfo = INVALID;
-        if (kl < K) {
-            if (OP == OP_FWD) {
-                kinfo = tap_part(kl);
-            } else if (OP == OP_DGRAD) {
-                kinfo = dgrad_tap(f, kl);
-            } else {
-                let pix = kl % p.p_pad;
-                if (pix < P) {
-                    kinfo = pixel_part(kl / p.p_pad, pix);
-                }
-            }
-        }
+        let kinfo = depth_part(OP, f, k0 + lane, K);
         var av: array<f32, TM>;
         for (var r = 0u; r < TM; r++) {
             av[r] = gather(rinfo[r] + kinfo);
@@ -100,7 +76,7 @@ fn conv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         if (OP != OP_WGRAD) {
             for (var kk = 0u; kk < 8u; kk++) {
                 for (var j = 0u; j < TNV; j++) {
-                    bw[kk][j] = wp[(wbase + k0 + kk) * N4 + cols[j]];
+                    bw[kk][j] = wp[(slice.wbase + k0 + kk) * N4 + cols[j]];
                 }
             }
         }
