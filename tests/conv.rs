@@ -5,58 +5,17 @@
 //! finite-difference check of conv → tanh → transposed conv against the GPU gradients.
 
 mod common;
+#[path = "common/variants.rs"]
+mod variants;
 
 use std::sync::OnceLock;
 
 use common::{assert_close, ctx, data};
+use variants::variant_ctx;
 use wgvae::cpu::conv as twin;
-use wgvae::gpu::{ContextOptions, GemmVariant, GpuContext, Tensor};
+use wgvae::gpu::{GemmVariant, GpuContext, Tensor};
 use wgvae::ops::Activation;
 use wgvae::ops::conv::{self, Conv2d, ConvProgram, ConvTranspose2d};
-
-/// A context per kernel family, created with that family forced (as in tests/gemm.rs). The
-/// tiled and register-blocked families run on every adapter; the subgroup family is required on
-/// lavapipe and skipped only on adapters without 8-lane subgroups.
-fn variant_ctx(variant: GemmVariant) -> Option<&'static GpuContext> {
-    static TILED: OnceLock<GpuContext> = OnceLock::new();
-    static REGBLOCK: OnceLock<GpuContext> = OnceLock::new();
-    static SUBGROUP8: OnceLock<Option<GpuContext>> = OnceLock::new();
-    let make = || {
-        let opts = ContextOptions {
-            gemm: Some(variant),
-            ..ContextOptions::from_env().expect("WGVAE_* environment")
-        };
-        GpuContext::with_options(&opts)
-    };
-    let must = |r: wgvae::Result<GpuContext>| match r {
-        Ok(c) => c,
-        Err(e) => panic!(
-            "creating a context with the {} kernels: {e}",
-            variant.name()
-        ),
-    };
-    match variant {
-        GemmVariant::Tiled => Some(TILED.get_or_init(|| must(make()))),
-        GemmVariant::Regblock => Some(REGBLOCK.get_or_init(|| must(make()))),
-        GemmVariant::Subgroup8 => SUBGROUP8
-            .get_or_init(|| {
-                let info = &ctx().info;
-                let lavapipe = info.backend == wgpu::Backend::Vulkan
-                    && info.device_type == wgpu::DeviceType::Cpu;
-                match make() {
-                    Ok(c) => Some(c),
-                    Err(e) if lavapipe => {
-                        panic!("lavapipe ({info}) must run the subgroup8 kernels: {e}")
-                    }
-                    Err(e) => {
-                        eprintln!("subgroup8 kernels not available on {info}: {e}");
-                        None
-                    }
-                }
-            })
-            .as_ref(),
-    }
-}
 
 /// Tolerance for sums of `depth` products of values in [-1, 1]: f32 accumulation error grows
 /// like sqrt(depth)·2⁻²⁴ per term and at worst depth·2⁻²⁴; 4e-6·depth is above the worst case
@@ -440,43 +399,6 @@ fn check_all(variant: GemmVariant, list: &'static str) {
     }
 }
 
-#[test]
-fn awkward_subgroup8() {
-    check_all(GemmVariant::Subgroup8, "awkward");
-}
-#[test]
-fn awkward_regblock() {
-    check_all(GemmVariant::Regblock, "awkward");
-}
-#[test]
-fn awkward_tiled() {
-    check_all(GemmVariant::Tiled, "awkward");
-}
-#[test]
-fn standard64_subgroup8() {
-    check_all(GemmVariant::Subgroup8, "standard64");
-}
-#[test]
-fn standard64_regblock() {
-    check_all(GemmVariant::Regblock, "standard64");
-}
-#[test]
-fn standard64_tiled() {
-    check_all(GemmVariant::Tiled, "standard64");
-}
-#[test]
-fn standard28_subgroup8() {
-    check_all(GemmVariant::Subgroup8, "standard28");
-}
-#[test]
-fn standard28_regblock() {
-    check_all(GemmVariant::Regblock, "standard28");
-}
-#[test]
-fn standard28_tiled() {
-    check_all(GemmVariant::Tiled, "standard28");
-}
-
 /// ½ Σ (y − t)² of x → conv1 → tanh → convT, all in f64 (the twins on f64 slices).
 #[allow(clippy::too_many_arguments)]
 fn fd_loss(
@@ -622,17 +544,33 @@ fn gradcheck(variant: GemmVariant) {
     }
 }
 
-#[test]
-fn gradcheck_subgroup8() {
-    gradcheck(GemmVariant::Subgroup8);
+/// One test per kernel family of each check, in a module named after the check:
+/// `awkward::subgroup8`, `finite_differences::tiled`, ...
+macro_rules! family_tests {
+    ($($name:ident: $check:expr;)*) => {$(
+        mod $name {
+            use super::*;
+            #[test]
+            fn subgroup8() {
+                ($check)(GemmVariant::Subgroup8);
+            }
+            #[test]
+            fn regblock() {
+                ($check)(GemmVariant::Regblock);
+            }
+            #[test]
+            fn tiled() {
+                ($check)(GemmVariant::Tiled);
+            }
+        }
+    )*};
 }
-#[test]
-fn gradcheck_regblock() {
-    gradcheck(GemmVariant::Regblock);
-}
-#[test]
-fn gradcheck_tiled() {
-    gradcheck(GemmVariant::Tiled);
+
+family_tests! {
+    awkward: |v| check_all(v, "awkward");
+    standard64: |v| check_all(v, "standard64");
+    standard28: |v| check_all(v, "standard28");
+    finite_differences: gradcheck;
 }
 
 #[test]

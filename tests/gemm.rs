@@ -2,12 +2,15 @@
 //! on shapes that are not multiples of the tiles.
 
 mod common;
+#[path = "common/variants.rs"]
+mod variants;
 
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
 use common::{assert_close, ctx, data};
+use variants::variant_ctx;
 use wgvae::cpu::{self, CpuEpilogue};
-use wgvae::gpu::{ContextOptions, GemmVariant, GpuContext, Tensor};
+use wgvae::gpu::{GemmVariant, GpuContext, Tensor};
 use wgvae::ops::Activation;
 use wgvae::ops::gemm::{Epilogue, Trans, gemm, gemm_with, subgroup8_fits};
 
@@ -16,49 +19,6 @@ use wgvae::ops::gemm::{Epilogue, Trans, gemm, gemm_with, subgroup8_fits};
 /// leaves a margin over the worst case without letting a wrong index (error ~1) pass.
 fn tol(k: usize) -> (f64, f64) {
     (4e-6 * k as f64 + 1e-6, 1e-5)
-}
-
-/// A context per GEMM family, created with that family forced, so every family runs through
-/// the same path the library takes when it chooses one. The tiled and register-blocked
-/// families run on every adapter, so failing to create them fails the test; the subgroup kernel
-/// is required on lavapipe (8-lane subgroups) and skipped only on adapters without 8-lane
-/// subgroups.
-fn variant_ctx(variant: GemmVariant) -> Option<&'static GpuContext> {
-    static TILED: OnceLock<GpuContext> = OnceLock::new();
-    static REGBLOCK: OnceLock<GpuContext> = OnceLock::new();
-    static SUBGROUP8: OnceLock<Option<GpuContext>> = OnceLock::new();
-    let make = || {
-        let opts = ContextOptions {
-            gemm: Some(variant),
-            ..ContextOptions::from_env().expect("WGVAE_* environment")
-        };
-        GpuContext::with_options(&opts)
-    };
-    let must = |r: wgvae::Result<GpuContext>| match r {
-        Ok(c) => c,
-        Err(e) => panic!("creating a context with the {} GEMM: {e}", variant.name()),
-    };
-    match variant {
-        GemmVariant::Tiled => Some(TILED.get_or_init(|| must(make()))),
-        GemmVariant::Regblock => Some(REGBLOCK.get_or_init(|| must(make()))),
-        GemmVariant::Subgroup8 => SUBGROUP8
-            .get_or_init(|| {
-                let info = &ctx().info;
-                let lavapipe = info.backend == wgpu::Backend::Vulkan
-                    && info.device_type == wgpu::DeviceType::Cpu;
-                match make() {
-                    Ok(c) => Some(c),
-                    Err(e) if lavapipe => {
-                        panic!("lavapipe ({info}) must run the subgroup8 GEMM: {e}")
-                    }
-                    Err(e) => {
-                        eprintln!("subgroup8 GEMM not available on {info}: {e}");
-                        None
-                    }
-                }
-            })
-            .as_ref(),
-    }
 }
 
 fn run_case(ctx: &GpuContext, (m, k, n): (usize, usize, usize), trans: Trans, epi: &str) {
