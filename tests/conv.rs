@@ -584,59 +584,27 @@ fn bad_shapes_and_layers_are_reported() {
     let y = Tensor::<f32>::zeros(ctx, "y", &[2, 4, 5, 5]).unwrap();
     let y_bad = Tensor::<f32>::zeros(ctx, "y bad", &[2, 4, 4, 5]).unwrap();
     let msg = |r: wgvae::Result<ConvProgram>| r.unwrap_err().to_string();
+    let fwd = |layer: &Conv2d, x, w, y, act| {
+        msg(conv::conv2d_forward(ctx, "f", layer, x, w, &bias, y, act))
+    };
+    let relu = Activation::Relu;
 
-    let e = msg(conv::conv2d_forward(
-        ctx,
-        "f",
-        &layer,
-        &x,
-        &w_bad,
-        &bias,
-        &y,
-        Activation::Relu,
-    ));
+    let e = fwd(&layer, &x, &w_bad, &y, relu);
     assert!(
-        e.contains("weight `w bad`") && e.contains("[4, 3, 3, 3]"),
+        e.contains("conv2d_forward: weight `w bad`") && e.contains("[4, 3, 3, 3]"),
         "{e}"
     );
-    let e = msg(conv::conv2d_forward(
-        ctx,
-        "f",
-        &layer,
-        &x,
-        &w,
-        &bias,
-        &y_bad,
-        Activation::Relu,
-    ));
+    let e = fwd(&layer, &x, &w, &y_bad, relu);
     assert!(
         e.contains("output `y bad`") && e.contains("[2, 4, 5, 5]"),
         "{e}"
     );
-    let e = msg(conv::conv2d_forward(
-        ctx,
-        "f",
-        &layer,
-        &y,
-        &w,
-        &bias,
-        &y,
-        Activation::Relu,
-    ));
+    let e = fwd(&layer, &y, &w, &y, relu);
     assert!(
         e.contains("input `y`") && e.contains("(batch, 3, height, width)"),
         "{e}"
     );
-    let e = msg(conv::conv2d_forward(
-        ctx,
-        "f",
-        &layer,
-        &x,
-        &w,
-        &bias,
-        &y,
-        Activation::LeakyRelu(0.0),
-    ));
+    let e = fwd(&layer, &x, &w, &y, Activation::LeakyRelu(0.0));
     assert!(e.contains("slope 0"), "{e}");
     let e = msg(conv::conv2d_input_grad(
         ctx,
@@ -645,24 +613,40 @@ fn bad_shapes_and_layers_are_reported() {
         &y,
         &w,
         &x,
-        Some((&y, Activation::Relu)),
+        Some((&y, relu)),
     ));
     assert!(e.contains("producer output `y`"), "{e}");
-
-    let big = Conv2d::new(3, 4, (7, 7));
-    let e = msg(conv::conv2d_forward(
-        ctx,
-        "f",
-        &big,
-        &x,
-        &w,
-        &bias,
-        &y,
-        Activation::Relu,
-    ));
+    let e = fwd(&Conv2d::new(3, 4, (7, 7)), &x, &w, &y, relu);
     assert!(e.contains("smaller than the kernel"), "{e}");
     let zero = Conv2d::new(3, 4, (3, 3)).with_stride((0, 1));
     assert!(zero.validate().unwrap_err().to_string().contains("stride"));
+
+    // The transposed layer's passes name their own operands: input y (2, 4, 5, 5), output x
+    // (2, 3, 5, 5), weights (in, out, KH, KW) = (4, 3, 3, 3).
+    let tl = ConvTranspose2d::new(4, 3, (3, 3)).with_padding((1, 1));
+    let e = msg(conv::conv_transpose2d_forward(
+        ctx, "t", &tl, &y, &w_bad, &bias, &x, relu,
+    ));
+    assert!(
+        e.contains("conv_transpose2d_forward: weight `w bad`") && e.contains("[4, 3, 3, 3]"),
+        "{e}"
+    );
+    let e = msg(conv::conv_transpose2d_input_grad(
+        ctx, "t", &tl, &x, &w, &y_bad, None,
+    ));
+    assert!(
+        e.contains("conv_transpose2d_input_grad: output gradient `x`")
+            && e.contains("[2, 3, 4, 5]"),
+        "{e}"
+    );
+    let e = msg(conv::conv_transpose2d_weight_grad(
+        ctx, "t", &tl, &y, &x, &w_bad, false,
+    ));
+    assert!(
+        e.contains("conv_transpose2d_weight_grad: weight gradient `w bad`")
+            && e.contains("[4, 3, 3, 3]"),
+        "{e}"
+    );
     let t = ConvTranspose2d::new(3, 4, (4, 4))
         .with_stride((2, 2))
         .with_output_padding((2, 0));
