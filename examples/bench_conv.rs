@@ -9,17 +9,22 @@
 //! The target on a CPU adapter is every pass at ≥ 50% of that GEMM rate. On a shared machine
 //! the load changes from one second to the next, so every timed run of a pass is paired with a
 //! run of the GEMM just before it, and the table reports the median over the pairs of the ratio
-//! of the two rates as well as each median rate. On lavapipe (2 cores, subgroup8 family) the
-//! interior layers run at 70–120% of the GEMM and the layers with one image channel at about
-//! half of it, except the last transposed convolution's input gradient (35–42%): a product only
-//! 16 deep whose 32 output channels each read the producer's output (for ReLU') and write the
-//! gradient, so it moves more elements per pixel than it gathers.
+//! of the two rates as well as each median rate. On lavapipe (2 cores, subgroup8 family, a
+//! machine shared with other work; ten runs of this bench and `bench_kernels`) the interior
+//! layers run at 48–164% of the GEMM, most passes at 70–100%, and the layers with one image
+//! channel mostly at 30–65%. Below the target: the input gradients of the first convolutions (into
+//! one channel, 33–56%) and of the last transposed convolutions (30–41% at 64×64, 30–55% at
+//! 28×28: a product only 16 deep whose 32 output channels each read the producer's output for
+//! ReLU' and write the gradient, so it moves more elements per pixel than it gathers), the last
+//! transposed convolutions' forwards (36–61%), and in about half the runs the other passes of
+//! those layers (36–70%).
 //!
 //! Every pass is its whole prepared program (weight packing, the product, the split-sum
 //! reduction), run twice to warm up and then `--reps` times in a compute pass of its own. Time
 //! is from GPU timestamps when the adapter offers them, else the wall clock around submit +
-//! wait. FLOPs are the nominal 2·B·(output pixels)·C_out·C_in·KH·KW of the layer (the same for
-//! all three passes).
+//! wait. FLOPs are the nominal 2·B·P·C_out·C_in·KH·KW of the layer, P the pixels of the smaller
+//! image (a convolution's output, a transposed convolution's input), the same for all three
+//! passes.
 //!
 //! ```text
 //! cargo run --release --example bench_conv -- [--batch 64] [--reps 5] [--only TEXT]
