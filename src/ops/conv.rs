@@ -912,37 +912,29 @@ trait Layer {
     fn output_hw(&self, hw: (usize, usize)) -> Result<(usize, usize)>;
 }
 
-impl Layer for Conv2d {
-    const TRANSPOSED: bool = false;
-    fn channels(&self) -> (usize, usize) {
-        (self.in_channels, self.out_channels)
-    }
-    fn kernel_stride_padding(&self) -> [(usize, usize); 3] {
-        [self.kernel, self.stride, self.padding]
-    }
-    fn weights(&self) -> [usize; 4] {
-        self.weight_shape()
-    }
-    fn output_hw(&self, hw: (usize, usize)) -> Result<(usize, usize)> {
-        self.output_size(hw)
-    }
+/// The same fields and methods on both layer kinds.
+macro_rules! impl_layer {
+    ($layer:ty, $transposed:expr) => {
+        impl Layer for $layer {
+            const TRANSPOSED: bool = $transposed;
+            fn channels(&self) -> (usize, usize) {
+                (self.in_channels, self.out_channels)
+            }
+            fn kernel_stride_padding(&self) -> [(usize, usize); 3] {
+                [self.kernel, self.stride, self.padding]
+            }
+            fn weights(&self) -> [usize; 4] {
+                self.weight_shape()
+            }
+            fn output_hw(&self, hw: (usize, usize)) -> Result<(usize, usize)> {
+                self.output_size(hw)
+            }
+        }
+    };
 }
 
-impl Layer for ConvTranspose2d {
-    const TRANSPOSED: bool = true;
-    fn channels(&self) -> (usize, usize) {
-        (self.in_channels, self.out_channels)
-    }
-    fn kernel_stride_padding(&self) -> [(usize, usize); 3] {
-        [self.kernel, self.stride, self.padding]
-    }
-    fn weights(&self) -> [usize; 4] {
-        self.weight_shape()
-    }
-    fn output_hw(&self, hw: (usize, usize)) -> Result<(usize, usize)> {
-        self.output_size(hw)
-    }
-}
+impl_layer!(Conv2d, false);
+impl_layer!(ConvTranspose2d, true);
 
 /// The image a product of a layer gathers.
 #[derive(Clone, Copy, PartialEq, Eq)]
