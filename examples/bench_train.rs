@@ -32,6 +32,12 @@ struct Args {
     arch: ArchKind,
     #[arg(long, default_value_t = 128)]
     batch: usize,
+    /// --arch conv: channels of each convolution (default: by image size)
+    #[arg(long, value_delimiter = ',')]
+    conv_channels: Vec<usize>,
+    /// Hidden fully connected widths (default: 400 with mlp, 256 with conv)
+    #[arg(long, value_delimiter = ',')]
+    hidden: Vec<usize>,
     /// Also write the figures as JSON here
     #[arg(long)]
     json: Option<PathBuf>,
@@ -53,9 +59,10 @@ fn main() -> anyhow::Result<()> {
     });
     let ctx = wgvae::cli::open_context()?;
     let out = std::env::temp_dir().join(format!("wgvae-bench-train-{}", std::process::id()));
-    let hidden = match args.arch {
-        ArchKind::Mlp => vec![400],
-        ArchKind::Conv => vec![256],
+    let hidden = match (args.arch, args.hidden.is_empty()) {
+        (_, false) => args.hidden.clone(),
+        (ArchKind::Mlp, true) => vec![400],
+        (ArchKind::Conv, true) => vec![256],
     };
     let data = if args.sprites {
         DataSource::Sprites {
@@ -70,6 +77,7 @@ fn main() -> anyhow::Result<()> {
         data,
         model: ModelSpec {
             arch: args.arch,
+            conv_channels: args.conv_channels.clone(),
             enc_hidden: hidden.clone(),
             dec_hidden: hidden,
             ..ModelSpec::default()

@@ -12,7 +12,7 @@ struct KlParams {
     grad_weight: f32,
     write_grad: u32,  // 1: genc = grad_weight * dKL (overwrite)
     use_weights: u32, // 1: scale row b by row_w[b]
-    _pad0: u32,
+    warmup: u32,      // > 0: scale the gradient by min(1, (state[0] + 1) / warmup)
     _pad1: u32,
     _pad2: u32,
 }
@@ -23,6 +23,7 @@ struct KlParams {
 @group(0) @binding(3) var<storage, read_write> genc: array<f32>;      // (B, 2D)
 @group(0) @binding(4) var<uniform> kp: KlParams;
 @group(0) @binding(10) var<storage, read> row_w: array<f32>;       // (B,) row weights
+@group(0) @binding(11) var<storage, read> kl_state: array<u32>;    // the step state (warm-up)
 
 // exp(x) - 1 - x without cancellation for small |x|.
 fn exp_m1_mx(x: f32) -> f32 {
@@ -36,6 +37,11 @@ fn exp_m1_mx(x: f32) -> f32 {
 fn kl(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     for (var b = gid.x; b < kp.batch; b += nwg.x * 64u) {
         var gw = kp.grad_weight;
+        if (kp.warmup > 0u) {
+            // KL warm-up: step t (0-based, from the GPU step state) weighs the KL gradient by
+            // min(1, (t + 1) / warmup).
+            gw *= min(1.0, f32(kl_state[0] + 1u) / f32(kp.warmup));
+        }
         if (kp.use_weights == 1u) {
             gw *= row_w[b];
         }

@@ -33,6 +33,9 @@ pub struct TrainArgs {
     /// Weight of the KL term (β-VAE)
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub beta: f32,
+    /// KL warm-up over this many steps: the KL's weight rises linearly from β/N to β (0: off)
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub kl_warmup: usize,
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub seed: u64,
     /// Run directory (default: runs/<data set name>, or the first of runs/<name>-2, -3, …
@@ -174,6 +177,7 @@ impl TrainArgs {
                 ..Default::default()
             },
             beta: self.beta,
+            kl_warmup: self.kl_warmup,
             seed: self.seed,
             out: match &self.out {
                 Some(out) => out.clone(),

@@ -221,6 +221,41 @@ fn kl_matches_twin() {
 }
 
 #[test]
+fn kl_warmup_scales_the_gradient_by_the_step() {
+    let ctx = ctx();
+    let (b, d) = (7, 5);
+    let enc_h = data(12, b * 2 * d, -2.0, 2.0);
+    let enc = Tensor::from_slice(ctx, "enc", &[b, 2 * d], &enc_h).unwrap();
+    let ks = Tensor::<f32>::zeros(ctx, "kl", &[b]).unwrap();
+    let ke = Tensor::<f32>::zeros(ctx, "kl elem", &[b, d]).unwrap();
+    let g = Tensor::<f32>::zeros(ctx, "genc", &[b, 2 * d]).unwrap();
+    let state = StepState::new(ctx, "state").unwrap();
+    let warm = wgvae::ops::kl::Warmup {
+        state: &state,
+        steps: 10,
+    };
+    let dispatch =
+        wgvae::ops::kl::kl_scheduled(ctx, "kl", &enc, &ks, &ke, Some((&g, 0.5)), None, Some(warm))
+            .unwrap();
+    let mut p = Program::new();
+    p.push(dispatch);
+    // Step t weighs the gradient by min(1, (t + 1) / 10); the KL values are not scaled.
+    for (t, factor) in [(0u32, 0.1), (3, 0.4), (9, 1.0), (250, 1.0)] {
+        state.set(ctx, t, 0).unwrap();
+        p.run(ctx).unwrap();
+        let (ks_r, _, g_r) = cpu::kl(&enc_h, b, d, 0.5 * factor);
+        assert_close("kl sample", &ks.read(ctx).unwrap(), &ks_r, 1e-5, 1e-5);
+        assert_close(
+            &format!("kl grad at step {t}"),
+            &g.read(ctx).unwrap(),
+            &g_r,
+            1e-6,
+            1e-5,
+        );
+    }
+}
+
+#[test]
 fn bernoulli_matches_twin() {
     let ctx = ctx();
     for &(b, p, k) in &[(1, 1, 1), (7, 33, 1), (33, 784, 3), (5, 129, 2)] {

@@ -7,7 +7,7 @@ use std::fmt::Debug;
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, Program, Tensor};
 use crate::model::module::GradWrite;
-use crate::ops::kl::{iwae_log_weights, kl_weighted};
+use crate::ops::kl::{Warmup, iwae_log_weights, kl_scheduled};
 use crate::ops::reparam::{RngStep, Stream, reparam_backward, reparam_forward};
 
 /// A family of approximate posteriors, parameterised per row by the encoder's output.
@@ -40,8 +40,9 @@ pub trait Posterior: Debug + Send + Sync {
         stream: Stream,
     ) -> Result<Program>;
 
-    /// KL(q || p) per row (B,) and per row and dimension (B, D); with `grad` = (d params, β),
-    /// writes β·w_b·∂KL_b/∂params per `write` (w = the row weights).
+    /// KL(q || p) per row (B,) and per row and dimension (B, D); with `grad`, writes
+    /// β·s_t·w_b·∂KL_b/∂params into `grad.dparams` per `grad.write` (w = the row weights, s_t
+    /// the warm-up factor of step t, 1 without one).
     #[allow(clippy::too_many_arguments)]
     fn kl(
         &self,
@@ -49,7 +50,7 @@ pub trait Posterior: Debug + Send + Sync {
         params: &Tensor<f32>,
         kl: &Tensor<f32>,
         kl_elem: &Tensor<f32>,
-        grad: Option<(&Tensor<f32>, f32, GradWrite)>,
+        grad: Option<KlGrad<'_>>,
         weights: Option<&Tensor<f32>>,
     ) -> Result<Program>;
 
@@ -84,6 +85,18 @@ pub trait Posterior: Debug + Send + Sync {
     fn cpu_sample(&self, params: &[f64], eps: &[f64], rows: usize, samples: usize) -> Vec<f64>;
     /// CPU twin of the KL per row.
     fn cpu_kl(&self, params: &[f64], rows: usize) -> Vec<f64>;
+}
+
+/// Where and how a posterior's KL writes its gradient.
+#[derive(Clone, Copy)]
+pub struct KlGrad<'a> {
+    /// the gradient at the posterior's parameters
+    pub dparams: &'a Tensor<f32>,
+    /// the KL's weight in the loss
+    pub beta: f32,
+    /// a linear warm-up of that weight over the first steps
+    pub warmup: Option<Warmup<'a>>,
+    pub write: GradWrite,
 }
 
 /// The mean-field Gaussian q(z|x) = N(μ, diag σ²), parameterised as [μ | log σ²] (B, 2D):
@@ -147,23 +160,24 @@ impl Posterior for Diagonal {
         params: &Tensor<f32>,
         kl: &Tensor<f32>,
         kl_elem: &Tensor<f32>,
-        grad: Option<(&Tensor<f32>, f32, GradWrite)>,
+        grad: Option<KlGrad<'_>>,
         weights: Option<&Tensor<f32>>,
     ) -> Result<Program> {
-        if let Some((_, _, GradWrite::Accumulate)) = grad {
+        if grad.is_some_and(|g| g.write == GradWrite::Accumulate) {
             return Err(Error::Config(
                 "diagonal posterior: the KL gradient is stored, not accumulated".into(),
             ));
         }
         let mut p = Program::new();
-        p.push(kl_weighted(
+        p.push(kl_scheduled(
             ctx,
             "kl",
             params,
             kl,
             kl_elem,
-            grad.map(|(g, beta, _)| (g, beta)),
+            grad.map(|g| (g.dparams, g.beta)),
             weights,
+            grad.and_then(|g| g.warmup),
         )?);
         Ok(p)
     }

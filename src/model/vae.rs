@@ -3,9 +3,11 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, Program, Tensor};
+use crate::model::posterior::KlGrad;
 use crate::model::{
     Elbo, GaussianSigma, GradWrite, Likelihood, ParamLayout, Posterior, Sequential, VaeConfig,
 };
+use crate::ops::kl::Warmup;
 use crate::ops::likelihood::{LogSigma, bernoulli_weighted, gaussian_weighted};
 use crate::ops::reduce::{SUM_GROUPS, col_sum, sum_all};
 use crate::ops::reparam::{RngStep, Stream};
@@ -236,6 +238,22 @@ impl Vae {
         step: RngStep<'_>,
         stream: Stream,
     ) -> Result<Program> {
+        self.forward_program_with(ctx, act, grads, beta, None, seed, step, stream)
+    }
+
+    /// [`Vae::forward_program`] with an optional KL warm-up of the gradient's β.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_program_with(
+        &self,
+        ctx: &GpuContext,
+        act: &Activations,
+        grads: Option<&Gradients>,
+        beta: f32,
+        warmup: Option<Warmup<'_>>,
+        seed: u64,
+        step: RngStep<'_>,
+        stream: Stream,
+    ) -> Result<Program> {
         let mut p = self.encode_program(ctx, act)?;
         let q = act.posterior_params();
         p.extend(self.posterior.sample(
@@ -281,12 +299,11 @@ impl Vae {
             q,
             &act.kl,
             &act.kl_elem,
-            grads.map(|g| {
-                (
-                    g.enc.last().expect("a network has at least one module"),
-                    beta,
-                    GradWrite::Store,
-                )
+            grads.map(|g| KlGrad {
+                dparams: g.enc.last().expect("a network has at least one module"),
+                beta,
+                warmup,
+                write: GradWrite::Store,
             }),
             weights,
         )?);

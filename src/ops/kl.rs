@@ -2,6 +2,7 @@
 
 use crate::error::Result;
 use crate::gpu::{Dispatch, GpuContext, KernelKey, Shader, Tensor, groups_for};
+use crate::ops::data::StepState;
 use crate::ops::shape_err;
 
 /// Mirrors `KlParams` in shaders/kl.wgsl.
@@ -13,7 +14,9 @@ pub struct KlParams {
     pub grad_weight: f32,
     pub write_grad: u32,
     pub use_weights: u32,
-    pub _pad: [u32; 3],
+    /// > 0: the gradient is scaled by min(1, (step + 1) / warmup), step from the step state
+    pub warmup: u32,
+    pub _pad: [u32; 2],
 }
 
 /// Prepares: kl_sample (B,), kl_elem (B, D) from enc (B, 2D); with `grad = Some((genc, w))`
@@ -39,6 +42,30 @@ pub fn kl_weighted(
     kl_elem: &Tensor<f32>,
     grad: Option<(&Tensor<f32>, f32)>,
     weights: Option<&Tensor<f32>>,
+) -> Result<Dispatch> {
+    kl_scheduled(ctx, label, enc, kl_sample, kl_elem, grad, weights, None)
+}
+
+/// A linear KL warm-up: at step t (0-based, read from the GPU step state) the KL gradient is
+/// scaled by min(1, (t + 1) / `steps`).
+#[derive(Clone, Copy)]
+pub struct Warmup<'a> {
+    pub state: &'a StepState,
+    pub steps: u32,
+}
+
+/// [`kl_weighted`] with an optional KL warm-up applied to the gradient (the KL values
+/// themselves are unscaled).
+#[allow(clippy::too_many_arguments)]
+pub fn kl_scheduled(
+    ctx: &GpuContext,
+    label: &str,
+    enc: &Tensor<f32>,
+    kl_sample: &Tensor<f32>,
+    kl_elem: &Tensor<f32>,
+    grad: Option<(&Tensor<f32>, f32)>,
+    weights: Option<&Tensor<f32>>,
+    warmup: Option<Warmup<'_>>,
 ) -> Result<Dispatch> {
     let (b, two_d) = enc.dims2();
     let d = two_d / 2;
@@ -75,7 +102,8 @@ pub fn kl_weighted(
         grad_weight: grad.map(|g| g.1).unwrap_or(0.0),
         write_grad: grad.is_some() as u32,
         use_weights: weights.is_some() as u32,
-        _pad: [0; 3],
+        warmup: warmup.map_or(0, |w| w.steps),
+        _pad: [0; 2],
     };
     let genc = match grad {
         Some((g, _)) => g.binding(),
@@ -92,6 +120,13 @@ pub fn kl_weighted(
             (3, genc),
             // Without weights the kernel never reads the slot; enc stands in.
             (10, weights.unwrap_or(enc).binding()),
+            (
+                11,
+                match warmup {
+                    Some(w) => w.state.tensor.binding(),
+                    None => ctx.dummy.as_entire_binding(),
+                },
+            ),
         ],
         Some((4, &params)),
         groups_for(b, 64),

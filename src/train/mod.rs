@@ -26,6 +26,7 @@ use crate::model::{
 use crate::ops::Activation;
 use crate::ops::adam::AdamConfig;
 use crate::ops::data::{Binarize, GatherOptions, StepState, binarize_split, gather_with};
+use crate::ops::kl::Warmup;
 use crate::ops::reparam::{RngStep, Stream};
 use crate::rng::HostRng;
 use checkpoint::{Checkpoint, TrainState};
@@ -178,6 +179,10 @@ pub struct TrainConfig {
     /// Binarisation of the images (none, fixed, dynamic); absent in older runs: none.
     #[serde(default)]
     pub binarize: Binarize,
+    /// KL warm-up: the KL's weight in the gradient rises linearly from β/N at the first step to
+    /// β at step N and stays there (0: off). Absent in older runs: off.
+    #[serde(default)]
+    pub kl_warmup: usize,
     /// A fresh run may replace the files of another run in `out` (never recorded).
     #[serde(skip)]
     pub overwrite: bool,
@@ -196,6 +201,7 @@ impl Default for TrainConfig {
             batch: 128,
             adam: AdamConfig::default(),
             beta: 1.0,
+            kl_warmup: 0,
             seed: 0,
             out: PathBuf::from("runs/latest"),
             iwae_k: 0,
@@ -242,6 +248,9 @@ impl Invalid {
             "adam.clip_norm" => "--clip",
             "adam.weight_decay" => "--weight-decay",
             "beta" => "--beta",
+            "kl_warmup" => "--kl-warmup",
+            "model.conv_channels" => "--conv-channels",
+            "model.conv_kernel" => "--conv-kernel",
             "model.latent" => "--latent",
             "model.enc_hidden" | "model.dec_hidden" => "--hidden",
             "model.activation" => "--activation",
@@ -330,7 +339,31 @@ impl TrainConfig {
         )?;
         non_negative("adam.weight_decay", self.adam.weight_decay, "0 gives Adam")?;
         non_negative("beta", self.beta, "1 gives the ELBO")?;
+        count("kl_warmup", self.kl_warmup, 0)?;
         count("model.latent", self.model.latent, 1)?;
+        for &c in &self.model.conv_channels {
+            if c == 0 || c > crate::model::MAX_CHANNELS {
+                return Err(Invalid::new(
+                    "model.conv_channels",
+                    c,
+                    format!("each must be between 1 and {}", crate::model::MAX_CHANNELS),
+                ));
+            }
+        }
+        if self.model.conv_channels.len() > crate::model::MAX_HIDDEN_LAYERS {
+            return Err(Invalid::new(
+                "model.conv_channels",
+                self.model.conv_channels.len(),
+                format!("at most {} convolutions", crate::model::MAX_HIDDEN_LAYERS),
+            ));
+        }
+        if self.model.arch == ArchKind::Conv && !(2..=64).contains(&self.model.conv_kernel) {
+            return Err(Invalid::new(
+                "model.conv_kernel",
+                self.model.conv_kernel,
+                "must be between 2 and 64 (stride 2)",
+            ));
+        }
         for (field, widths) in [
             ("model.enc_hidden", &self.model.enc_hidden),
             ("model.dec_hidden", &self.model.dec_hidden),
@@ -718,11 +751,19 @@ impl<'c> Trainer<'c> {
                 binarize: (cfg.binarize == Binarize::Dynamic).then_some(cfg.seed),
             },
         )?);
-        let mut gradients = vae.forward_program(
+        let warmup = u32::try_from(cfg.kl_warmup)
+            .ok()
+            .filter(|&w| w > 0)
+            .map(|steps| Warmup {
+                state: &state,
+                steps,
+            });
+        let mut gradients = vae.forward_program_with(
             ctx,
             &act,
             Some(&grads),
             cfg.beta,
+            warmup,
             cfg.seed,
             RngStep::State(&state),
             Stream::Train,
