@@ -124,7 +124,9 @@ pub fn kl_scheduled(
                 11,
                 match warmup {
                     Some(w) => w.state.tensor.binding(),
-                    None => ctx.dummy.as_entire_binding(),
+                    // Never read without a warm-up; enc (read-only here too) stands in, since
+                    // the dummy buffer may be bound read-write as the gradient.
+                    None => enc.binding(),
                 },
             ),
         ],
