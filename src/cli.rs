@@ -22,20 +22,26 @@ pub struct TrainArgs {
     /// (train-images.npy, test-images.npy: greyscale or colour); default: the built-in sprites
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Epochs to train (with --resume: epochs to add)
-    #[arg(long, default_value_t = 5, allow_negative_numbers = true)]
-    pub epochs: usize,
+    /// Epochs to train (default: 3 on the built-in sprites, 5 with --data; with --resume: epochs
+    /// to add, default 5)
+    #[arg(long, allow_negative_numbers = true)]
+    pub epochs: Option<usize>,
     #[arg(long, default_value_t = 128, allow_negative_numbers = true)]
     pub batch: usize,
-    /// Adam learning rate
-    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true)]
-    pub lr: f32,
+    /// Adam learning rate (default: 3e-3 on the built-in sprites, 1e-3 with --data)
+    #[arg(long, allow_negative_numbers = true)]
+    pub lr: Option<f32>,
     /// Weight of the KL term (β-VAE)
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub beta: f32,
     /// KL warm-up over this many steps: the KL's weight rises linearly from β/N to β (0: off)
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub kl_warmup: usize,
+    /// Start the decoder's output bias at the training images' marginal (log-odds of the mean
+    /// pixel) instead of at random: true or false (default: true on the built-in sprites, false
+    /// with --data; the flag alone means true)
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub output_bias_init: Option<bool>,
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub seed: u64,
     /// Run directory (default: runs/<data set name>, or the first of runs/<name>-2, -3, …
@@ -53,9 +59,9 @@ pub struct TrainArgs {
     /// No progress bar or per-epoch lines
     #[arg(long)]
     pub quiet: bool,
-    /// Latent dimensions
-    #[arg(long, default_value_t = 20, allow_negative_numbers = true)]
-    pub latent: usize,
+    /// Latent dimensions (default: 10 on the built-in sprites, 20 with --data)
+    #[arg(long, allow_negative_numbers = true)]
+    pub latent: Option<usize>,
     /// Architecture: mlp (fully connected) or conv (4x4 stride-2 convolutions, then fully
     /// connected layers; the decoder mirrors them with transposed convolutions)
     #[arg(long, value_enum, default_value_t = crate::train::ArchKind::Mlp)]
@@ -87,7 +93,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub iwae_every: usize,
     /// Sprites: training images
-    #[arg(long, default_value_t = 10_000, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 28_000, allow_negative_numbers = true)]
     pub n_train: usize,
     /// Sprites: held-out images
     #[arg(long, default_value_t = 1_000, allow_negative_numbers = true)]
@@ -155,6 +161,9 @@ impl TrainArgs {
             crate::train::ArchKind::Mlp => vec![400],
             crate::train::ArchKind::Conv => vec![256],
         });
+        // The built-in sprites have their own defaults, chosen so that the default run learns
+        // shape, scale and position within minutes on a CPU adapter.
+        let sprites = self.data.is_none();
         let defaults = TrainConfig::default();
         Ok(TrainConfig {
             data,
@@ -164,20 +173,21 @@ impl TrainArgs {
                 conv_kernel: self.conv_kernel,
                 enc_hidden: hidden.clone(),
                 dec_hidden: hidden.iter().rev().copied().collect(),
-                latent: self.latent,
+                latent: self.latent.unwrap_or(if sprites { 10 } else { 20 }),
                 activation,
                 likelihood,
             },
-            epochs: self.epochs,
+            epochs: self.epochs.unwrap_or(if sprites { 3 } else { 5 }),
             batch: self.batch,
             adam: crate::ops::adam::AdamConfig {
-                lr: self.lr,
+                lr: self.lr.unwrap_or(if sprites { 3e-3 } else { 1e-3 }),
                 clip_norm: self.clip,
                 weight_decay: self.weight_decay,
                 ..Default::default()
             },
             beta: self.beta,
             kl_warmup: self.kl_warmup,
+            output_bias_init: self.output_bias_init.unwrap_or(sprites),
             seed: self.seed,
             out: match &self.out {
                 Some(out) => out.clone(),
@@ -278,7 +288,7 @@ pub fn train(args: &TrainArgs) -> Result<RunSummary> {
                 &ctx,
                 dir,
                 &ResumeOptions {
-                    more_epochs: args.epochs,
+                    more_epochs: args.epochs.unwrap_or(5),
                     quiet: Some(args.quiet),
                     data: args.data.clone(),
                 },

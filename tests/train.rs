@@ -244,6 +244,57 @@ fn colour_images_train_through_a_conv_vae_and_come_back_in_colour() {
     let _ = std::fs::remove_dir_all(out);
 }
 
+#[test]
+fn output_bias_starts_at_the_marginal_log_odds() {
+    let ctx = ctx();
+    for (model, per_pixel) in [(ModelSpec::default(), true), (small_conv(), false)] {
+        let out = tmp("bias-init");
+        let cfg = TrainConfig {
+            model,
+            output_bias_init: true,
+            ..small_cfg(&out)
+        };
+        let t = Trainer::new(ctx, cfg).unwrap();
+        let params = t.vae.read_params(ctx).unwrap();
+        let last = t.vae.decoder.modules.last().unwrap();
+        let spec = t
+            .vae
+            .layout
+            .get(&t.vae.decoder.param_name(last.as_ref(), "bias"))
+            .unwrap();
+        let train = &t.split.train;
+        let p = train.image_len();
+        let logit = |sum: f64, n: f64| {
+            let m = (sum / (n * 255.0)).clamp(1e-3, 1.0 - 1e-3);
+            (m / (1.0 - m)).ln()
+        };
+        let want: Vec<f64> = if per_pixel {
+            (0..p)
+                .map(|j| {
+                    let s: f64 = (0..train.n).map(|i| train.image(i)[j] as f64).sum();
+                    logit(s, train.n as f64)
+                })
+                .collect()
+        } else {
+            let s: f64 = train.pixels.iter().map(|&v| v as f64).sum();
+            vec![logit(s, (train.n * p) as f64)]
+        };
+        assert_eq!(spec.len(), want.len());
+        common::assert_close(
+            "output bias",
+            &params[spec.offset..spec.offset + spec.len()],
+            &want,
+            1e-5,
+            1e-5,
+        );
+        // Corner pixels of MNIST are always 0: the clamp keeps their log-odds finite.
+        if per_pixel {
+            assert!((params[spec.offset] as f64 - (1e-3f64 / (1.0 - 1e-3)).ln()).abs() < 1e-4);
+        }
+        let _ = std::fs::remove_dir_all(out);
+    }
+}
+
 /// Two epochs straight, and one epoch then one more resumed from the checkpoint: the same
 /// bits in the losses, the parameters and the optimizer state.
 fn check_resume(ctx: &GpuContext, tag: &str, cfg: impl Fn(&Path) -> TrainConfig) {

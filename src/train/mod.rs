@@ -183,6 +183,12 @@ pub struct TrainConfig {
     /// β at step N and stays there (0: off). Absent in older runs: off.
     #[serde(default)]
     pub kl_warmup: usize,
+    /// Start the decoder's output bias at the training images' marginal (log-odds of the mean
+    /// pixel for Bernoulli, the mean for Gaussian; per pixel for a linear output layer, per
+    /// channel for a convolutional one) instead of at random, so that the first steps are not
+    /// spent learning the background. Absent in older runs: off.
+    #[serde(default)]
+    pub output_bias_init: bool,
     /// A fresh run may replace the files of another run in `out` (never recorded).
     #[serde(skip)]
     pub overwrite: bool,
@@ -202,6 +208,7 @@ impl Default for TrainConfig {
             adam: AdamConfig::default(),
             beta: 1.0,
             kl_warmup: 0,
+            output_bias_init: false,
             seed: 0,
             out: PathBuf::from("runs/latest"),
             iwae_k: 0,
@@ -563,7 +570,10 @@ impl<'c> Trainer<'c> {
             cfg.model
                 .for_images(split.train.channels, split.train.height, split.train.width);
         check_resources(ctx, &cfg, &model, &split)?;
-        let params = model.init_params(cfg.seed);
+        let mut params = model.init_params(cfg.seed);
+        if cfg.output_bias_init {
+            init_output_bias(&model, &split.train, &mut params);
+        }
         let trainer = Self::build(
             ctx,
             cfg,
@@ -1157,4 +1167,49 @@ fn write_metrics_file(path: &Path, history: &[EpochMetrics]) -> Result<()> {
         body.push('\n');
     }
     checkpoint::write_atomic(path, body.as_bytes())
+}
+
+/// Sets the bias of the decoder's last module to the marginal of the training images: per
+/// output unit of a linear layer (one per value), per channel of a convolution. Bernoulli
+/// outputs get the log-odds of the mean (the mean clamped to [0.001, 0.999]), Gaussian ones the
+/// mean.
+fn init_output_bias(model: &VaeConfig, train: &Dataset, params: &mut [f32]) {
+    let Ok((_, dec)) = model.networks() else {
+        return;
+    };
+    let Some(last) = dec.modules.last() else {
+        return;
+    };
+    let layout = model.layout();
+    let Some(spec) = layout.get(&dec.param_name(last.as_ref(), "bias")) else {
+        return;
+    };
+    let len = train.image_len();
+    let groups = spec.len();
+    if train.n == 0 || groups == 0 || !len.is_multiple_of(groups) {
+        return;
+    }
+    // A linear output layer has one bias per value (groups = len): each value its own mean;
+    // a convolution one per channel (groups = C): the mean over the channel's plane.
+    let per = len / groups;
+    let mut sums = vec![0f64; groups];
+    for i in 0..train.n {
+        for (j, &v) in train.image(i).iter().enumerate() {
+            sums[j / per] += v as f64;
+        }
+    }
+    let count = (train.n * per) as f64 * 255.0;
+    for (b, s) in params[spec.offset..spec.offset + groups]
+        .iter_mut()
+        .zip(&sums)
+    {
+        let mean = s / count;
+        *b = match model.likelihood {
+            Likelihood::Bernoulli => {
+                let m = mean.clamp(1e-3, 1.0 - 1e-3);
+                (m / (1.0 - m)).ln() as f32
+            }
+            Likelihood::Gaussian { .. } => mean as f32,
+        };
+    }
 }
