@@ -77,6 +77,10 @@ pub struct TrainArgs {
     /// --arch conv: kernel size of every convolution (stride 2, padding (kernel-1)/2)
     #[arg(long, default_value_t = 4, allow_negative_numbers = true)]
     pub conv_kernel: usize,
+    /// --arch conv: a fully connected decoder (latent → --hidden → image) instead of the
+    /// mirror of the encoder
+    #[arg(long)]
+    pub mlp_decoder: bool,
     /// Hidden activation: relu, leaky_relu, leaky_relu:SLOPE (0 < SLOPE <= 1), tanh, sigmoid
     #[arg(long, default_value = "relu")]
     pub activation: String,
@@ -153,9 +157,11 @@ impl TrainArgs {
             None => "sprites".into(),
         };
         if self.arch == crate::train::ArchKind::Mlp
-            && (self.conv_channels.is_some() || self.explicit.iter().any(|f| f == "--conv-kernel"))
+            && (self.conv_channels.is_some()
+                || self.mlp_decoder
+                || self.explicit.iter().any(|f| f == "--conv-kernel"))
         {
-            bail!("--conv-channels and --conv-kernel apply to --arch conv only");
+            bail!("--conv-channels, --conv-kernel and --mlp-decoder apply to --arch conv only");
         }
         let hidden = self.hidden.clone().unwrap_or_else(|| match self.arch {
             crate::train::ArchKind::Mlp => vec![400],
@@ -171,6 +177,7 @@ impl TrainArgs {
                 arch: self.arch,
                 conv_channels: self.conv_channels.clone().unwrap_or_default(),
                 conv_kernel: self.conv_kernel,
+                mlp_decoder: self.mlp_decoder,
                 enc_hidden: hidden.clone(),
                 dec_hidden: hidden.iter().rev().copied().collect(),
                 latent: self.latent.unwrap_or(if sprites { 10 } else { 20 }),

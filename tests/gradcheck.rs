@@ -299,6 +299,7 @@ fn gradcheck_conv_vae_through_the_seam() {
             kernel: 3,
             stride: 2,
             padding: 1,
+            mlp_decoder: false,
         },
         enc_hidden: vec![],
         dec_hidden: vec![],
@@ -324,6 +325,7 @@ fn gradcheck_conv_vae_at_64x64() {
             kernel: 4,
             stride: 2,
             padding: 1,
+            mlp_decoder: false,
         },
         enc_hidden: vec![16],
         dec_hidden: vec![16],
@@ -332,4 +334,31 @@ fn gradcheck_conv_vae_at_64x64() {
         likelihood: Likelihood::Bernoulli,
     };
     check(cfg, 2, 1, 1.0);
+}
+
+#[test]
+fn gradcheck_conv_encoder_with_a_fully_connected_decoder() {
+    // --mlp-decoder: conv(1→3) 7×6 → 4×3, fc 12 → 2·2; decoder fc 2 → 5 → 42.
+    let cfg = VaeConfig {
+        height: 7,
+        width: 6,
+        channels: 1,
+        arch: wgvae::model::Arch::Conv {
+            channels: vec![3],
+            kernel: 3,
+            stride: 2,
+            padding: 1,
+            mlp_decoder: true,
+        },
+        enc_hidden: vec![],
+        dec_hidden: vec![5],
+        latent: 2,
+        activation: Activation::Tanh,
+        likelihood: Likelihood::Bernoulli,
+    };
+    let (_, dec) = cfg.networks().unwrap();
+    assert_eq!(dec.modules.len(), 2);
+    assert!(dec.modules.iter().all(|m| m.params()[0].shape.len() == 2));
+    assert_eq!(dec.out_features(), 42);
+    check(cfg, 3, 1, 1.0);
 }

@@ -381,7 +381,8 @@ fn conv_vae_networks_mirror_the_encoder() {
                 channels: chans.clone(),
                 kernel: 4,
                 stride: 2,
-                padding: 1
+                padding: 1,
+                mlp_decoder: false,
             }
         );
         cfg.validate().unwrap();
@@ -426,6 +427,7 @@ fn conv_vae_networks_mirror_the_encoder() {
         kernel: 4,
         stride: 2,
         padding: 1,
+        mlp_decoder: false,
     };
     let e = bad.validate().unwrap_err().to_string();
     assert!(e.contains("encoder.conv"), "{e}");

@@ -73,6 +73,10 @@ pub enum Arch {
         kernel: usize,
         stride: usize,
         padding: usize,
+        /// The decoder is fully connected (latent → `dec_hidden` → image) instead of the
+        /// mirror: a convolutional encoder with a cheap decoder.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        mlp_decoder: bool,
     },
 }
 
@@ -91,6 +95,7 @@ impl Arch {
             kernel: 4,
             stride: 2,
             padding: 1,
+            mlp_decoder: false,
         }
     }
 
@@ -212,11 +217,13 @@ impl VaeConfig {
         let mut enc: Vec<Box<dyn Module>> = Vec::new();
         let mut dec_convs: Vec<Box<dyn Module>> = Vec::new();
         let mut flat = input;
+        let mut dec_flat = input;
         if let Arch::Conv {
             channels,
             kernel,
             stride,
             padding,
+            mlp_decoder,
         } = &self.arch
         {
             let (k, s, p) = (*kernel, *stride, *padding);
@@ -243,7 +250,10 @@ impl VaeConfig {
                 .checked_mul(last.1)
                 .and_then(|v| v.checked_mul(*chans.last().unwrap_or(&0)))
                 .ok_or_else(|| "the last convolution's output size overflows".to_string())?;
-            let n = channels.len();
+            let n = if *mlp_decoder { 0 } else { channels.len() };
+            if n > 0 {
+                dec_flat = flat;
+            }
             for j in 0..n {
                 // deconv{j+1} undoes conv{n-j}: sizes[n-j] -> sizes[n-j-1].
                 let (from, to) = (sizes[n - j], sizes[n - j - 1]);
@@ -306,7 +316,7 @@ impl VaeConfig {
         enc.extend(linears(enc_dims, Activation::Identity));
         let mut dec_dims = vec![self.latent];
         dec_dims.extend(&self.dec_hidden);
-        dec_dims.push(flat);
+        dec_dims.push(dec_flat);
         let mut dec = linears(
             dec_dims,
             if dec_convs.is_empty() {

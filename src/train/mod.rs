@@ -77,6 +77,9 @@ pub struct ModelSpec {
     /// Kernel size of the convolutions (stride 2, padding (kernel − 1)/2).
     #[serde(default = "default_conv_kernel")]
     pub conv_kernel: usize,
+    /// `--arch conv` with a fully connected decoder instead of the mirror.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mlp_decoder: bool,
     pub enc_hidden: Vec<usize>,
     pub dec_hidden: Vec<usize>,
     pub latent: usize,
@@ -104,6 +107,7 @@ impl Default for ModelSpec {
             arch: ArchKind::Mlp,
             conv_channels: Vec::new(),
             conv_kernel: default_conv_kernel(),
+            mlp_decoder: false,
             enc_hidden: vec![400],
             dec_hidden: vec![400],
             latent: 20,
@@ -135,6 +139,7 @@ impl ModelSpec {
                     kernel: self.conv_kernel,
                     stride: 2,
                     padding: self.conv_kernel.saturating_sub(1) / 2,
+                    mlp_decoder: self.mlp_decoder,
                 }
             }
         };
