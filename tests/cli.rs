@@ -249,6 +249,16 @@ fn bad_values_are_refused_naming_their_flag() {
         (&["--hidden", "10000000"], "--hidden"),
         (&["--batch", "100000"], "--batch"),
         (&["--iwae-k", "99999999999"], "--iwae-k"),
+        (
+            &["--arch", "conv", "--conv-channels", "8,8,8,8,8"],
+            "--conv-channels",
+        ),
+        (
+            &["--arch", "conv", "--conv-channels", "0"],
+            "--conv-channels 0",
+        ),
+        (&["--arch", "conv", "--conv-kernel", "1"], "--conv-kernel 1"),
+        (&["--mlp-decoder"], "--arch conv only"),
     ];
     for (flags, want) in cases {
         let run = d.join("run");

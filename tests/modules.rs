@@ -14,19 +14,15 @@ use wgvae::ops::conv::{Conv2d, ConvTranspose2d};
 
 /// A layout holding one network's parameters, and random values for them.
 fn layout_of(net: &Sequential) -> (ParamLayout, Vec<f32>) {
-    // Build the layout the way a VAE does: by the modules' declarations, in order.
-    let mut cfg_layout = ParamLayout::default();
-    let mut names = Vec::new();
+    // The layout a VAE builds: the modules' declarations, in order.
+    let mut layout = ParamLayout::default();
     for m in &net.modules {
         for d in m.params() {
-            names.push((net.param_name(m.as_ref(), d.name), d.shape.clone()));
+            layout.push_tensor(&net.param_name(m.as_ref(), d.name), &d.shape);
         }
     }
-    for (name, shape) in &names {
-        cfg_layout.push_tensor(name, shape);
-    }
-    let values = data(5, cfg_layout.total, -0.6, 0.6);
-    (cfg_layout, values)
+    let values = data(5, layout.total, -0.6, 0.6);
+    (layout, values)
 }
 
 /// Checks `net` (rows × its input features) on one context: forward against the twin, then the

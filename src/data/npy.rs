@@ -32,11 +32,11 @@
 //! value at fault.
 
 use std::fs::File;
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use super::DataError;
-use super::idx::{MAX_BYTES, host_memory_budget};
+use super::idx::{MAX_BYTES, host_memory_budget, read_full};
 
 /// The first six bytes of every `.npy` file.
 pub const MAGIC: &[u8; 6] = b"\x93NUMPY";
@@ -575,20 +575,6 @@ fn open(path: &Path) -> Result<Opened, DataError> {
         header,
         file_len,
     })
-}
-
-/// Reads until `buf` is full or the reader is at its end; returns the bytes read.
-fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match reader.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(k) => filled += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }
 
 /// How the elements map to the output bytes.

@@ -85,17 +85,21 @@ impl Arch {
     /// of 32, 32, 64, 64 channels for images of 64 pixels or more a side, two of 32 and 64
     /// below that (28×28: 28 → 14 → 7).
     pub fn conv_for(height: usize, width: usize) -> Arch {
-        let channels = if height.min(width) >= 64 {
-            vec![32, 32, 64, 64]
-        } else {
-            vec![32, 64]
-        };
         Arch::Conv {
-            channels,
+            channels: Arch::conv_channels_for(height, width),
             kernel: 4,
             stride: 2,
             padding: 1,
             mlp_decoder: false,
+        }
+    }
+
+    /// The channels of [`Arch::conv_for`].
+    pub fn conv_channels_for(height: usize, width: usize) -> Vec<usize> {
+        if height.min(width) >= 64 {
+            vec![32, 32, 64, 64]
+        } else {
+            vec![32, 64]
         }
     }
 
@@ -184,6 +188,12 @@ impl VaeConfig {
     /// any size on the way overflows `usize`. Computed without allocating.
     pub fn layout_total_checked(&self) -> Option<usize> {
         self.sizes().ok().map(|s| s.total)
+    }
+
+    /// [`VaeConfig::layout_total_checked`] with the reason when it fails: the size that
+    /// overflows, or the layer whose geometry is impossible.
+    pub fn layout_total_explained(&self) -> std::result::Result<usize, String> {
+        self.sizes().map(|s| s.total)
     }
 
     /// The posterior family.

@@ -122,26 +122,17 @@ impl ModelSpec {
     pub fn for_images(&self, channels: usize, height: usize, width: usize) -> VaeConfig {
         let arch = match self.arch {
             ArchKind::Mlp => Arch::Mlp,
-            ArchKind::Conv => {
-                let Arch::Conv {
-                    channels: default_channels,
-                    ..
-                } = Arch::conv_for(height, width)
-                else {
-                    unreachable!("conv_for gives a convolutional architecture")
-                };
-                Arch::Conv {
-                    channels: if self.conv_channels.is_empty() {
-                        default_channels
-                    } else {
-                        self.conv_channels.clone()
-                    },
-                    kernel: self.conv_kernel,
-                    stride: 2,
-                    padding: self.conv_kernel.saturating_sub(1) / 2,
-                    mlp_decoder: self.mlp_decoder,
-                }
-            }
+            ArchKind::Conv => Arch::Conv {
+                channels: if self.conv_channels.is_empty() {
+                    Arch::conv_channels_for(height, width)
+                } else {
+                    self.conv_channels.clone()
+                },
+                kernel: self.conv_kernel,
+                stride: 2,
+                padding: self.conv_kernel.saturating_sub(1) / 2,
+                mlp_decoder: self.mlp_decoder,
+            },
         };
         VaeConfig {
             height,

@@ -74,9 +74,16 @@ fn mul(a: u64, b: u64, what: &str, flags: &str) -> Result<u64> {
 /// Elements of the flat parameter buffer (padding included), computed without allocating.
 pub fn param_elements(model: &VaeConfig) -> Result<u64> {
     model
-        .layout_total_checked()
+        .layout_total_explained()
         .map(|t| t as u64)
-        .ok_or_else(|| overflow("the parameter count", "--hidden or --latent"))
+        .map_err(|why| {
+            let fix = if why.contains("overflows") {
+                "lower --hidden, --latent or --conv-channels"
+            } else {
+                "use fewer convolutions (--conv-channels) for this image size"
+            };
+            Error::Config(format!("{why}; {fix}"))
+        })
 }
 
 /// Every GPU buffer of a training run that can grow large.
