@@ -12,8 +12,8 @@ struct KlParams {
     grad_weight: f32,
     write_grad: u32,  // 1: genc = grad_weight * dKL (overwrite)
     use_weights: u32, // 1: scale row b by row_w[b]
-    warmup: u32,      // > 0: scale the gradient by min(1, (state[0] + 1) / warmup)
-    _pad1: u32,
+    ramp: u32,        // > 0: scale the gradient by min(1, (t + 1) / ramp), t = state[0]
+    period: u32,      // > 0 (with ramp): t = state[0] mod period (cyclical annealing)
     _pad2: u32,
 }
 
@@ -23,7 +23,17 @@ struct KlParams {
 @group(0) @binding(3) var<storage, read_write> genc: array<f32>;      // (B, 2D)
 @group(0) @binding(4) var<uniform> kp: KlParams;
 @group(0) @binding(10) var<storage, read> row_w: array<f32>;       // (B,) row weights
-@group(0) @binding(11) var<storage, read> kl_state: array<u32>;    // the step state (warm-up)
+@group(0) @binding(11) var<storage, read> kl_state: array<u32>;    // the step state (ramp)
+
+// The KL's weight factor at step t of a ramp: min(1, (t' + 1) / ramp) with t' = t, or
+// t mod period for a cyclical schedule (every period starts again from 1 / ramp).
+fn ramp_factor(t: u32, ramp: u32, period: u32) -> f32 {
+    var tt = t;
+    if (period > 0u) {
+        tt = t % period;
+    }
+    return min(1.0, f32(tt + 1u) / f32(ramp));
+}
 
 // exp(x) - 1 - x without cancellation for small |x|.
 fn exp_m1_mx(x: f32) -> f32 {
@@ -37,10 +47,10 @@ fn exp_m1_mx(x: f32) -> f32 {
 fn kl(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     for (var b = gid.x; b < kp.batch; b += nwg.x * 64u) {
         var gw = kp.grad_weight;
-        if (kp.warmup > 0u) {
-            // KL warm-up: step t (0-based, from the GPU step state) weighs the KL gradient by
-            // min(1, (t + 1) / warmup).
-            gw *= min(1.0, f32(kl_state[0] + 1u) / f32(kp.warmup));
+        if (kp.ramp > 0u) {
+            // KL warm-up or cyclical annealing: step t (0-based, from the GPU step state)
+            // weighs the KL gradient by ramp_factor(t).
+            gw *= ramp_factor(kl_state[0], kp.ramp, kp.period);
         }
         if (kp.use_weights == 1u) {
             gw *= row_w[b];
@@ -60,6 +70,57 @@ fn kl(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nw
             }
         }
         kl_sample[b] = sum;
+    }
+}
+
+// ---- controlled capacity: gamma * |KL - C(t)| ----
+// KL is the batch's weighted mean sum_b w_b kl_b (the row weights: 1 / valid rows, 0 for a
+// padded row) and C(t) = c_max * min(1, t / steps) rises linearly over `steps` steps (t from the
+// step state; steps = 0: C = c_max from the start). Every row gets the same penalty
+// gamma * |KL - C(t)| (so that its weighted mean is the penalty) and the gradient
+// genc = gamma * sign(KL - C(t)) * w_b * dKL_b / denc (overwrite; 0 where KL = C(t)). Every
+// workgroup sums the batch's KL itself (a fixed-order tree sum, the same in every workgroup),
+// so that one dispatch does it all. Run after `kl`, which wrote kl_sample.
+
+struct CapacityParams {
+    batch: u32,
+    dim: u32,
+    steps: u32,
+    _pad0: u32,
+    gamma: f32,
+    c_max: f32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(12) var<uniform> cp: CapacityParams;
+@group(0) @binding(13) var<storage, read> kl_in: array<f32>;          // (B,) from `kl`
+@group(0) @binding(14) var<storage, read_write> penalty: array<f32>;  // (B,)
+
+@compute @workgroup_size(64)
+fn kl_capacity(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    var part = 0.0;
+    for (var b = lid.x; b < cp.batch; b += 64u) {
+        part += row_w[b] * kl_in[b];
+    }
+    let kl_mean = tree_sum(lid.x, part);
+    let t = kl_state[0];
+    var c = cp.c_max;
+    if (cp.steps > 0u) {
+        c = cp.c_max * min(1.0, f32(t) / f32(cp.steps));
+    }
+    let diff = kl_mean - c;
+    let pen = cp.gamma * abs(diff);
+    let coef = cp.gamma * sign(diff);
+    for (var b = wid.x * 64u + lid.x; b < cp.batch; b += nwg.x * 64u) {
+        penalty[b] = pen;
+        let gw = coef * row_w[b];
+        for (var d = 0u; d < cp.dim; d++) {
+            let im = b * 2u * cp.dim + d;
+            let il = im + cp.dim;
+            genc[im] = select(gw * enc[im], 0.0, gw == 0.0);
+            genc[il] = select(gw * 0.5 * (exp(enc[il]) - 1.0), 0.0, gw == 0.0);
+        }
     }
 }
 

@@ -37,6 +37,26 @@ pub struct TrainArgs {
     /// KL warm-up over this many steps: the KL's weight rises linearly from β/N to β (0: off)
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub kl_warmup: usize,
+    /// Cyclical annealing of the KL's weight: the run is cut into this many periods, in each of
+    /// which the weight rises linearly from near 0 to β, then stays at β
+    #[arg(long, allow_negative_numbers = true)]
+    pub kl_cycles: Option<usize>,
+    /// --kl-cycles: the share of each period spent rising, in (0, 1]
+    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
+    pub kl_cycle_ratio: f32,
+    /// Objective: elbo (recon + β·KL; β-VAE with --beta) or capacity (recon + γ·|KL − C|, C
+    /// rising linearly from 0 to --capacity nats over --capacity-steps steps)
+    #[arg(long, value_enum, default_value_t = ObjectiveKind::Elbo)]
+    pub objective: ObjectiveKind,
+    /// Weight γ of the objective's extra term (capacity: default 1000)
+    #[arg(long, allow_negative_numbers = true)]
+    pub gamma: Option<f32>,
+    /// --objective capacity: the final capacity C in nats (default 25)
+    #[arg(long, allow_negative_numbers = true)]
+    pub capacity: Option<f32>,
+    /// --objective capacity: steps over which C rises (default: the whole run)
+    #[arg(long, allow_negative_numbers = true)]
+    pub capacity_steps: Option<usize>,
     /// Start the decoder's output bias at the training images' marginal (log-odds of the mean
     /// pixel) instead of at random: true or false (default: true on the built-in sprites, false
     /// with --data; the flag alone means true)
@@ -121,6 +141,13 @@ pub struct TrainArgs {
     pub explicit: Vec<String>,
 }
 
+/// The objectives `--objective` names.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObjectiveKind {
+    Elbo,
+    Capacity,
+}
+
 /// Flags that still apply with `--resume`.
 const RESUME_FLAGS: [&str; 5] = ["--resume", "--epochs", "--quiet", "--no-pictures", "--data"];
 
@@ -167,6 +194,25 @@ impl TrainArgs {
             crate::train::ArchKind::Mlp => vec![400],
             crate::train::ArchKind::Conv => vec![256],
         });
+        if self.kl_cycles.is_none() && self.explicit.iter().any(|f| f == "--kl-cycle-ratio") {
+            bail!("--kl-cycle-ratio applies with --kl-cycles only");
+        }
+        let objective = match self.objective {
+            ObjectiveKind::Elbo => {
+                if self.gamma.is_some() || self.capacity.is_some() || self.capacity_steps.is_some()
+                {
+                    bail!(
+                        "--gamma, --capacity and --capacity-steps apply to --objective capacity only"
+                    );
+                }
+                crate::train::objective::ObjectiveSpec::Elbo
+            }
+            ObjectiveKind::Capacity => crate::train::objective::ObjectiveSpec::Capacity {
+                gamma: self.gamma.unwrap_or(1000.0),
+                c_max: self.capacity.unwrap_or(25.0),
+                steps: self.capacity_steps,
+            },
+        };
         // The built-in sprites have their own defaults, chosen so that the default run learns
         // shape, scale and position within minutes on a CPU adapter.
         let sprites = self.data.is_none();
@@ -194,6 +240,14 @@ impl TrainArgs {
             },
             beta: self.beta,
             kl_warmup: self.kl_warmup,
+            kl_cycles: self
+                .kl_cycles
+                .map(|cycles| crate::train::objective::KlCycles {
+                    cycles,
+                    ratio: self.kl_cycle_ratio,
+                    period: None,
+                }),
+            objective,
             output_bias_init: self.output_bias_init.unwrap_or(sprites),
             seed: self.seed,
             out: match &self.out {

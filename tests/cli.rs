@@ -259,6 +259,20 @@ fn bad_values_are_refused_naming_their_flag() {
         ),
         (&["--arch", "conv", "--conv-kernel", "1"], "--conv-kernel 1"),
         (&["--mlp-decoder"], "--arch conv only"),
+        (&["--gamma", "5"], "--objective capacity only"),
+        (&["--kl-cycle-ratio", "0.3"], "--kl-cycles only"),
+        (&["--kl-cycles", "0"], "--kl-cycles 0"),
+        (
+            &["--kl-cycles", "2", "--kl-cycle-ratio", "0"],
+            "--kl-cycle-ratio 0",
+        ),
+        (&["--kl-cycles", "2", "--kl-warmup", "5"], "--kl-warmup 5"),
+        (
+            &["--objective", "capacity", "--capacity", "-1"],
+            "--capacity -1",
+        ),
+        (&["--objective", "capacity", "--gamma", "0"], "--gamma 0"),
+        (&["--objective", "tc"], "--objective"),
     ];
     for (flags, want) in cases {
         let run = d.join("run");

@@ -230,10 +230,7 @@ fn kl_warmup_scales_the_gradient_by_the_step() {
     let ke = Tensor::<f32>::zeros(ctx, "kl elem", &[b, d]).unwrap();
     let g = Tensor::<f32>::zeros(ctx, "genc", &[b, 2 * d]).unwrap();
     let state = StepState::new(ctx, "state").unwrap();
-    let warm = wgvae::ops::kl::Warmup {
-        state: &state,
-        steps: 10,
-    };
+    let warm = wgvae::ops::kl::KlRamp::warmup(&state, 10);
     let dispatch =
         wgvae::ops::kl::kl_scheduled(ctx, "kl", &enc, &ks, &ke, Some((&g, 0.5)), None, Some(warm))
             .unwrap();
@@ -252,6 +249,108 @@ fn kl_warmup_scales_the_gradient_by_the_step() {
             1e-6,
             1e-5,
         );
+    }
+}
+
+#[test]
+fn kl_cycles_restart_the_ramp_every_period() {
+    let ctx = ctx();
+    let (b, d) = (9, 3);
+    let enc_h = data(13, b * 2 * d, -2.0, 2.0);
+    let enc = Tensor::from_slice(ctx, "enc", &[b, 2 * d], &enc_h).unwrap();
+    let ks = Tensor::<f32>::zeros(ctx, "kl", &[b]).unwrap();
+    let ke = Tensor::<f32>::zeros(ctx, "kl elem", &[b, d]).unwrap();
+    let g = Tensor::<f32>::zeros(ctx, "genc", &[b, 2 * d]).unwrap();
+    let state = StepState::new(ctx, "state").unwrap();
+    let ramp = wgvae::ops::kl::KlRamp {
+        state: &state,
+        ramp: 4,
+        period: 7,
+    };
+    let mut p = Program::new();
+    p.push(
+        wgvae::ops::kl::kl_scheduled(ctx, "kl", &enc, &ks, &ke, Some((&g, 2.0)), None, Some(ramp))
+            .unwrap(),
+    );
+    // Period 7, rise over 4 steps: factors 1/4, 2/4, 3/4, 1, 1, 1, 1, then again from 1/4.
+    for (t, factor) in [
+        (0u32, 0.25),
+        (2, 0.75),
+        (3, 1.0),
+        (6, 1.0),
+        (7, 0.25),
+        (15, 0.5),
+    ] {
+        assert_eq!(wgvae::ops::kl::ramp_factor(t, 4, 7), factor, "step {t}");
+        state.set(ctx, t, 0).unwrap();
+        p.run(ctx).unwrap();
+        let (_, _, g_r) = cpu::kl(&enc_h, b, d, 2.0 * factor);
+        assert_close(
+            &format!("kl grad at step {t}"),
+            &g.read(ctx).unwrap(),
+            &g_r,
+            1e-6,
+            1e-5,
+        );
+    }
+}
+
+#[test]
+fn kl_capacity_matches_twin_on_both_sides_of_c() {
+    let ctx = ctx();
+    // 67 rows (not a multiple of the workgroup), the last 4 padding (weight 0).
+    for (b, d, valid) in [(1usize, 1usize, 1usize), (7, 5, 7), (67, 3, 63)] {
+        let enc_h = data(21 + b as u64, b * 2 * d, -1.5, 1.5);
+        let w_h: Vec<f32> = (0..b)
+            .map(|r| if r < valid { 1.0 / valid as f32 } else { 0.0 })
+            .collect();
+        let enc = Tensor::from_slice(ctx, "enc", &[b, 2 * d], &enc_h).unwrap();
+        let w = Tensor::from_slice(ctx, "w", &[b], &w_h).unwrap();
+        let ks = Tensor::<f32>::zeros(ctx, "kl", &[b]).unwrap();
+        let ke = Tensor::<f32>::zeros(ctx, "kl elem", &[b, d]).unwrap();
+        let g = Tensor::from_slice(ctx, "genc", &[b, 2 * d], &vec![7.0; b * 2 * d]).unwrap();
+        let pen = Tensor::<f32>::zeros(ctx, "penalty", &[b]).unwrap();
+        let state = StepState::new(ctx, "state").unwrap();
+        let (ks_h, _, _) = cpu::kl(&enc_h, b, d, 1.0);
+        let kl_mean: f64 = (0..b).map(|r| w_h[r] as f64 * ks_h[r]).sum();
+        // C(t) = c_max·min(1, t/100): below the batch KL early, above it late.
+        let c_max = 2.0 * kl_mean as f32 + 1.0;
+        let cap = wgvae::ops::kl::Capacity {
+            state: &state,
+            gamma: 30.0,
+            c_max,
+            steps: 100,
+        };
+        let mut p = Program::new();
+        p.push(wgvae::ops::kl::kl_scheduled(ctx, "kl", &enc, &ks, &ke, None, None, None).unwrap());
+        p.push(wgvae::ops::kl::kl_capacity(ctx, "cap", &enc, &ks, &g, &pen, &w, cap).unwrap());
+        for t in [0u32, 10, 90, 100, 5000] {
+            state.set(ctx, t, 0).unwrap();
+            p.run(ctx).unwrap();
+            let (pen_r, g_r) = cpu::kl_capacity(&enc_h, &w_h, b, d, 30.0, c_max as f64, t, 100);
+            let at = format!("B {b} D {d} step {t}");
+            assert_close(
+                &format!("penalty {at}"),
+                &pen.read(ctx).unwrap(),
+                &pen_r,
+                1e-4,
+                1e-4,
+            );
+            let got = g.read(ctx).unwrap();
+            assert_close(&format!("grad {at}"), &got, &g_r, 1e-5, 1e-4);
+            // The sign flips where C(t) passes the batch KL; padding rows get exactly 0.
+            let c = c_max as f64 * (t as f64 / 100.0).min(1.0);
+            let mu0 = enc_h[0] as f64;
+            assert_eq!(
+                (got[0] as f64 * mu0).signum(),
+                (kl_mean - c).signum(),
+                "{at}: gradient sign (γ·sign(KL − C)·w·μ)"
+            );
+            assert!(
+                got[valid * 2 * d..].iter().all(|&v| v == 0.0),
+                "{at}: padding"
+            );
+        }
     }
 }
 

@@ -86,6 +86,33 @@ pub fn kl(enc: &[f32], b: usize, d: usize, w: f64) -> (Vec<f64>, Vec<f64>, Vec<f
     (ks, ke, g)
 }
 
+/// Twin of the capacity kernel: (penalty per row (B,), gradient (B, 2D)) of
+/// γ·|Σ_b w_b kl_b − C(t)| with C(t) = c_max·min(1, t / steps) (`steps` = 0: c_max).
+pub fn kl_capacity(
+    enc: &[f32],
+    w: &[f32],
+    b: usize,
+    d: usize,
+    gamma: f64,
+    c_max: f64,
+    t: u32,
+    steps: u32,
+) -> (Vec<f64>, Vec<f64>) {
+    let (ks, _, g1) = kl(enc, b, d, 1.0);
+    let kl_mean: f64 = (0..b).map(|i| w[i] as f64 * ks[i]).sum();
+    let c = if steps == 0 {
+        c_max
+    } else {
+        c_max * (t as f64 / steps as f64).min(1.0)
+    };
+    let diff = kl_mean - c;
+    let coef = gamma * diff.signum() * (diff != 0.0) as u8 as f64;
+    let g = (0..b * 2 * d)
+        .map(|k| coef * w[k / (2 * d)] as f64 * g1[k])
+        .collect();
+    (vec![gamma * diff.abs(); b], g)
+}
+
 fn softplus(x: f64) -> f64 {
     x.max(0.0) + (-x.abs()).exp().ln_1p()
 }

@@ -7,7 +7,7 @@ use std::fmt::Debug;
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, Program, Tensor};
 use crate::model::module::GradWrite;
-use crate::ops::kl::{Warmup, iwae_log_weights, kl_scheduled};
+use crate::ops::kl::{Capacity, KlRamp, iwae_log_weights, kl_capacity, kl_scheduled};
 use crate::ops::reparam::{RngStep, Stream, reparam_backward, reparam_forward};
 
 /// A family of approximate posteriors, parameterised per row by the encoder's output.
@@ -94,8 +94,11 @@ pub struct KlGrad<'a> {
     pub dparams: &'a Tensor<f32>,
     /// the KL's weight in the loss
     pub beta: f32,
-    /// a linear warm-up of that weight over the first steps
-    pub warmup: Option<Warmup<'a>>,
+    /// a schedule of that weight over the steps (warm-up, cyclical annealing)
+    pub ramp: Option<KlRamp<'a>>,
+    /// instead of β·KL, the controlled-capacity term γ·|KL − C(t)| of the batch's mean KL,
+    /// with its per-row value written into the tensor (B,)
+    pub capacity: Option<(Capacity<'a>, &'a Tensor<f32>)>,
     pub write: GradWrite,
 }
 
@@ -169,6 +172,25 @@ impl Posterior for Diagonal {
             ));
         }
         let mut p = Program::new();
+        if let Some((g, (capacity, penalty))) = grad.and_then(|g| g.capacity.map(|c| (g, c))) {
+            let weights = weights.ok_or_else(|| {
+                Error::Config("diagonal posterior: the capacity term needs row weights".into())
+            })?;
+            p.push(kl_scheduled(
+                ctx, "kl", params, kl, kl_elem, None, None, None,
+            )?);
+            p.push(kl_capacity(
+                ctx,
+                "kl capacity",
+                params,
+                kl,
+                g.dparams,
+                penalty,
+                weights,
+                capacity,
+            )?);
+            return Ok(p);
+        }
         p.push(kl_scheduled(
             ctx,
             "kl",
@@ -177,7 +199,7 @@ impl Posterior for Diagonal {
             kl_elem,
             grad.map(|g| (g.dparams, g.beta)),
             weights,
-            grad.and_then(|g| g.warmup),
+            grad.and_then(|g| g.ramp),
         )?);
         Ok(p)
     }

@@ -7,7 +7,7 @@ use crate::model::posterior::KlGrad;
 use crate::model::{
     Elbo, GaussianSigma, GradWrite, Likelihood, ParamLayout, Posterior, Sequential, VaeConfig,
 };
-use crate::ops::kl::Warmup;
+use crate::ops::kl::{Capacity, KlRamp};
 use crate::ops::likelihood::{LogSigma, bernoulli_weighted, gaussian_weighted};
 use crate::ops::reduce::{SUM_GROUPS, col_sum, sum_all};
 use crate::ops::reparam::{RngStep, Stream};
@@ -91,6 +91,27 @@ pub struct Gradients {
     pub log_sigma_elem: Option<Tensor<f32>>,
     /// scratch for reducing a shared log sigma gradient
     pub partials: Tensor<f32>,
+}
+
+/// How the KL term enters the gradient: weight β, optionally ramped by the step (warm-up,
+/// cyclical annealing), or replaced by the controlled-capacity term γ·|KL − C(t)| whose per-row
+/// value goes into the given tensor (B,).
+#[derive(Clone, Copy)]
+pub struct KlWeight<'a> {
+    pub beta: f32,
+    pub ramp: Option<KlRamp<'a>>,
+    pub capacity: Option<(Capacity<'a>, &'a Tensor<f32>)>,
+}
+
+impl KlWeight<'_> {
+    /// A constant weight β.
+    pub fn beta(beta: f32) -> Self {
+        KlWeight {
+            beta,
+            ramp: None,
+            capacity: None,
+        }
+    }
 }
 
 /// The model on the GPU: encoder network → posterior → decoder network → likelihood, and
@@ -238,18 +259,18 @@ impl Vae {
         step: RngStep<'_>,
         stream: Stream,
     ) -> Result<Program> {
-        self.forward_program_with(ctx, act, grads, beta, None, seed, step, stream)
+        self.forward_program_with(ctx, act, grads, KlWeight::beta(beta), seed, step, stream)
     }
 
-    /// [`Vae::forward_program`] with an optional KL warm-up of the gradient's β.
+    /// [`Vae::forward_program`] with the KL's weight in the gradient as `kl`: β, a ramp of it
+    /// (warm-up, cyclical annealing), or the controlled-capacity term.
     #[allow(clippy::too_many_arguments)]
     pub fn forward_program_with(
         &self,
         ctx: &GpuContext,
         act: &Activations,
         grads: Option<&Gradients>,
-        beta: f32,
-        warmup: Option<Warmup<'_>>,
+        kl: KlWeight<'_>,
         seed: u64,
         step: RngStep<'_>,
         stream: Stream,
@@ -301,8 +322,9 @@ impl Vae {
             &act.kl_elem,
             grads.map(|g| KlGrad {
                 dparams: g.enc.last().expect("a network has at least one module"),
-                beta,
-                warmup,
+                beta: kl.beta,
+                ramp: kl.ramp,
+                capacity: kl.capacity,
                 write: GradWrite::Store,
             }),
             weights,
@@ -317,6 +339,21 @@ impl Vae {
         ctx: &GpuContext,
         act: &Activations,
         g: &Gradients,
+    ) -> Result<Program> {
+        self.backward_program_with(ctx, act, g, Program::new())
+    }
+
+    /// [`Vae::backward_program`] with `latent_terms` recorded between the decoder's backward
+    /// (which stores dL/dz into `g.z`) and the posterior's sample backward (which carries `g.z`
+    /// into the posterior's parameters): the place for terms of the objective that depend on z
+    /// and the posterior's parameters (total correlation, a discriminator's estimate), which
+    /// accumulate into `g.z` and into the encoder's last gradient `g.enc`.
+    pub fn backward_program_with(
+        &self,
+        ctx: &GpuContext,
+        act: &Activations,
+        g: &Gradients,
+        latent_terms: Program,
     ) -> Result<Program> {
         let mut p = self.decoder.backward(
             ctx,
@@ -348,6 +385,7 @@ impl Vae {
                 )?),
             }
         }
+        p.extend(latent_terms);
         // The KL stored β·w_b·∂KL at the posterior's parameters; add the path through z.
         p.extend(self.posterior.sample_backward(
             ctx,

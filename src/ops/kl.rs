@@ -14,9 +14,11 @@ pub struct KlParams {
     pub grad_weight: f32,
     pub write_grad: u32,
     pub use_weights: u32,
-    /// > 0: the gradient is scaled by min(1, (step + 1) / warmup), step from the step state
-    pub warmup: u32,
-    pub _pad: [u32; 2],
+    /// > 0: the gradient is scaled by [`ramp_factor`] of the step in the step state
+    pub ramp: u32,
+    /// > 0 (with `ramp`): the ramp restarts every `period` steps (cyclical annealing)
+    pub period: u32,
+    pub _pad: u32,
 }
 
 /// Prepares: kl_sample (B,), kl_elem (B, D) from enc (B, 2D); with `grad = Some((genc, w))`
@@ -46,16 +48,41 @@ pub fn kl_weighted(
     kl_scheduled(ctx, label, enc, kl_sample, kl_elem, grad, weights, None)
 }
 
-/// A linear KL warm-up: at step t (0-based, read from the GPU step state) the KL gradient is
-/// scaled by min(1, (t + 1) / `steps`).
+/// A schedule of the KL's weight in the gradient, read from the GPU step state at every step:
+/// at step t (0-based) the gradient is scaled by [`ramp_factor`]`(t, ramp, period)`.
+/// A linear warm-up is `period = 0`; cyclical annealing restarts the ramp every `period` steps.
 #[derive(Clone, Copy)]
-pub struct Warmup<'a> {
+pub struct KlRamp<'a> {
     pub state: &'a StepState,
-    pub steps: u32,
+    /// steps over which the weight rises from 1/ramp to 1 (at least 1)
+    pub ramp: u32,
+    /// 0: one ramp at the start (warm-up); otherwise the length of a cycle in steps
+    pub period: u32,
 }
 
-/// [`kl_weighted`] with an optional KL warm-up applied to the gradient (the KL values
-/// themselves are unscaled).
+impl<'a> KlRamp<'a> {
+    /// A linear warm-up over `steps` steps.
+    pub fn warmup(state: &'a StepState, steps: u32) -> Self {
+        KlRamp {
+            state,
+            ramp: steps,
+            period: 0,
+        }
+    }
+}
+
+/// The factor of a KL ramp at step `t` (0-based): min(1, (t' + 1) / ramp) with t' = t, or
+/// t mod period when `period` > 0. `ramp` = 0 means no ramp (factor 1).
+pub fn ramp_factor(t: u32, ramp: u32, period: u32) -> f64 {
+    if ramp == 0 {
+        return 1.0;
+    }
+    let tt = if period > 0 { t % period } else { t };
+    ((tt as f64 + 1.0) / ramp as f64).min(1.0)
+}
+
+/// [`kl_weighted`] with an optional ramp (warm-up or cyclical) applied to the gradient (the
+/// KL values themselves are unscaled).
 #[allow(clippy::too_many_arguments)]
 pub fn kl_scheduled(
     ctx: &GpuContext,
@@ -65,7 +92,7 @@ pub fn kl_scheduled(
     kl_elem: &Tensor<f32>,
     grad: Option<(&Tensor<f32>, f32)>,
     weights: Option<&Tensor<f32>>,
-    warmup: Option<Warmup<'_>>,
+    ramp: Option<KlRamp<'_>>,
 ) -> Result<Dispatch> {
     let (b, two_d) = enc.dims2();
     let d = two_d / 2;
@@ -102,8 +129,9 @@ pub fn kl_scheduled(
         grad_weight: grad.map(|g| g.1).unwrap_or(0.0),
         write_grad: grad.is_some() as u32,
         use_weights: weights.is_some() as u32,
-        warmup: warmup.map_or(0, |w| w.steps),
-        _pad: [0; 2],
+        ramp: ramp.map_or(0, |r| r.ramp),
+        period: ramp.map_or(0, |r| r.period),
+        _pad: 0,
     };
     let genc = match grad {
         Some((g, _)) => g.binding(),
@@ -122,15 +150,99 @@ pub fn kl_scheduled(
             (10, weights.unwrap_or(enc).binding()),
             (
                 11,
-                match warmup {
-                    Some(w) => w.state.tensor.binding(),
-                    // Never read without a warm-up; enc (read-only here too) stands in, since
+                match ramp {
+                    Some(r) => r.state.tensor.binding(),
+                    // Never read without a ramp; enc (read-only here too) stands in, since
                     // the dummy buffer may be bound read-write as the gradient.
                     None => enc.binding(),
                 },
             ),
         ],
         Some((4, &params)),
+        groups_for(b, 64),
+    )
+}
+
+/// Mirrors `CapacityParams` in shaders/kl.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct CapacityParams {
+    pub batch: u32,
+    pub dim: u32,
+    pub steps: u32,
+    pub _pad0: u32,
+    pub gamma: f32,
+    pub c_max: f32,
+    pub _pad1: [u32; 2],
+}
+
+/// The controlled-capacity KL term γ·|KL − C(t)|, C(t) = c_max·min(1, t / steps) (t from the
+/// step state; `steps` = 0: C = c_max throughout), KL the batch's weighted mean of `kl_sample`.
+#[derive(Clone, Copy)]
+pub struct Capacity<'a> {
+    pub state: &'a StepState,
+    pub gamma: f32,
+    pub c_max: f32,
+    pub steps: u32,
+}
+
+/// Prepares the capacity penalty and its gradient from the per-row KL that [`kl_weighted`]
+/// wrote into `kl_sample`: `penalty` (B,) = γ·|KL − C(t)| in every row (its weighted mean is the
+/// penalty), and genc (B, 2D) = γ·sign(KL − C(t))·w_b·∂KL_b/∂enc (overwrites), with KL =
+/// Σ_b w_b·kl_b over the row weights `weights`.
+#[allow(clippy::too_many_arguments)] // one argument per kernel binding
+pub fn kl_capacity(
+    ctx: &GpuContext,
+    label: &str,
+    enc: &Tensor<f32>,
+    kl_sample: &Tensor<f32>,
+    genc: &Tensor<f32>,
+    penalty: &Tensor<f32>,
+    weights: &Tensor<f32>,
+    capacity: Capacity<'_>,
+) -> Result<Dispatch> {
+    let (b, two_d) = enc.dims2();
+    if two_d % 2 != 0
+        || kl_sample.len() != b
+        || penalty.len() != b
+        || weights.len() != b
+        || genc.len() != enc.len()
+    {
+        return Err(shape_err(
+            "kl capacity",
+            format!(
+                "enc {:?}, kl {:?}, penalty {:?}, weights {:?}, genc {:?}: expected (B, 2D), \
+                 (B,), (B,), (B,), (B, 2D)",
+                enc.shape(),
+                kl_sample.shape(),
+                penalty.shape(),
+                weights.shape(),
+                genc.shape()
+            ),
+        ));
+    }
+    let params = CapacityParams {
+        batch: b as u32,
+        dim: (two_d / 2) as u32,
+        steps: capacity.steps,
+        _pad0: 0,
+        gamma: capacity.gamma,
+        c_max: capacity.c_max,
+        _pad1: [0; 2],
+    };
+    Dispatch::new(
+        ctx,
+        &KernelKey::new(Shader::Kl, "kl_capacity"),
+        label,
+        &[
+            (0, enc.binding()),
+            (3, genc.binding()),
+            (10, weights.binding()),
+            (11, capacity.state.tensor.binding()),
+            (13, kl_sample.binding()),
+            (14, penalty.binding()),
+        ],
+        Some((12, &params)),
         groups_for(b, 64),
     )
 }

@@ -6,6 +6,7 @@
 //! `readback_every` steps and at the end of each epoch.
 
 pub mod checkpoint;
+pub mod objective;
 pub mod resources;
 
 use std::collections::VecDeque;
@@ -20,13 +21,11 @@ use crate::eval::{EvalReport, Evaluator};
 use crate::gpu::{GpuContext, Program, Staging, Tensor};
 use crate::model::objective::{metrics_program, slots, step_program};
 use crate::model::{
-    Activations, Arch, Elbo, Gradients, Likelihood, MetricMeans, Objective, ParamGroup, Phase, Vae,
-    VaeConfig,
+    Activations, Arch, Gradients, Likelihood, MetricMeans, ParamGroup, Phase, Vae, VaeConfig,
 };
 use crate::ops::Activation;
 use crate::ops::adam::AdamConfig;
 use crate::ops::data::{Binarize, GatherOptions, StepState, binarize_split, gather_with};
-use crate::ops::kl::Warmup;
 use crate::ops::reparam::{RngStep, Stream};
 use crate::rng::HostRng;
 use checkpoint::{Checkpoint, TrainState};
@@ -185,6 +184,12 @@ pub struct TrainConfig {
     /// spent learning the background. Absent in older runs: off.
     #[serde(default)]
     pub output_bias_init: bool,
+    /// The objective (absent in older runs: the ELBO weighted by `beta`).
+    #[serde(default)]
+    pub objective: objective::ObjectiveSpec,
+    /// Cyclical annealing of the KL's weight (absent: none).
+    #[serde(default)]
+    pub kl_cycles: Option<objective::KlCycles>,
     /// A fresh run may replace the files of another run in `out` (never recorded).
     #[serde(skip)]
     pub overwrite: bool,
@@ -205,6 +210,8 @@ impl Default for TrainConfig {
             beta: 1.0,
             kl_warmup: 0,
             output_bias_init: false,
+            objective: objective::ObjectiveSpec::Elbo,
+            kl_cycles: None,
             seed: 0,
             out: PathBuf::from("runs/latest"),
             iwae_k: 0,
@@ -252,6 +259,12 @@ impl Invalid {
             "adam.weight_decay" => "--weight-decay",
             "beta" => "--beta",
             "kl_warmup" => "--kl-warmup",
+            "kl_cycles.cycles" => "--kl-cycles",
+            "kl_cycles.ratio" => "--kl-cycle-ratio",
+            "kl_cycles.period" => "a setting",
+            "objective.gamma" => "--gamma",
+            "objective.c_max" => "--capacity",
+            "objective.steps" => "--capacity-steps",
             "model.conv_channels" => "--conv-channels",
             "model.conv_kernel" => "--conv-kernel",
             "model.latent" => "--latent",
@@ -343,6 +356,47 @@ impl TrainConfig {
         non_negative("adam.weight_decay", self.adam.weight_decay, "0 gives Adam")?;
         non_negative("beta", self.beta, "1 gives the ELBO")?;
         count("kl_warmup", self.kl_warmup, 0)?;
+        if let Some(c) = &self.kl_cycles {
+            count("kl_cycles.cycles", c.cycles, 1)?;
+            if !(c.ratio > 0.0 && c.ratio <= 1.0) {
+                return Err(Invalid::new(
+                    "kl_cycles.ratio",
+                    c.ratio,
+                    "must be in (0, 1]",
+                ));
+            }
+            if let Some(p) = c.period {
+                count("kl_cycles.period", p, 1)?;
+            }
+            if self.kl_warmup > 0 {
+                return Err(Invalid::new(
+                    "kl_warmup",
+                    self.kl_warmup,
+                    "a warm-up and cyclical annealing (--kl-cycles) cannot be combined",
+                ));
+            }
+        }
+        match &self.objective {
+            objective::ObjectiveSpec::Elbo => {}
+            objective::ObjectiveSpec::Capacity {
+                gamma,
+                c_max,
+                steps,
+            } => {
+                positive("objective.gamma", *gamma)?;
+                non_negative("objective.c_max", *c_max, "nats")?;
+                if let Some(s) = steps {
+                    count("objective.steps", *s, 0)?;
+                }
+                if self.kl_warmup > 0 || self.kl_cycles.is_some() {
+                    return Err(Invalid::new(
+                        "objective.c_max",
+                        c_max,
+                        "the capacity objective schedules the KL itself; drop --kl-warmup and --kl-cycles",
+                    ));
+                }
+            }
+        }
         count("model.latent", self.model.latent, 1)?;
         for &c in &self.model.conv_channels {
             if c == 0 || c > crate::model::MAX_CHANNELS {
@@ -508,7 +562,7 @@ pub struct Trainer<'c> {
     pub grads: Gradients,
     /// The optimizer state of the model's parameters (one group: every parameter).
     pub group: ParamGroup,
-    objective: Elbo,
+    objective: objective::TrainObjective,
     pub state: StepState,
     metrics: Tensor<f32>,
     staging: Staging,
@@ -736,8 +790,25 @@ impl<'c> Trainer<'c> {
         if let Some((m, v)) = &moments {
             group.load_moments(ctx, m, v)?;
         }
-        let objective = vae.objective(cfg.beta);
-        let n_metrics = slots::len(objective.terms().len());
+        let steps_per_epoch = split.train.n.div_ceil(cfg.batch);
+        let mut cfg = cfg;
+        resolve_schedules(&mut cfg, steps_per_epoch);
+        let ramp = match (&cfg.kl_cycles, cfg.kl_warmup) {
+            (Some(c), _) => {
+                let period = c.period.unwrap_or(1);
+                (c.ramp(period), period)
+            }
+            (None, w) => (w, 0),
+        };
+        let to_u32 = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+        let objective = objective::TrainObjective::new(
+            ctx,
+            &cfg.objective,
+            cfg.beta,
+            (to_u32(ramp.0), to_u32(ramp.1)),
+            cfg.batch,
+        )?;
+        let n_metrics = slots::len(objective.objective.terms().len());
         let state = StepState::new(ctx, "step state")?;
         let metrics = Tensor::zeros(ctx, "train metrics", &[n_metrics])?;
         let staging = Staging::new(ctx, (n_metrics * 4) as u64)?;
@@ -757,19 +828,11 @@ impl<'c> Trainer<'c> {
                 binarize: (cfg.binarize == Binarize::Dynamic).then_some(cfg.seed),
             },
         )?);
-        let warmup = u32::try_from(cfg.kl_warmup)
-            .ok()
-            .filter(|&w| w > 0)
-            .map(|steps| Warmup {
-                state: &state,
-                steps,
-            });
         let mut gradients = vae.forward_program_with(
             ctx,
             &act,
             Some(&grads),
-            cfg.beta,
-            warmup,
+            objective.kl_weight(&state),
             cfg.seed,
             RngStep::State(&state),
             Stream::Train,
@@ -782,8 +845,8 @@ impl<'c> Trainer<'c> {
         };
         let mut bookkeeping = metrics_program(
             ctx,
-            &objective,
-            &[&act.nll, &act.kl],
+            objective.objective.as_ref(),
+            &objective.rows(&act),
             &metrics,
             Some(&act.w),
         )?;
@@ -859,7 +922,7 @@ impl<'c> Trainer<'c> {
             (self.metrics.len() * 4) as u64,
         )?;
         Ok(MetricMeans::from_slots(
-            &self.objective,
+            self.objective.objective.as_ref(),
             bytemuck::cast_slice(&raw),
         ))
     }
@@ -1163,6 +1226,22 @@ fn write_metrics_file(path: &Path, history: &[EpochMetrics]) -> Result<()> {
         body.push('\n');
     }
     checkpoint::write_atomic(path, body.as_bytes())
+}
+
+/// Fills the step counts a fresh run's schedules leave to the run's length: the period of
+/// cyclical annealing (the run's steps / cycles) and the capacity's rise (the whole run).
+fn resolve_schedules(cfg: &mut TrainConfig, steps_per_epoch: usize) {
+    let total = cfg.epochs.saturating_mul(steps_per_epoch).max(1);
+    if let Some(c) = &mut cfg.kl_cycles
+        && c.period.is_none()
+    {
+        c.period = Some(total.div_ceil(c.cycles.max(1)).max(1));
+    }
+    if let objective::ObjectiveSpec::Capacity { steps, .. } = &mut cfg.objective
+        && steps.is_none()
+    {
+        *steps = Some(total);
+    }
 }
 
 /// Sets the bias of the decoder's last module to the marginal of the training images: per

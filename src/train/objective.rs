@@ -1,0 +1,171 @@
+//! The objective a run trains, as recorded in its configuration, and what it builds on the GPU:
+//! the named terms the trainer reports, the per-row buffers they are summed from, and how the
+//! KL enters the gradient.
+//!
+//! - [`ObjectiveSpec::Elbo`]: recon + β·KL (β = 1: the negative ELBO; β-VAE otherwise). The
+//!   KL's weight in the gradient may follow a schedule: a linear warm-up
+//!   ([`super::TrainConfig::kl_warmup`]) or cyclical annealing ([`KlCycles`], Fu et al. 2019).
+//! - [`ObjectiveSpec::Capacity`]: recon + γ·|KL − C(t)| with C rising linearly from 0 to
+//!   `c_max` nats (Burgess et al. 2018); KL is the batch mean.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::gpu::{GpuContext, Tensor};
+use crate::model::objective::{Objective, Term};
+use crate::model::vae::{Activations, KlWeight};
+use crate::ops::data::StepState;
+use crate::ops::kl::{Capacity, KlRamp};
+
+/// What a run minimises (absent in older runs: the ELBO, weighted by `beta`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ObjectiveSpec {
+    /// recon + β·KL, β from [`super::TrainConfig::beta`].
+    #[default]
+    Elbo,
+    /// recon + γ·|KL − C(t)|, C(t) = c_max·min(1, t / steps) at step t.
+    Capacity {
+        gamma: f32,
+        /// nats
+        c_max: f32,
+        /// steps over which C rises; absent: the whole run (resolved when the run starts)
+        #[serde(default)]
+        steps: Option<usize>,
+    },
+}
+
+impl ObjectiveSpec {
+    /// Its name in reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ObjectiveSpec::Elbo => "elbo",
+            ObjectiveSpec::Capacity { .. } => "capacity",
+        }
+    }
+}
+
+/// Cyclical annealing of the KL's weight (Fu et al. 2019): the run is cut into `cycles`
+/// periods; in each, the weight rises linearly from β/ramp to β over the first
+/// `ratio`·period steps, then stays at β.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KlCycles {
+    pub cycles: usize,
+    /// share of each period spent rising, in (0, 1]
+    pub ratio: f32,
+    /// steps per period; absent: the run's steps / cycles (resolved when the run starts)
+    #[serde(default)]
+    pub period: Option<usize>,
+}
+
+impl KlCycles {
+    /// Steps of the rise in each period (at least 1).
+    pub fn ramp(&self, period: usize) -> usize {
+        ((self.ratio as f64 * period as f64).round() as usize).max(1)
+    }
+}
+
+/// `ObjectiveSpec::Capacity`'s objective: terms `recon` (weight 1), `kl` (reported, weight 0)
+/// and `capacity` (γ·|KL − C(t)|, weight 1).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CapacityObjective;
+
+impl Objective for CapacityObjective {
+    fn name(&self) -> &'static str {
+        "capacity"
+    }
+    fn terms(&self) -> Vec<Term> {
+        vec![
+            Term {
+                name: "recon",
+                weight: 1.0,
+            },
+            Term {
+                name: "kl",
+                weight: 0.0,
+            },
+            Term {
+                name: "capacity",
+                weight: 1.0,
+            },
+        ]
+    }
+}
+
+/// The GPU side of a run's objective: the objective's terms and the buffers it owns.
+pub(crate) struct TrainObjective {
+    pub objective: Box<dyn Objective>,
+    spec: ObjectiveSpec,
+    beta: f32,
+    /// (ramp, period) of the KL's weight; ramp 0: none
+    ramp: (u32, u32),
+    /// per-row capacity penalty (B,)
+    penalty: Option<Tensor<f32>>,
+}
+
+impl TrainObjective {
+    /// `ramp` = (steps of the rise, period; 0: no cycle); (0, 0): constant weight. The
+    /// specification's optional step counts must be resolved.
+    pub fn new(
+        ctx: &GpuContext,
+        spec: &ObjectiveSpec,
+        beta: f32,
+        ramp: (u32, u32),
+        batch: usize,
+    ) -> Result<Self> {
+        let (objective, penalty): (Box<dyn Objective>, _) = match spec {
+            ObjectiveSpec::Elbo => (Box::new(crate::model::Elbo { beta }), None),
+            ObjectiveSpec::Capacity { .. } => (
+                Box::new(CapacityObjective),
+                Some(Tensor::zeros(ctx, "capacity penalty", &[batch])?),
+            ),
+        };
+        Ok(TrainObjective {
+            objective,
+            spec: spec.clone(),
+            beta,
+            ramp,
+            penalty,
+        })
+    }
+
+    /// How the KL enters the training gradient.
+    pub fn kl_weight<'a>(&'a self, state: &'a StepState) -> KlWeight<'a> {
+        let ramp = (self.ramp.0 > 0).then_some(KlRamp {
+            state,
+            ramp: self.ramp.0,
+            period: self.ramp.1,
+        });
+        let capacity = match (&self.spec, &self.penalty) {
+            (
+                ObjectiveSpec::Capacity {
+                    gamma,
+                    c_max,
+                    steps,
+                },
+                Some(p),
+            ) => Some((
+                Capacity {
+                    state,
+                    gamma: *gamma,
+                    c_max: *c_max,
+                    steps: steps.map_or(0, |s| u32::try_from(s).unwrap_or(u32::MAX)),
+                },
+                p,
+            )),
+            _ => None,
+        };
+        KlWeight {
+            beta: self.beta,
+            ramp,
+            capacity,
+        }
+    }
+
+    /// The per-row buffers of the objective's terms, in its order.
+    pub fn rows<'a>(&'a self, act: &'a Activations) -> Vec<&'a Tensor<f32>> {
+        let mut rows = vec![&act.nll, &act.kl];
+        rows.extend(self.penalty.as_ref());
+        rows
+    }
+}
