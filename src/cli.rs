@@ -119,8 +119,9 @@ pub struct TrainArgs {
     /// Sprites: training images
     #[arg(long, default_value_t = 28_000, allow_negative_numbers = true)]
     pub n_train: usize,
-    /// Sprites: held-out images
-    #[arg(long, default_value_t = 1_000, allow_negative_numbers = true)]
+    /// Sprites: held-out images (the factor probe fits on one half and scores on the other;
+    /// its k-NN probes need many points to find a factor that the code holds nonlinearly)
+    #[arg(long, default_value_t = 10_000, allow_negative_numbers = true)]
     pub n_test: usize,
     /// Clip the global gradient norm (0: off)
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
