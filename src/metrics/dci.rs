@@ -133,16 +133,26 @@ pub fn dci(
         .map(|n| n.get())
         .unwrap_or(1)
         .clamp(1, f);
+    // Factors with the most values (trees) first, each taken by the next free thread.
+    let mut queue: Vec<usize> = (0..f).collect();
+    let classes: Vec<usize> = (0..f)
+        .map(|j| dense_labels(&train_factors.column(j)).1)
+        .collect();
+    queue.sort_by_key(|&j| std::cmp::Reverse(classes[j]));
+    let next = std::sync::atomic::AtomicUsize::new(0);
     let mut results: Vec<Option<(Vec<f64>, f64, f64)>> = vec![None; f];
     std::thread::scope(|s| {
-        let fit_one = &fit_one;
+        let (fit_one, queue, next) = (&fit_one, &queue, &next);
         let handles: Vec<_> = (0..threads)
-            .map(|t| {
+            .map(|_| {
                 s.spawn(move || {
-                    (t..f)
-                        .step_by(threads)
-                        .map(|j| (j, fit_one(j)))
-                        .collect::<Vec<_>>()
+                    let mut done = Vec::new();
+                    loop {
+                        let q = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&j) = queue.get(q) else { break };
+                        done.push((j, fit_one(j)));
+                    }
+                    done
                 })
             })
             .collect();
@@ -163,7 +173,7 @@ pub fn dci(
             importance[i * f + j] = v;
         }
         // A factor constant on the training rows has nothing to predict.
-        let varies = dense_labels(&train_factors.column(j)).1 >= 2;
+        let varies = classes[j] >= 2;
         train_acc.push(varies.then_some(a_train));
         test_acc.push(varies.then_some(a_test));
     }
