@@ -44,11 +44,12 @@ pub struct TrainArgs {
     /// --kl-cycles: the share of each period spent rising, in (0, 1]
     #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
     pub kl_cycle_ratio: f32,
-    /// Objective: elbo (recon + β·KL; β-VAE with --beta) or capacity (recon + γ·|KL − C|, C
-    /// rising linearly from 0 to --capacity nats over --capacity-steps steps)
+    /// Objective: elbo (recon + β·KL; β-VAE with --beta), capacity (recon + γ·|KL − C|, C
+    /// rising linearly from 0 to --capacity nats over --capacity-steps steps) or factor-vae
+    /// (recon + β·KL + γ·TC, TC estimated by a discriminator trained alongside)
     #[arg(long, value_enum, default_value_t = ObjectiveKind::Elbo)]
     pub objective: ObjectiveKind,
-    /// Weight γ of the objective's extra term (capacity: default 1000)
+    /// Weight γ of the objective's extra term (capacity: default 1000; factor-vae: default 35)
     #[arg(long, allow_negative_numbers = true)]
     pub gamma: Option<f32>,
     /// --objective capacity: the final capacity C in nats (default 25)
@@ -57,6 +58,16 @@ pub struct TrainArgs {
     /// --objective capacity: steps over which C rises (default: the whole run)
     #[arg(long, allow_negative_numbers = true)]
     pub capacity_steps: Option<usize>,
+    /// --objective factor-vae: hidden layers of the discriminator (default 6)
+    #[arg(long, allow_negative_numbers = true)]
+    pub disc_layers: Option<usize>,
+    /// --objective factor-vae: units per hidden layer of the discriminator (default 1000)
+    #[arg(long, allow_negative_numbers = true)]
+    pub disc_width: Option<usize>,
+    /// --objective factor-vae: the discriminator's Adam learning rate (default 1e-4; β1 0.5,
+    /// β2 0.9)
+    #[arg(long, allow_negative_numbers = true)]
+    pub disc_lr: Option<f32>,
     /// Start the decoder's output bias at the training images' marginal (log-odds of the mean
     /// pixel) instead of at random: true or false (default: true on the built-in sprites, false
     /// with --data; the flag alone means true)
@@ -147,6 +158,7 @@ pub struct TrainArgs {
 pub enum ObjectiveKind {
     Elbo,
     Capacity,
+    FactorVae,
 }
 
 /// Flags that still apply with `--resume`.
@@ -198,15 +210,34 @@ impl TrainArgs {
         if self.kl_cycles.is_none() && self.explicit.iter().any(|f| f == "--kl-cycle-ratio") {
             bail!("--kl-cycle-ratio applies with --kl-cycles only");
         }
+        let capacity_flags = self.capacity.is_some() || self.capacity_steps.is_some();
+        let disc_flags =
+            self.disc_layers.is_some() || self.disc_width.is_some() || self.disc_lr.is_some();
+        if capacity_flags && self.objective != ObjectiveKind::Capacity {
+            bail!("--capacity and --capacity-steps apply to --objective capacity only");
+        }
+        if disc_flags && self.objective != ObjectiveKind::FactorVae {
+            bail!("--disc-layers, --disc-width and --disc-lr apply to --objective factor-vae only");
+        }
+        let latent = self
+            .latent
+            .unwrap_or(if self.data.is_none() { 10 } else { 20 });
         let objective = match self.objective {
             ObjectiveKind::Elbo => {
-                if self.gamma.is_some() || self.capacity.is_some() || self.capacity_steps.is_some()
-                {
-                    bail!(
-                        "--gamma, --capacity and --capacity-steps apply to --objective capacity only"
-                    );
+                if self.gamma.is_some() {
+                    bail!("--gamma applies to --objective capacity or factor-vae only");
                 }
                 crate::train::objective::ObjectiveSpec::Elbo
+            }
+            ObjectiveKind::FactorVae => {
+                let mut disc = crate::model::discriminator::DiscriminatorConfig::paper(latent);
+                disc.layers = self.disc_layers.unwrap_or(disc.layers);
+                disc.width = self.disc_width.unwrap_or(disc.width);
+                disc.adam.lr = self.disc_lr.unwrap_or(disc.adam.lr);
+                crate::train::objective::ObjectiveSpec::FactorVae {
+                    gamma: self.gamma.unwrap_or(35.0),
+                    disc,
+                }
             }
             ObjectiveKind::Capacity => crate::train::objective::ObjectiveSpec::Capacity {
                 gamma: self.gamma.unwrap_or(1000.0),
@@ -227,7 +258,7 @@ impl TrainArgs {
                 mlp_decoder: self.mlp_decoder,
                 enc_hidden: hidden.clone(),
                 dec_hidden: hidden.iter().rev().copied().collect(),
-                latent: self.latent.unwrap_or(if sprites { 10 } else { 20 }),
+                latent,
                 activation,
                 likelihood,
             },
@@ -325,6 +356,58 @@ pub fn open_context() -> Result<GpuContext> {
 pub fn exit_with(e: anyhow::Error) -> ! {
     eprintln!("error: {e:#}");
     std::process::exit(1)
+}
+
+/// Reads an image file (IDX or .npy) for the model of checkpoint `ck` (read from `ck_path`):
+/// binarised as the run's test set was if the run trained on binary images, and checked
+/// against the model's image size. Returns the images and the run's binarisation.
+pub fn images_for_run(
+    ck: &Checkpoint,
+    ck_path: &Path,
+    images: &Path,
+) -> Result<(data::Dataset, crate::ops::data::Binarize)> {
+    let mut set = data::load_images_file(images)?;
+    // A model trained on binary images is scored on binary images, drawn as its test set was.
+    let binarize: crate::ops::data::Binarize = ck
+        .run
+        .get("binarize")
+        .map(|v| serde_json::from_value(v.clone()))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("{}: metadata field `run.binarize`: {e}", ck_path.display()))?
+        .unwrap_or_default();
+    if binarize != crate::ops::data::Binarize::None {
+        crate::ops::data::binarize_bytes(
+            &mut set.pixels,
+            crate::ops::data::TEST_SEED,
+            crate::ops::data::TEST_STREAM,
+        );
+        println!(
+            "the run trained on binarised images (--binarize {}); {} is binarised the same way",
+            binarize.name(),
+            images.display()
+        );
+    }
+    if (set.height, set.width) != (ck.model.height, ck.model.width) {
+        bail!(
+            "{}: images are {}x{}, but the model in {} takes {}x{}",
+            images.display(),
+            set.height,
+            set.width,
+            ck_path.display(),
+            ck.model.height,
+            ck.model.width
+        );
+    }
+    if set.channels != ck.model.channels {
+        bail!(
+            "{}: images have {} channel(s), but the model in {} takes {}",
+            images.display(),
+            set.channels,
+            ck_path.display(),
+            ck.model.channels
+        );
+    }
+    Ok((set, binarize))
 }
 
 /// `train_gpu` / `wgvae train`.
@@ -433,38 +516,7 @@ pub fn eval(
     }
     let ck_path = run.join(checkpoint::FILE_NAME);
     let ck = Checkpoint::load(&ck_path)?;
-    let mut set = data::load_images_file(images)?;
-    // A model trained on binary images is scored on binary images, drawn as its test set was.
-    let binarize: crate::ops::data::Binarize = ck
-        .run
-        .get("binarize")
-        .map(|v| serde_json::from_value(v.clone()))
-        .transpose()
-        .map_err(|e| anyhow::anyhow!("{}: metadata field `run.binarize`: {e}", ck_path.display()))?
-        .unwrap_or_default();
-    if binarize != crate::ops::data::Binarize::None {
-        crate::ops::data::binarize_bytes(
-            &mut set.pixels,
-            crate::ops::data::TEST_SEED,
-            crate::ops::data::TEST_STREAM,
-        );
-        println!(
-            "the run trained on binarised images (--binarize {}); {} is binarised the same way",
-            binarize.name(),
-            images.display()
-        );
-    }
-    if (set.height, set.width) != (ck.model.height, ck.model.width) {
-        bail!(
-            "{}: images are {}x{}, but the model in {} takes {}x{}",
-            images.display(),
-            set.height,
-            set.width,
-            ck_path.display(),
-            ck.model.height,
-            ck.model.width
-        );
-    }
+    let (set, binarize) = images_for_run(&ck, &ck_path, images)?;
     let ctx = open_context()?;
     let vae = Vae::new(&ctx, &ck.model, &ck.params)?;
     let ev = Evaluator::new(&ctx, &vae, &set, 500, iwae_k, seed)?;

@@ -12,10 +12,12 @@ pub mod fsio;
 pub mod gpu;
 pub mod image;
 pub mod latent;
+pub mod metrics;
 pub mod model;
 pub mod ops;
 pub mod probe;
 pub mod rng;
+pub mod tool;
 pub mod train;
 pub mod viz;
 

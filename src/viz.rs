@@ -9,6 +9,7 @@ use crate::gpu::{GpuContext, Program};
 use crate::image::{ImageShape, save_grid_png_chw, save_rows_png_chw};
 use crate::latent::slerp;
 use crate::model::{Activations, Likelihood, Vae};
+use crate::ops::data::StepState;
 use crate::ops::reparam::{RngStep, Stream};
 
 /// Encodes and decodes through prepared programs with a fixed batch of latents.
@@ -17,6 +18,9 @@ pub struct Inference {
     encode: Program,
     decode: Program,
     sample: Program,
+    /// draws z from q(z|x) of the encoded batch, noise from `draw_state`'s step
+    draw: Program,
+    draw_state: StepState,
 }
 
 impl Inference {
@@ -36,11 +40,25 @@ impl Inference {
             RngStep::Fixed(0),
             Stream::Prior,
         )?);
+        // Posterior draws: the evaluation stream, a new step (so new noise) per batch.
+        let draw_state = StepState::new(ctx, "draw step")?;
+        let draw = vae.posterior.sample(
+            ctx,
+            act.posterior_params(),
+            &act.z,
+            &act.eps,
+            1,
+            seed,
+            RngStep::State(&draw_state),
+            Stream::Eval,
+        )?;
         Ok(Inference {
             act,
             encode,
             decode,
             sample,
+            draw,
+            draw_state,
         })
     }
 
@@ -60,6 +78,25 @@ impl Inference {
         self.encode.run(ctx)?;
         let q = self.act.posterior_params().read(ctx)?;
         Ok((posterior.location(&q, n), posterior.scale(&q, n)))
+    }
+
+    /// Like [`Inference::encode`], and also one draw z ~ q(z|x) per image (n, D); `step`
+    /// picks the noise (the same step and seed give the same draws), so that each batch of a
+    /// larger set gets its own.
+    pub fn encode_draw(
+        &self,
+        ctx: &GpuContext,
+        vae: &Vae,
+        images: &[f32],
+        step: u32,
+    ) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+        let (mu, sigma) = self.encode(ctx, vae, images)?;
+        self.draw_state.set(ctx, step, 0)?;
+        self.draw.run(ctx)?;
+        let n = mu.len() / vae.cfg.latent.max(1);
+        let mut z = self.act.z.read(ctx)?;
+        z.truncate(n * vae.cfg.latent);
+        Ok((mu, sigma, z))
     }
 
     /// Decoded images (mean of p(x|z) in [0, 1]) of up to `batch` latents (n, D).

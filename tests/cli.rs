@@ -259,7 +259,25 @@ fn bad_values_are_refused_naming_their_flag() {
         ),
         (&["--arch", "conv", "--conv-kernel", "1"], "--conv-kernel 1"),
         (&["--mlp-decoder"], "--arch conv only"),
-        (&["--gamma", "5"], "--objective capacity only"),
+        (&["--gamma", "5"], "--objective capacity or factor-vae only"),
+        (&["--disc-layers", "3"], "--objective factor-vae only"),
+        (&["--capacity", "3"], "--objective capacity only"),
+        (
+            &["--objective", "factor-vae", "--disc-width", "0"],
+            "--disc-width 0",
+        ),
+        (
+            &["--objective", "factor-vae", "--disc-lr", "-1"],
+            "--disc-lr -1",
+        ),
+        (
+            &["--objective", "factor-vae", "--disc-layers", "100000"],
+            "--disc-layers 100000",
+        ),
+        (
+            &["--objective", "factor-vae", "--gamma", "NaN"],
+            "--gamma NaN",
+        ),
         (&["--kl-cycle-ratio", "0.3"], "--kl-cycles only"),
         (&["--kl-cycles", "0"], "--kl-cycles 0"),
         (

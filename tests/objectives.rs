@@ -6,6 +6,8 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::ctx;
+use wgvae::model::discriminator::DiscriminatorConfig;
+use wgvae::train::checkpoint::Checkpoint;
 use wgvae::train::objective::{KlCycles, ObjectiveSpec};
 use wgvae::train::{DataSource, ModelSpec, TrainConfig, Trainer};
 
@@ -172,4 +174,100 @@ fn schedules_that_cannot_be_combined_are_refused() {
     };
     let e = negative_gamma.validate().unwrap_err().to_string();
     assert!(e.contains("--gamma -1"), "{e}");
+}
+
+fn factor_vae(out: &Path, epochs: usize) -> TrainConfig {
+    let mut disc = DiscriminatorConfig::paper(8);
+    disc.layers = 2;
+    disc.width = 32;
+    TrainConfig {
+        epochs,
+        objective: ObjectiveSpec::FactorVae { gamma: 10.0, disc },
+        ..cfg(out)
+    }
+}
+
+#[test]
+fn factor_vae_trains_both_networks_and_resumes_exactly() {
+    let ctx = ctx();
+    let straight = tmp("fvae-straight");
+    let s = Trainer::new(ctx, factor_vae(&straight, 2))
+        .unwrap()
+        .train()
+        .unwrap();
+    let last = s.epochs.last().unwrap();
+    eprintln!("FactorVAE terms after 2 epochs: {:?}", last.train_terms);
+    for name in [
+        "train_recon",
+        "train_kl",
+        "train_tc",
+        "train_disc_loss",
+        "train_disc_accuracy",
+    ] {
+        assert!(last.train_terms.contains_key(name), "{name} missing");
+    }
+    let acc = last.train_terms["train_disc_accuracy"];
+    assert!((0.0..=1.0).contains(&acc), "accuracy {acc}");
+    let disc_loss = last.train_terms["train_disc_loss"];
+    assert!(disc_loss > 0.0 && disc_loss < 1.0, "disc loss {disc_loss}");
+    // loss = recon + KL + γ·TC
+    let t = &last.train_terms;
+    let want = t["train_recon"] + t["train_kl"] + 10.0 * t["train_tc"];
+    assert!(
+        (last.train_loss - want).abs() < 1e-6 * want.abs(),
+        "{} vs {want}",
+        last.train_loss
+    );
+
+    // One epoch, then one more from the checkpoint: the same weights, bit for bit, for both
+    // the VAE and the discriminator (whose parameters and moments the checkpoint carries).
+    let split = tmp("fvae-split");
+    Trainer::new(ctx, factor_vae(&split, 1))
+        .unwrap()
+        .train()
+        .unwrap();
+    let opts = wgvae::train::ResumeOptions {
+        more_epochs: 1,
+        quiet: Some(true),
+        data: None,
+    };
+    Trainer::resume_with(ctx, &split, &opts)
+        .unwrap()
+        .train()
+        .unwrap();
+    let layout = match &factor_vae(&split, 1).objective {
+        ObjectiveSpec::FactorVae { disc, .. } => disc.layout(),
+        _ => unreachable!(),
+    };
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let ck = |d: &Path| {
+        let p = d.join("checkpoint.safetensors");
+        (
+            Checkpoint::load(&p).unwrap(),
+            Checkpoint::read_group(&p, &layout).unwrap(),
+        )
+    };
+    let (a, ga) = ck(&straight);
+    let (b, gb) = ck(&split);
+    assert_eq!(bits(&a.params), bits(&b.params), "VAE parameters");
+    assert_eq!(
+        bits(&ga.params),
+        bits(&gb.params),
+        "discriminator parameters"
+    );
+    assert_eq!(bits(&ga.adam_v), bits(&gb.adam_v), "discriminator moments");
+    // The discriminator was trained: its weights moved from their initial values.
+    let init = match &factor_vae(&split, 1).objective {
+        ObjectiveSpec::FactorVae { disc, .. } => disc.init_params(0).unwrap(),
+        _ => unreachable!(),
+    };
+    let moved = ga.params.iter().zip(&init).filter(|(a, b)| a != b).count();
+    assert!(
+        moved > init.len() / 2,
+        "{moved} of {} weights moved",
+        init.len()
+    );
+    for d in [straight, split] {
+        let _ = std::fs::remove_dir_all(d);
+    }
 }

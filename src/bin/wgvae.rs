@@ -36,6 +36,11 @@ enum Command {
         #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
         seed: u64,
     },
+    /// Disentanglement metrics (MIG, DCI, SAP) of latent codes against ground-truth factors
+    Metrics(wgvae::metrics::cli::MetricsArgs),
+    /// Encode a data set: posterior means, standard deviations and a draw per input as .npy
+    /// (with --sprites also the ground-truth factors)
+    Encode(wgvae::tool::encode::EncodeArgs),
     /// Show the adapter wgvae would use
     Info,
 }
@@ -66,6 +71,16 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
             seed,
         } => {
             wgvae::cli::eval(&run, &images, iwae_k, json.as_deref(), seed)?;
+        }
+        Command::Metrics(args) => {
+            wgvae::metrics::cli::run(&args)?;
+        }
+        Command::Encode(args) => {
+            let e = wgvae::tool::encode::run(&args)?;
+            println!("encoded {} inputs into {} latent dimensions:", e.n, e.latent);
+            for f in &e.files {
+                println!("  {}", f.display());
+            }
         }
         Command::Info => {
             let ctx = wgvae::cli::open_context()?;

@@ -3,6 +3,7 @@
 
 pub mod conv;
 pub mod data;
+pub mod factor;
 pub mod gemm;
 pub mod iwae;
 pub mod kernels;

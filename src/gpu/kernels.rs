@@ -32,10 +32,11 @@ pub enum Shader {
     ConvAux,
     ConvNarrow,
     ConvNarrowSubgroup8,
+    Factor,
 }
 
 impl Shader {
-    pub const ALL: [Shader; 17] = [
+    pub const ALL: [Shader; 18] = [
         Shader::GemmSubgroup8,
         Shader::GemmRegblock,
         Shader::GemmRegblockScalarC,
@@ -53,6 +54,7 @@ impl Shader {
         Shader::ConvAux,
         Shader::ConvNarrow,
         Shader::ConvNarrowSubgroup8,
+        Shader::Factor,
     ];
 
     pub fn file_name(self) -> &'static str {
@@ -74,6 +76,7 @@ impl Shader {
             Shader::ConvAux => "conv_aux.wgsl",
             Shader::ConvNarrow => "conv_narrow.wgsl",
             Shader::ConvNarrowSubgroup8 => "conv_narrow.wgsl+sg8",
+            Shader::Factor => "factor.wgsl",
         }
     }
 
@@ -126,6 +129,7 @@ impl Shader {
                 include_str!("../../shaders/conv_narrow_load8.wgsl"),
                 include_str!("../../shaders/conv_narrow.wgsl")
             ),
+            Shader::Factor => include_str!("../../shaders/factor.wgsl"),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The VAE: its configuration, the layout of its parameters in one flat buffer, and the GPU
 //! programs of its forward and backward passes.
 
+pub mod discriminator;
 pub mod module;
 pub mod network;
 pub mod objective;

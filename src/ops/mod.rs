@@ -5,6 +5,7 @@ pub mod adam;
 pub mod conv;
 pub mod data;
 pub mod elementwise;
+pub mod factor;
 pub mod gemm;
 pub mod kl;
 pub mod likelihood;

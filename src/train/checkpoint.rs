@@ -93,6 +93,21 @@ pub struct Checkpoint {
     /// Adam moments (flat layout); absent in weights-only files.
     pub adam_m: Option<Vec<f32>>,
     pub adam_v: Option<Vec<f32>>,
+    /// Further parameter groups trained with the model (a discriminator), written under their
+    /// own tensor names. [`Checkpoint::from_bytes`] does not know their layouts (they follow
+    /// from the run configuration) and leaves this empty; read one with
+    /// [`Checkpoint::read_group`].
+    pub groups: Vec<GroupState>,
+}
+
+/// A parameter group's values and Adam moments, in the flat layout of `layout`, whose tensor
+/// names carry the group's prefix (`discriminator.fc1.weight`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupState {
+    pub layout: ParamLayout,
+    pub params: Vec<f32>,
+    pub adam_m: Vec<f32>,
+    pub adam_v: Vec<f32>,
 }
 
 fn err(path: &Path, detail: impl Into<String>) -> Error {
@@ -306,10 +321,15 @@ impl Checkpoint {
                 ));
             }
         };
-        let mut sources = vec![("", &self.params)];
-        sources.extend(moments);
+        let mut sources = vec![("", &layout, &self.params)];
+        sources.extend(moments.into_iter().map(|(p, f)| (p, &layout, f)));
+        for g in &self.groups {
+            sources.push(("", &g.layout, &g.params));
+            sources.push((ADAM_M, &g.layout, &g.adam_m));
+            sources.push((ADAM_V, &g.layout, &g.adam_v));
+        }
         let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-        for (prefix, flat) in sources {
+        for (prefix, layout, flat) in sources {
             if flat.len() != layout.total {
                 let what = if prefix.is_empty() {
                     "parameters"
@@ -492,6 +512,47 @@ impl Checkpoint {
             params,
             adam_m,
             adam_v,
+            groups: Vec::new(),
+        })
+    }
+
+    /// Reads the parameter group of `layout` (its values and both Adam moments, all required)
+    /// from the checkpoint file `path`; errors name the file and the missing or bad tensor.
+    pub fn read_group(path: &Path, layout: &ParamLayout) -> Result<GroupState> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let (header_len, header) = SafeTensors::read_metadata(&bytes)
+            .map_err(|e| err(path, format!("not a safetensors file: {e}")))?;
+        let data = header_len
+            .checked_add(8)
+            .and_then(|start| bytes.get(start..))
+            .ok_or_else(|| err(path, "the header runs past the end of the file"))?;
+        let need = layout.count().saturating_mul(4);
+        if need > data.len() {
+            return Err(err(
+                path,
+                format!(
+                    "the run's configuration describes a parameter group of {} values ({need} \
+                     bytes), but the file holds only {} bytes of tensor data",
+                    layout.count(),
+                    data.len()
+                ),
+            ));
+        }
+        let tensors = Tensors {
+            path,
+            meta: &header,
+            data,
+        };
+        let read = |prefix: &str, values: Values| -> Result<Vec<f32>> {
+            tensors
+                .read_named(layout, prefix, values, true)?
+                .ok_or_else(|| err(path, "a parameter group's tensors are missing"))
+        };
+        Ok(GroupState {
+            layout: layout.clone(),
+            params: read("", Values::Params)?,
+            adam_m: read(&format!("{ADAM_M}."), Values::FirstMoment)?,
+            adam_v: read(&format!("{ADAM_V}."), Values::SecondMoment)?,
         })
     }
 }
@@ -549,6 +610,7 @@ mod tests {
             params: filled(&layout, 1, false),
             adam_m: Some(filled(&layout, 2, false)),
             adam_v: Some(filled(&layout, 3, true)),
+            groups: Vec::new(),
             model,
         }
     }
@@ -584,6 +646,44 @@ mod tests {
         let e = Checkpoint::from_bytes(p(), bytes).unwrap_err().to_string();
         assert!(e.contains("runs/x/checkpoint.safetensors"), "{e}");
         e
+    }
+
+    #[test]
+    fn parameter_groups_roundtrip_under_their_own_names() {
+        let mut layout = ParamLayout::default();
+        layout.push_tensor("discriminator.fc1.weight", &[3, 5]);
+        layout.push_tensor("discriminator.fc1.bias", &[5]);
+        let group = GroupState {
+            params: filled(&layout, 4, false),
+            adam_m: filled(&layout, 5, false),
+            adam_v: filled(&layout, 6, true),
+            layout: layout.clone(),
+        };
+        let ck = Checkpoint {
+            groups: vec![group.clone()],
+            ..sample()
+        };
+        let dir = std::env::temp_dir().join(format!("wgvae-ck-groups-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = ck.save(&dir).unwrap();
+        let st_bytes = std::fs::read(&path).unwrap();
+        let st = SafeTensors::deserialize(&st_bytes).unwrap();
+        // PyTorch's (out, in) layout, and the moments under the optimizer's prefix.
+        assert_eq!(st.tensor("discriminator.fc1.weight").unwrap().shape(), [5, 3]);
+        assert!(st.tensor(&format!("{ADAM_V}.discriminator.fc1.bias")).is_ok());
+        let back = Checkpoint::load(&path).unwrap();
+        assert!(back.groups.is_empty());
+        assert_eq!(bits(&back.params), bits(&ck.params));
+        let g = Checkpoint::read_group(&path, &layout).unwrap();
+        assert_eq!(bits(&g.params), bits(&group.params));
+        assert_eq!(bits(&g.adam_m), bits(&group.adam_m));
+        assert_eq!(bits(&g.adam_v), bits(&group.adam_v));
+        // A group the file does not hold is an error naming the file and the tensor.
+        let mut other = ParamLayout::default();
+        other.push_tensor("critic.fc1.weight", &[2, 2]);
+        let e = Checkpoint::read_group(&path, &other).unwrap_err().to_string();
+        assert!(e.contains("checkpoint.safetensors") && e.contains("critic.fc1.weight"), "{e}");
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -265,6 +265,9 @@ impl Invalid {
             "objective.gamma" => "--gamma",
             "objective.c_max" => "--capacity",
             "objective.steps" => "--capacity-steps",
+            "objective.disc.layers" => "--disc-layers",
+            "objective.disc.width" | "objective.disc" => "--disc-width",
+            "objective.disc.adam.lr" => "--disc-lr",
             "model.conv_channels" => "--conv-channels",
             "model.conv_kernel" => "--conv-kernel",
             "model.latent" => "--latent",
@@ -378,6 +381,36 @@ impl TrainConfig {
         }
         match &self.objective {
             objective::ObjectiveSpec::Elbo => {}
+            objective::ObjectiveSpec::FactorVae { gamma, disc } => {
+                non_negative("objective.gamma", *gamma, "0 gives the ELBO")?;
+                if disc.latent != self.model.latent {
+                    return Err(Invalid::new(
+                        "objective.disc.latent",
+                        disc.latent,
+                        format!(
+                            "the discriminator must take the model's {} latent dimensions",
+                            self.model.latent
+                        ),
+                    ));
+                }
+                let max_layers = crate::model::MAX_HIDDEN_LAYERS;
+                if disc.layers == 0 || disc.layers > max_layers {
+                    return Err(Invalid::new(
+                        "objective.disc.layers",
+                        disc.layers,
+                        format!("must be in 1..={max_layers}"),
+                    ));
+                }
+                count("objective.disc.width", disc.width, 1)?;
+                positive("objective.disc.adam.lr", disc.adam.lr)?;
+                if let Err(e) = disc.validate() {
+                    return Err(Invalid::new(
+                        "objective.disc",
+                        format!("{}x{}", disc.layers, disc.width),
+                        e.to_string(),
+                    ));
+                }
+            }
             objective::ObjectiveSpec::Capacity {
                 gamma,
                 c_max,
@@ -624,15 +657,13 @@ impl<'c> Trainer<'c> {
         if cfg.output_bias_init {
             init_output_bias(&model, &split.train, &mut params);
         }
-        let trainer = Self::build(
-            ctx,
-            cfg,
-            split,
-            &params,
-            None,
-            TrainState { epoch: 0, step: 0 },
-            started,
-        )?;
+        let fresh = Resumed {
+            params: &params,
+            moments: None,
+            groups: Vec::new(),
+            state: TrainState { epoch: 0, step: 0 },
+        };
+        let trainer = Self::build(ctx, cfg, split, fresh, started)?;
         for name in &existing {
             let path = trainer.cfg.out.join(name);
             std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
@@ -745,7 +776,19 @@ impl<'c> Trainer<'c> {
                 });
             }
         };
-        let mut trainer = Self::build(ctx, cfg, split, &ck.params, moments, ck.state, started)?;
+        let groups = match &cfg.objective {
+            objective::ObjectiveSpec::FactorVae { disc, .. } => {
+                vec![Checkpoint::read_group(&path, &disc.layout())?]
+            }
+            _ => Vec::new(),
+        };
+        let resumed = Resumed {
+            params: &ck.params,
+            moments,
+            groups,
+            state: ck.state,
+        };
+        let mut trainer = Self::build(ctx, cfg, split, resumed, started)?;
         trainer.resumed_from = Some(trainer.epoch);
         Ok(trainer)
     }
@@ -754,11 +797,15 @@ impl<'c> Trainer<'c> {
         ctx: &'c GpuContext,
         cfg: TrainConfig,
         mut split: Split,
-        params: &[f32],
-        moments: Option<(Vec<f32>, Vec<f32>)>,
-        state0: TrainState,
+        from: Resumed<'_>,
         started: Instant,
     ) -> Result<Self> {
+        let Resumed {
+            params,
+            moments,
+            groups,
+            state: state0,
+        } = from;
         binarize_split(&mut split, cfg.binarize, cfg.seed);
         let model =
             cfg.model
@@ -807,6 +854,8 @@ impl<'c> Trainer<'c> {
             cfg.beta,
             (to_u32(ramp.0), to_u32(ramp.1)),
             cfg.batch,
+            cfg.seed,
+            groups.first(),
         )?;
         let n_metrics = slots::len(objective.objective.terms().len());
         let state = StepState::new(ctx, "step state")?;
@@ -837,12 +886,18 @@ impl<'c> Trainer<'c> {
             RngStep::State(&state),
             Stream::Train,
         )?;
-        gradients.extend(vae.backward_program(ctx, &act, &grads)?);
-        let phase = Phase {
+        gradients.extend(vae.backward_program_with(
+            ctx,
+            &act,
+            &grads,
+            objective.latent_terms(ctx, &act, &grads)?,
+        )?);
+        let mut phases = vec![Phase {
             name: "vae".into(),
             gradients,
             update: group.update_program(ctx, &vae.params, &grads.params, &state)?,
-        };
+        }];
+        phases.extend(objective.extra_phases(ctx, &act, cfg.seed, &state)?);
         let mut bookkeeping = metrics_program(
             ctx,
             objective.objective.as_ref(),
@@ -851,7 +906,7 @@ impl<'c> Trainer<'c> {
             Some(&act.w),
         )?;
         bookkeeping.push(state.advance(ctx)?);
-        let p = step_program(gather, vec![phase], bookkeeping);
+        let p = step_program(gather, phases, bookkeeping);
 
         let evaluator =
             Evaluator::new(ctx, &vae, &split.test, cfg.eval_batch, cfg.iwae_k, cfg.seed)?;
@@ -969,6 +1024,7 @@ impl<'c> Trainer<'c> {
             params,
             adam_m: Some(self.group.m.flat.read(self.ctx)?),
             adam_v: Some(self.group.v.flat.read(self.ctx)?),
+            groups: self.objective.group_states(self.ctx)?,
         };
         let path = ck.save(&self.cfg.out)?;
         self.saved_epoch = Some(self.epoch);
@@ -1140,6 +1196,15 @@ impl<'c> Trainer<'c> {
     pub fn test_set(&self) -> &Dataset {
         &self.split.test
     }
+}
+
+/// Where a run starts: the model's parameters and moments, the other groups' states, the
+/// position in training (fresh: initial weights, no moments, no groups, step 0).
+struct Resumed<'a> {
+    params: &'a [f32],
+    moments: Option<(Vec<f32>, Vec<f32>)>,
+    groups: Vec<checkpoint::GroupState>,
+    state: TrainState,
 }
 
 /// Options of [`Trainer::resume_with`].

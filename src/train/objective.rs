@@ -7,15 +7,20 @@
 //!   ([`super::TrainConfig::kl_warmup`]) or cyclical annealing ([`KlCycles`], Fu et al. 2019).
 //! - [`ObjectiveSpec::Capacity`]: recon + γ·|KL − C(t)| with C rising linearly from 0 to
 //!   `c_max` nats (Burgess et al. 2018); KL is the batch mean.
+//! - [`ObjectiveSpec::FactorVae`]: recon + β·KL + γ·TC with the total correlation estimated
+//!   by a discriminator (Kim & Mnih 2018), trained in the same step as a second phase with its
+//!   own Adam ([`crate::model::discriminator`]).
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::gpu::{GpuContext, Tensor};
-use crate::model::objective::{Objective, Term};
-use crate::model::vae::{Activations, KlWeight};
+use crate::gpu::{GpuContext, Program, Tensor};
+use crate::model::discriminator::{DiscWorkspace, Discriminator, DiscriminatorConfig, FactorVae};
+use crate::model::objective::{Objective, Phase, Term};
+use crate::model::vae::{Activations, Gradients, KlWeight};
 use crate::ops::data::StepState;
 use crate::ops::kl::{Capacity, KlRamp};
+use crate::train::checkpoint::GroupState;
 
 /// What a run minimises (absent in older runs: the ELBO, weighted by `beta`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -33,6 +38,11 @@ pub enum ObjectiveSpec {
         #[serde(default)]
         steps: Option<usize>,
     },
+    /// recon + β·KL + γ·TC, TC from a discriminator trained alongside.
+    FactorVae {
+        gamma: f32,
+        disc: DiscriminatorConfig,
+    },
 }
 
 impl ObjectiveSpec {
@@ -41,6 +51,7 @@ impl ObjectiveSpec {
         match self {
             ObjectiveSpec::Elbo => "elbo",
             ObjectiveSpec::Capacity { .. } => "capacity",
+            ObjectiveSpec::FactorVae { .. } => "factor_vae",
         }
     }
 }
@@ -101,24 +112,47 @@ pub(crate) struct TrainObjective {
     ramp: (u32, u32),
     /// per-row capacity penalty (B,)
     penalty: Option<Tensor<f32>>,
+    /// FactorVAE's discriminator and its buffers
+    pub disc: Option<(Discriminator, DiscWorkspace)>,
 }
 
 impl TrainObjective {
     /// `ramp` = (steps of the rise, period; 0: no cycle); (0, 0): constant weight. The
-    /// specification's optional step counts must be resolved.
+    /// specification's optional step counts must be resolved. A discriminator starts from
+    /// `disc_state` (a checkpoint's) or from fresh weights drawn from `seed`.
     pub fn new(
         ctx: &GpuContext,
         spec: &ObjectiveSpec,
         beta: f32,
         ramp: (u32, u32),
         batch: usize,
+        seed: u64,
+        disc_state: Option<&GroupState>,
     ) -> Result<Self> {
-        let (objective, penalty): (Box<dyn Objective>, _) = match spec {
-            ObjectiveSpec::Elbo => (Box::new(crate::model::Elbo { beta }), None),
-            ObjectiveSpec::Capacity { .. } => (
-                Box::new(CapacityObjective),
-                Some(Tensor::zeros(ctx, "capacity penalty", &[batch])?),
-            ),
+        let mut penalty = None;
+        let mut disc = None;
+        let objective: Box<dyn Objective> = match spec {
+            ObjectiveSpec::Elbo => Box::new(crate::model::Elbo { beta }),
+            ObjectiveSpec::Capacity { .. } => {
+                penalty = Some(Tensor::zeros(ctx, "capacity penalty", &[batch])?);
+                Box::new(CapacityObjective)
+            }
+            ObjectiveSpec::FactorVae { gamma, disc: cfg } => {
+                let d = match disc_state {
+                    Some(g) => {
+                        let d = Discriminator::new(ctx, cfg, &g.params)?;
+                        d.group.load_moments(ctx, &g.adam_m, &g.adam_v)?;
+                        d
+                    }
+                    None => Discriminator::new(ctx, cfg, &cfg.init_params(seed)?)?,
+                };
+                let ws = d.workspace(ctx, batch)?;
+                disc = Some((d, ws));
+                Box::new(FactorVae {
+                    beta,
+                    gamma: *gamma,
+                })
+            }
         };
         Ok(TrainObjective {
             objective,
@@ -126,7 +160,54 @@ impl TrainObjective {
             beta,
             ramp,
             penalty,
+            disc,
         })
+    }
+
+    /// The terms recorded between the decoder's backward and the posterior's sample backward
+    /// (see [`crate::model::Vae::backward_program_with`]): FactorVAE's γ·∂TC/∂z.
+    pub fn latent_terms(
+        &self,
+        ctx: &GpuContext,
+        act: &Activations,
+        grads: &Gradients,
+    ) -> Result<Program> {
+        match (&self.spec, &self.disc) {
+            (ObjectiveSpec::FactorVae { gamma, .. }, Some((d, ws))) => {
+                d.tc_program(ctx, ws, &act.z, &act.w, &grads.z, *gamma)
+            }
+            _ => Ok(Program::new()),
+        }
+    }
+
+    /// Phases after the model's own: FactorVAE's discriminator update.
+    pub fn extra_phases(
+        &self,
+        ctx: &GpuContext,
+        act: &Activations,
+        seed: u64,
+        state: &StepState,
+    ) -> Result<Vec<Phase>> {
+        match &self.disc {
+            Some((d, ws)) => Ok(vec![d.disc_phase(ctx, ws, &act.z, &act.w, seed, state)?]),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The state of the groups trained besides the model, for a checkpoint.
+    pub fn group_states(&self, ctx: &GpuContext) -> Result<Vec<GroupState>> {
+        match &self.disc {
+            Some((d, _)) => {
+                let (m, v) = d.group.read_moments(ctx)?;
+                Ok(vec![GroupState {
+                    layout: d.layout.clone(),
+                    params: d.read_params(ctx)?,
+                    adam_m: m,
+                    adam_v: v,
+                }])
+            }
+            None => Ok(Vec::new()),
+        }
     }
 
     /// How the KL enters the training gradient.
@@ -166,6 +247,9 @@ impl TrainObjective {
     pub fn rows<'a>(&'a self, act: &'a Activations) -> Vec<&'a Tensor<f32>> {
         let mut rows = vec![&act.nll, &act.kl];
         rows.extend(self.penalty.as_ref());
+        if let Some((_, ws)) = &self.disc {
+            rows.extend([&ws.tc, &ws.loss, &ws.accuracy]);
+        }
         rows
     }
 }

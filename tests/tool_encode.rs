@@ -1,0 +1,250 @@
+//! `wgvae encode`: posterior means, standard deviations, draws and sprite factors as `.npy`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn wgvae() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_wgvae"));
+    c.env("RUST_BACKTRACE", "0");
+    c
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("wgvae-encode-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn mnist() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/mnist-512")
+}
+
+/// Trains a tiny model: on 96 sprites, or on the committed MNIST subset.
+fn train(dir: &Path, sprites: bool) -> PathBuf {
+    let run = dir.join("run");
+    let mut c = wgvae();
+    c.args([
+        "train",
+        "--quiet",
+        "--no-pictures",
+        "--epochs",
+        "1",
+        "--hidden",
+        "16",
+    ])
+    .args(["--latent", "3", "--batch", "32", "--out"])
+    .arg(&run);
+    if sprites {
+        c.args(["--n-train", "96", "--n-test", "16"]);
+    } else {
+        c.arg("--data").arg(mnist());
+    }
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    run
+}
+
+/// (shape, descr, payload) of a version 1 `.npy` file.
+fn npy(path: &Path) -> (String, String, Vec<u8>) {
+    let b = std::fs::read(path).unwrap();
+    assert_eq!(&b[..6], b"\x93NUMPY", "{}", path.display());
+    let hl = u16::from_le_bytes([b[8], b[9]]) as usize;
+    let header = String::from_utf8(b[10..10 + hl].to_vec()).unwrap();
+    let field = |key: &str| {
+        let i = header.find(key).unwrap() + key.len();
+        let rest = header[i..].trim_start_matches([':', ' ', '\'']);
+        let end = if key == "'shape'" {
+            rest.find(')').unwrap() + 1
+        } else {
+            rest.find('\'').unwrap()
+        };
+        rest[..end].to_string()
+    };
+    (field("'shape'"), field("'descr'"), b[10 + hl..].to_vec())
+}
+
+fn f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+#[test]
+fn sprites_are_encoded_with_their_factors() {
+    let d = scratch("sprites");
+    let run = train(&d, true);
+    let out_dir = d.join("latents");
+    let encode = |extra: &[&str]| {
+        wgvae()
+            .args(["encode", "--sprites", "50", "--run"])
+            .arg(&run)
+            .arg("--out")
+            .arg(&out_dir)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = encode(&[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("encoded 50 inputs into 3 latent"),
+        "{}",
+        text(&out)
+    );
+    let (shape, descr, mu) = npy(&out_dir.join("mu.npy"));
+    assert_eq!((shape.as_str(), descr.as_str()), ("(50, 3)", "<f4"));
+    let mu = f32s(&mu);
+    let sigma = f32s(&npy(&out_dir.join("sigma.npy")).2);
+    let z = f32s(&npy(&out_dir.join("z.npy")).2);
+    assert_eq!((mu.len(), sigma.len(), z.len()), (150, 150, 150));
+    assert!(sigma.iter().all(|&s| s > 0.0 && s.is_finite()));
+    // z = μ + σ·ε with ε standard normal: the standardised draws look like N(0, 1).
+    let eps: Vec<f64> = (0..150)
+        .map(|i| ((z[i] - mu[i]) / sigma[i]) as f64)
+        .collect();
+    let mean = eps.iter().sum::<f64>() / 150.0;
+    let var = eps.iter().map(|e| (e - mean).powi(2)).sum::<f64>() / 149.0;
+    assert!(
+        mean.abs() < 0.3 && (0.6..1.5).contains(&var),
+        "ε mean {mean}, var {var}"
+    );
+    let (fshape, fdescr, f) = npy(&out_dir.join("factors.npy"));
+    assert_eq!((fshape.as_str(), fdescr.as_str()), ("(50, 5)", "<i8"));
+    let classes: Vec<i64> = f
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    for row in classes.chunks(5) {
+        for (k, &c) in row.iter().enumerate() {
+            assert!((0..wgvae::data::sprites::FACTOR_SIZES[k] as i64).contains(&c));
+        }
+    }
+    // The same as the training data's generator gives for that seed.
+    let want = wgvae::data::sprites::generate(&wgvae::data::sprites::SpritesConfig {
+        n_train: 0,
+        n_test: 50,
+        seed: 1,
+    })
+    .unwrap();
+    let want: Vec<i64> = want
+        .test
+        .factors
+        .unwrap()
+        .classes
+        .iter()
+        .map(|&c| c as i64)
+        .collect();
+    assert_eq!(classes, want);
+    assert_eq!(npy(&out_dir.join("factor_values.npy")).0, "(50, 5)");
+
+    // Existing files are kept unless --force; the draws depend on --seed only.
+    let again = encode(&[]);
+    assert!(!again.status.success());
+    assert!(
+        text(&again).contains("mu.npy") && text(&again).contains("--force"),
+        "{}",
+        text(&again)
+    );
+    let forced = encode(&["--force"]);
+    assert!(forced.status.success(), "{}", text(&forced));
+    assert_eq!(
+        f32s(&npy(&out_dir.join("z.npy")).2),
+        z,
+        "same seed, same draws"
+    );
+    let other = encode(&["--force", "--seed", "7"]);
+    assert!(other.status.success(), "{}", text(&other));
+    assert_eq!(
+        f32s(&npy(&out_dir.join("mu.npy")).2),
+        mu,
+        "μ does not depend on the seed"
+    );
+    assert_ne!(
+        f32s(&npy(&out_dir.join("z.npy")).2),
+        z,
+        "another seed, other draws"
+    );
+    let _ = std::fs::remove_dir_all(d);
+}
+
+#[test]
+fn image_files_are_encoded_and_bad_requests_named() {
+    let d = scratch("images");
+    let run = train(&d, false);
+    let out_dir = d.join("latents");
+    let images = mnist().join("t10k-images-idx3-ubyte.gz");
+    let out = wgvae()
+        .args(["encode", "--run"])
+        .arg(&run)
+        .arg("--images")
+        .arg(&images)
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let (shape, _, _) = npy(&out_dir.join("z.npy"));
+    assert!(shape.ends_with(", 3)"), "{shape}");
+    assert!(
+        !out_dir.join("factors.npy").exists(),
+        "MNIST has no factors"
+    );
+
+    let fail = |args: &[&std::ffi::OsStr], want: &str| {
+        let out = wgvae().arg("encode").args(args).output().unwrap();
+        let t = text(&out);
+        assert!(!out.status.success(), "{args:?} accepted:\n{t}");
+        assert!(t.contains(want), "{args:?}: message lacks `{want}`:\n{t}");
+        assert!(!t.contains("panicked"), "{t}");
+    };
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let o = out_dir.join("x");
+    let (run_s, o_s) = (run.clone().into_os_string(), o.clone().into_os_string());
+    // Sprites on a 28x28 model; a run without a checkpoint; a missing image file; no input.
+    fail(
+        &[
+            &os("--run"),
+            &run_s,
+            &os("--sprites"),
+            &os("10"),
+            &os("--out"),
+            &o_s,
+        ],
+        "1x64x64",
+    );
+    fail(
+        &[
+            &os("--run"),
+            d.as_os_str(),
+            &os("--sprites"),
+            &os("10"),
+            &os("--out"),
+            &o_s,
+        ],
+        "checkpoint.safetensors",
+    );
+    fail(
+        &[
+            &os("--run"),
+            &run_s,
+            &os("--images"),
+            &os("nope.idx"),
+            &os("--out"),
+            &o_s,
+        ],
+        "nope.idx",
+    );
+    fail(&[&os("--run"), &run_s, &os("--out"), &o_s], "--sprites");
+    assert!(!o.exists(), "nothing written on error");
+    let _ = std::fs::remove_dir_all(d);
+}
