@@ -15,6 +15,7 @@ pub mod latent;
 pub mod metrics;
 pub mod model;
 pub mod ops;
+pub mod plot;
 pub mod probe;
 pub mod rng;
 pub mod tool;
