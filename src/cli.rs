@@ -45,11 +45,13 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
     pub kl_cycle_ratio: f32,
     /// Objective: elbo (recon + β·KL; β-VAE with --beta), capacity (recon + γ·|KL − C|, C
-    /// rising linearly from 0 to --capacity nats over --capacity-steps steps) or factor-vae
-    /// (recon + β·KL + γ·TC, TC estimated by a discriminator trained alongside)
+    /// rising linearly from 0 to --capacity nats over --capacity-steps steps), tc-vae (recon +
+    /// α·MI + β·TC + γ·dimension-wise KL, from the minibatch estimator) or factor-vae (recon +
+    /// β·KL + γ·TC, TC estimated by a discriminator trained alongside)
     #[arg(long, value_enum, default_value_t = ObjectiveKind::Elbo)]
     pub objective: ObjectiveKind,
-    /// Weight γ of the objective's extra term (capacity: default 1000; factor-vae: default 35)
+    /// Weight γ of the objective's extra term (capacity: default 1000; tc-vae: of the
+    /// dimension-wise KL, default 1; factor-vae: of the TC, default 35)
     #[arg(long, allow_negative_numbers = true)]
     pub gamma: Option<f32>,
     /// --objective capacity: the final capacity C in nats (default 25)
@@ -58,6 +60,13 @@ pub struct TrainArgs {
     /// --objective capacity: steps over which C rises (default: the whole run)
     #[arg(long, allow_negative_numbers = true)]
     pub capacity_steps: Option<usize>,
+    /// --objective tc-vae: weight α of the index-code mutual information (default 1)
+    #[arg(long, allow_negative_numbers = true)]
+    pub alpha: Option<f32>,
+    /// --objective tc-vae: the estimator of log q(z): mws (minibatch weighted sampling) or mss
+    /// (minibatch stratified sampling)
+    #[arg(long, value_enum)]
+    pub tc_estimator: Option<TcEstimatorArg>,
     /// --objective factor-vae: hidden layers of the discriminator (default 6)
     #[arg(long, allow_negative_numbers = true)]
     pub disc_layers: Option<usize>,
@@ -128,7 +137,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub iwae_every: usize,
     /// Sprites: training images
-    #[arg(long, default_value_t = 28_000, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 26_000, allow_negative_numbers = true)]
     pub n_train: usize,
     /// Sprites: held-out images (the factor probe fits on one half and scores on the other;
     /// its k-NN probes need many points to find a factor that the code holds nonlinearly)
@@ -158,7 +167,15 @@ pub struct TrainArgs {
 pub enum ObjectiveKind {
     Elbo,
     Capacity,
+    TcVae,
     FactorVae,
+}
+
+/// The estimators `--tc-estimator` names.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcEstimatorArg {
+    Mws,
+    Mss,
 }
 
 /// Flags that still apply with `--resume`.
@@ -219,16 +236,29 @@ impl TrainArgs {
         if disc_flags && self.objective != ObjectiveKind::FactorVae {
             bail!("--disc-layers, --disc-width and --disc-lr apply to --objective factor-vae only");
         }
+        if (self.alpha.is_some() || self.tc_estimator.is_some())
+            && self.objective != ObjectiveKind::TcVae
+        {
+            bail!("--alpha and --tc-estimator apply to --objective tc-vae only");
+        }
         let latent = self
             .latent
             .unwrap_or(if self.data.is_none() { 10 } else { 20 });
         let objective = match self.objective {
             ObjectiveKind::Elbo => {
                 if self.gamma.is_some() {
-                    bail!("--gamma applies to --objective capacity or factor-vae only");
+                    bail!("--gamma applies to --objective capacity, tc-vae or factor-vae only");
                 }
                 crate::train::objective::ObjectiveSpec::Elbo
             }
+            ObjectiveKind::TcVae => crate::train::objective::ObjectiveSpec::TcVae {
+                alpha: self.alpha.unwrap_or(1.0),
+                gamma: self.gamma.unwrap_or(1.0),
+                estimator: match self.tc_estimator {
+                    Some(TcEstimatorArg::Mss) => crate::ops::tc::Estimator::Mss,
+                    _ => crate::ops::tc::Estimator::Mws,
+                },
+            },
             ObjectiveKind::FactorVae => {
                 let mut disc = crate::model::discriminator::DiscriminatorConfig::paper(latent);
                 disc.layers = self.disc_layers.unwrap_or(disc.layers);
@@ -475,7 +505,7 @@ pub fn train(args: &TrainArgs) -> Result<RunSummary> {
             "wrote {}/{{metrics.jsonl, checkpoint.safetensors, config.json{}}}",
             summary.out.display(),
             if trainer.cfg.pictures {
-                ", reconstructions.png, samples.png, traversals.png, interpolation.png"
+                ", reconstructions.png, samples.png, traversals.png, interpolation.png, curves.png, terms.png, active_units.png, kl_per_dim.png"
             } else {
                 ""
             }

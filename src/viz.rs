@@ -156,6 +156,59 @@ impl Inference {
     }
 }
 
+/// Most dimensions a traversal grid shows.
+pub const MAX_TRAVERSED: usize = 32;
+
+/// Latent dimensions by decreasing mean KL(q(z_d|x) || N(0, 1)) over the rows of `mu` and
+/// `sigma` ((n, d) each): `(dimension, KL in nats)`, at most [`MAX_TRAVERSED`].
+pub fn dims_by_kl(mu: &[f32], sigma: &[f32], d: usize) -> Vec<(usize, f64)> {
+    let n = (mu.len() / d.max(1)).max(1);
+    let mut kl: Vec<(usize, f64)> = (0..d)
+        .map(|k| {
+            let s: f64 = (0..mu.len() / d.max(1))
+                .map(|i| {
+                    let (m, sg) = (mu[i * d + k] as f64, (sigma[i * d + k] as f64).max(1e-30));
+                    0.5 * (m * m + sg * sg - 1.0) - sg.ln()
+                })
+                .sum();
+            (k, s / n as f64)
+        })
+        .collect();
+    kl.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    kl.truncate(MAX_TRAVERSED);
+    kl
+}
+
+/// One row of `steps` decoded images per dimension of `dims`, that dimension swept over
+/// [−3, 3] with the others at `base` (D,).
+pub fn traversal_rows(
+    ctx: &GpuContext,
+    vae: &Vae,
+    inf: &Inference,
+    base: &[f32],
+    dims: &[(usize, f64)],
+    steps: usize,
+) -> Result<Vec<Vec<f32>>> {
+    let d = vae.cfg.latent;
+    let mut rows = Vec::with_capacity(dims.len());
+    for &(k, _) in dims {
+        let mut out = Vec::new();
+        // Decode in chunks of the inference batch.
+        let zs: Vec<Vec<f32>> = (0..steps)
+            .map(|s| {
+                let mut z = base[..d].to_vec();
+                z[k] = -3.0 + 6.0 * s as f32 / (steps.max(2) - 1) as f32;
+                z
+            })
+            .collect();
+        for chunk in zs.chunks(inf.batch()) {
+            out.extend(inf.decode(ctx, vae, &chunk.concat())?);
+        }
+        rows.push(out);
+    }
+    Ok(rows)
+}
+
 /// Writes `reconstructions.png`, `samples.png`, `traversals.png` and `interpolation.png`
 /// into `dir` for a model and its test images.
 pub fn save_run_pictures(
@@ -189,33 +242,13 @@ pub fn save_run_pictures(
     let samples = inf.sample_prior(ctx, vae, 64)?;
     save_grid_png_chw(&dir.join("samples.png"), &samples, 64, shape, 8, 2, scale)?;
 
-    // Traversals of the most active dimensions around the first test image's posterior mean.
+    // Traversals of every dimension (at most MAX_TRAVERSED), by decreasing KL, around the first
+    // test image's posterior mean.
     let n_enc = test.n.min(64);
     let enc_in: Vec<f32> = (0..n_enc).flat_map(|i| test.to_f32(i)).collect();
-    let (mus, _) = inf.encode(ctx, vae, &enc_in)?;
-    let mut var: Vec<(f64, usize)> = (0..d)
-        .map(|k| {
-            let m = (0..n_enc).map(|i| mus[i * d + k] as f64).sum::<f64>() / n_enc as f64;
-            let v = (0..n_enc)
-                .map(|i| (mus[i * d + k] as f64 - m).powi(2))
-                .sum::<f64>()
-                / n_enc as f64;
-            (v, k)
-        })
-        .collect();
-    var.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let dims: Vec<usize> = var.iter().take(d.min(6)).map(|x| x.1).collect();
-    let steps = 9;
-    let mut rows = Vec::new();
-    for &k in &dims {
-        let mut zs = Vec::with_capacity(steps * d);
-        for s in 0..steps {
-            let mut z = mus[..d].to_vec();
-            z[k] = -3.0 + 6.0 * s as f32 / (steps - 1) as f32;
-            zs.extend(z);
-        }
-        rows.push(inf.decode(ctx, vae, &zs)?);
-    }
+    let (mus, sigmas) = inf.encode(ctx, vae, &enc_in)?;
+    let order = dims_by_kl(&mus, &sigmas, d);
+    let rows = traversal_rows(ctx, vae, &inf, &mus[..d], &order, 9)?;
     save_rows_png_chw(&dir.join("traversals.png"), &rows, shape, 2, scale)?;
 
     // Spherical interpolation between two test images' posterior means, inputs at the ends.

@@ -259,7 +259,17 @@ fn bad_values_are_refused_naming_their_flag() {
         ),
         (&["--arch", "conv", "--conv-kernel", "1"], "--conv-kernel 1"),
         (&["--mlp-decoder"], "--arch conv only"),
-        (&["--gamma", "5"], "--objective capacity or factor-vae only"),
+        (
+            &["--gamma", "5"],
+            "--objective capacity, tc-vae or factor-vae only",
+        ),
+        (&["--alpha", "2"], "--objective tc-vae only"),
+        (&["--objective", "tc-vae", "--alpha", "-1"], "--alpha -1"),
+        (
+            &["--objective", "tc-vae", "--kl-warmup", "10"],
+            "--kl-warmup 10",
+        ),
+        (&["--objective", "tc-vae", "--tc-estimator", "xyz"], "xyz"),
         (&["--disc-layers", "3"], "--objective factor-vae only"),
         (&["--capacity", "3"], "--objective capacity only"),
         (

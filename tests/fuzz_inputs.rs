@@ -725,6 +725,7 @@ fn valid_checkpoint(model: usize, seed: u64, moments: bool) -> Checkpoint {
         params,
         adam_m: moments.then(|| moment(-1e-2)),
         adam_v: moments.then(|| moment(1e-4)),
+        groups: Vec::new(),
     }
 }
 

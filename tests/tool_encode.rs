@@ -248,3 +248,55 @@ fn image_files_are_encoded_and_bad_requests_named() {
     assert!(!o.exists(), "nothing written on error");
     let _ = std::fs::remove_dir_all(d);
 }
+
+#[test]
+fn traversals_of_any_checkpoint_by_decreasing_kl() {
+    let d = scratch("traverse");
+    let run = train(&d, true);
+    let png = d.join("t.png");
+    let traverse = |extra: &[&str]| {
+        wgvae()
+            .args(["traverse", "--sprites", "20", "--run"])
+            .arg(&run)
+            .arg("--out")
+            .arg(&png)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = traverse(&["--index", "2", "--steps", "5"]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    // One row per latent dimension (3), by decreasing KL.
+    let kls: Vec<f64> = t
+        .lines()
+        .filter(|l| l.trim_start().starts_with("row "))
+        .map(|l| {
+            let kl = l.split("(KL ").nth(1).unwrap();
+            kl.split_whitespace().next().unwrap().parse().unwrap()
+        })
+        .collect();
+    assert_eq!(kls.len(), 3, "{t}");
+    assert!(kls.windows(2).all(|w| w[0] >= w[1]), "{kls:?}");
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png).unwrap()));
+    let info = decoder.read_info().unwrap().info().clone();
+    assert!(
+        info.height > 3 * 64 && info.height < 4 * 64,
+        "{}",
+        info.height
+    );
+    assert!(info.width > 5 * 64 && info.width < 6 * 64, "{}", info.width);
+    for (extra, want) in [
+        (&["--index", "2"][..], "--force"),
+        (
+            &["--index", "20", "--force"][..],
+            "--index 20: the set has 20",
+        ),
+        (&["--steps", "1", "--force"][..], "--steps 1"),
+    ] {
+        let out = traverse(extra);
+        assert!(!out.status.success(), "{extra:?} accepted");
+        assert!(text(&out).contains(want), "{extra:?}: {}", text(&out));
+    }
+    let _ = std::fs::remove_dir_all(d);
+}

@@ -41,6 +41,15 @@ enum Command {
     /// Encode a data set: posterior means, standard deviations and a draw per input as .npy
     /// (with --sprites also the ground-truth factors)
     Encode(wgvae::tool::encode::EncodeArgs),
+    /// Draw a run's charts (curves, terms, active units, KL per dimension) as PNG files
+    #[command(after_help = "Example: wgvae plot runs/mnist   (reads runs/mnist/metrics.jsonl)")]
+    Plot {
+        /// Run directory holding metrics.jsonl; the charts are written next to it
+        #[arg(value_name = "RUN_DIR")]
+        run: PathBuf,
+    },
+    /// Traversals of every latent dimension, by decreasing KL, around one input's code (PNG)
+    Traverse(wgvae::tool::traverse::TraverseArgs),
     /// Show the adapter wgvae would use
     Info,
 }
@@ -77,9 +86,24 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         }
         Command::Encode(args) => {
             let e = wgvae::tool::encode::run(&args)?;
-            println!("encoded {} inputs into {} latent dimensions:", e.n, e.latent);
+            println!(
+                "encoded {} inputs into {} latent dimensions:",
+                e.n, e.latent
+            );
             for f in &e.files {
                 println!("  {}", f.display());
+            }
+        }
+        Command::Plot { run } => {
+            for f in wgvae::plot::run_charts(&run)? {
+                println!("{}", f.display());
+            }
+        }
+        Command::Traverse(args) => {
+            let order = wgvae::tool::traverse::run(&args)?;
+            println!("wrote {}; rows by decreasing KL:", args.out.display());
+            for (row, (dim, kl)) in order.iter().enumerate() {
+                println!("  row {row}: z{dim} (KL {kl:.3} nats)");
             }
         }
         Command::Info => {

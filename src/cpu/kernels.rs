@@ -86,6 +86,7 @@ pub fn kl(enc: &[f32], b: usize, d: usize, w: f64) -> (Vec<f64>, Vec<f64>, Vec<f
     (ks, ke, g)
 }
 
+#[allow(clippy::too_many_arguments)] // the kernel's operands and parameters, one each
 /// Twin of the capacity kernel: (penalty per row (B,), gradient (B, 2D)) of
 /// γ·|Σ_b w_b kl_b − C(t)| with C(t) = c_max·min(1, t / steps) (`steps` = 0: c_max).
 pub fn kl_capacity(

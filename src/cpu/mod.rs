@@ -7,6 +7,7 @@ pub mod factor;
 pub mod gemm;
 pub mod iwae;
 pub mod kernels;
+pub mod tc;
 pub mod vae;
 
 pub use gemm::{CpuEpilogue, gemm};

@@ -33,10 +33,11 @@ pub enum Shader {
     ConvNarrow,
     ConvNarrowSubgroup8,
     Factor,
+    Tc,
 }
 
 impl Shader {
-    pub const ALL: [Shader; 18] = [
+    pub const ALL: [Shader; 19] = [
         Shader::GemmSubgroup8,
         Shader::GemmRegblock,
         Shader::GemmRegblockScalarC,
@@ -55,6 +56,7 @@ impl Shader {
         Shader::ConvNarrow,
         Shader::ConvNarrowSubgroup8,
         Shader::Factor,
+        Shader::Tc,
     ];
 
     pub fn file_name(self) -> &'static str {
@@ -77,6 +79,7 @@ impl Shader {
             Shader::ConvNarrow => "conv_narrow.wgsl",
             Shader::ConvNarrowSubgroup8 => "conv_narrow.wgsl+sg8",
             Shader::Factor => "factor.wgsl",
+            Shader::Tc => "tc.wgsl",
         }
     }
 
@@ -130,6 +133,7 @@ impl Shader {
                 include_str!("../../shaders/conv_narrow.wgsl")
             ),
             Shader::Factor => include_str!("../../shaders/factor.wgsl"),
+            Shader::Tc => include_str!("../../shaders/tc.wgsl"),
         }
     }
 

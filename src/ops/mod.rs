@@ -11,6 +11,7 @@ pub mod kl;
 pub mod likelihood;
 pub mod reduce;
 pub mod reparam;
+pub mod tc;
 
 pub use gemm::{Epilogue, Trans, gemm};
 

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use crate::cli::{images_for_run, open_context};
+use crate::cli::open_context;
 use crate::data::{self, Dataset};
 use crate::model::Vae;
-use crate::train::checkpoint::{self, Checkpoint};
+use crate::train::checkpoint::Checkpoint;
 use crate::viz::Inference;
 
 /// Flags of `wgvae encode`.
@@ -22,21 +22,9 @@ use crate::viz::Inference;
     Writes mu.npy, sigma.npy and z.npy ((n, latent) float32); with --sprites also \
     factors.npy ((n, 5) int64 class indices of shape, scale, orientation, pos_x, pos_y) and \
     factor_values.npy ((n, 5) float32).")]
-#[command(group(clap::ArgGroup::new("input").required(true).multiple(false)))]
 pub struct EncodeArgs {
-    /// Run directory holding checkpoint.safetensors
-    #[arg(long)]
-    pub run: PathBuf,
-    /// Image file to encode (IDX, .gz or raw, or a .npy array of images)
-    #[arg(long, group = "input")]
-    pub images: Option<PathBuf>,
-    /// Encode this many built-in sprites (distinct factor combinations drawn from
-    /// --sprites-seed) and write their factors too
-    #[arg(long, group = "input", allow_negative_numbers = true)]
-    pub sprites: Option<usize>,
-    /// --sprites: seed of the factor combinations
-    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
-    pub sprites_seed: u64,
+    #[command(flatten)]
+    pub input: super::RunInput,
     /// Output directory
     #[arg(long)]
     pub out: PathBuf,
@@ -60,13 +48,7 @@ pub struct Encoded {
 }
 
 pub fn run(args: &EncodeArgs) -> Result<Encoded> {
-    let ck_path = args.run.join(checkpoint::FILE_NAME);
-    let ck = Checkpoint::load(&ck_path)?;
-    let set = match (&args.images, args.sprites) {
-        (Some(path), _) => images_for_run(&ck, &ck_path, path)?.0,
-        (None, Some(n)) => sprites_for_run(&ck, &ck_path, n, args.sprites_seed)?,
-        (None, None) => bail!("give --images FILE or --sprites N"),
-    };
+    let (ck, set) = args.input.load()?;
     let mut names = vec!["mu.npy", "sigma.npy", "z.npy"];
     if set.factors.is_some() {
         names.extend(["factors.npy", "factor_values.npy"]);

@@ -1,10 +1,50 @@
 //! Subcommands of `wgvae` that work on a trained run: each a thin layer over the library.
 
 pub mod encode;
+pub mod score;
+pub mod traverse;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
+use clap::Args;
+
+use crate::data::Dataset;
+use crate::train::checkpoint::{self, Checkpoint};
+
+/// A trained run and the inputs a subcommand works on: an image file, or built-in sprites.
+#[derive(Args, Debug, Clone)]
+#[command(group(clap::ArgGroup::new("input").required(true).multiple(false)))]
+pub struct RunInput {
+    /// Run directory holding checkpoint.safetensors
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Image file (IDX, .gz or raw, or a .npy array of images)
+    #[arg(long, group = "input")]
+    pub images: Option<PathBuf>,
+    /// This many built-in sprites (distinct factor combinations drawn from --sprites-seed),
+    /// with their ground-truth factors
+    #[arg(long, group = "input", allow_negative_numbers = true)]
+    pub sprites: Option<usize>,
+    /// --sprites: seed of the factor combinations
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
+    pub sprites_seed: u64,
+}
+
+impl RunInput {
+    /// The run's checkpoint and the inputs, checked against its model (size, channels, the
+    /// run's binarisation).
+    pub fn load(&self) -> Result<(Checkpoint, Dataset)> {
+        let ck_path = self.run.join(checkpoint::FILE_NAME);
+        let ck = Checkpoint::load(&ck_path)?;
+        let set = match (&self.images, self.sprites) {
+            (Some(path), _) => crate::cli::images_for_run(&ck, &ck_path, path)?.0,
+            (None, Some(n)) => encode::sprites_for_run(&ck, &ck_path, n, self.sprites_seed)?,
+            (None, None) => bail!("give --images FILE or --sprites N"),
+        };
+        Ok((ck, set))
+    }
+}
 
 /// Refuses to replace existing `files` in `dir` unless `force`; creates `dir`. Returns the
 /// full paths of the files.

@@ -669,8 +669,14 @@ mod tests {
         let st_bytes = std::fs::read(&path).unwrap();
         let st = SafeTensors::deserialize(&st_bytes).unwrap();
         // PyTorch's (out, in) layout, and the moments under the optimizer's prefix.
-        assert_eq!(st.tensor("discriminator.fc1.weight").unwrap().shape(), [5, 3]);
-        assert!(st.tensor(&format!("{ADAM_V}.discriminator.fc1.bias")).is_ok());
+        assert_eq!(
+            st.tensor("discriminator.fc1.weight").unwrap().shape(),
+            [5, 3]
+        );
+        assert!(
+            st.tensor(&format!("{ADAM_V}.discriminator.fc1.bias"))
+                .is_ok()
+        );
         let back = Checkpoint::load(&path).unwrap();
         assert!(back.groups.is_empty());
         assert_eq!(bits(&back.params), bits(&ck.params));
@@ -681,8 +687,13 @@ mod tests {
         // A group the file does not hold is an error naming the file and the tensor.
         let mut other = ParamLayout::default();
         other.push_tensor("critic.fc1.weight", &[2, 2]);
-        let e = Checkpoint::read_group(&path, &other).unwrap_err().to_string();
-        assert!(e.contains("checkpoint.safetensors") && e.contains("critic.fc1.weight"), "{e}");
+        let e = Checkpoint::read_group(&path, &other)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("checkpoint.safetensors") && e.contains("critic.fc1.weight"),
+            "{e}"
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -265,6 +265,7 @@ impl Invalid {
             "objective.gamma" => "--gamma",
             "objective.c_max" => "--capacity",
             "objective.steps" => "--capacity-steps",
+            "objective.alpha" => "--alpha",
             "objective.disc.layers" => "--disc-layers",
             "objective.disc.width" | "objective.disc" => "--disc-width",
             "objective.disc.adam.lr" => "--disc-lr",
@@ -381,6 +382,17 @@ impl TrainConfig {
         }
         match &self.objective {
             objective::ObjectiveSpec::Elbo => {}
+            objective::ObjectiveSpec::TcVae { alpha, gamma, .. } => {
+                non_negative("objective.alpha", *alpha, "0 drops the mutual information")?;
+                non_negative("objective.gamma", *gamma, "0 drops the dimension-wise KL")?;
+                if self.kl_warmup > 0 || self.kl_cycles.is_some() {
+                    return Err(Invalid::new(
+                        "kl_warmup",
+                        self.kl_warmup,
+                        "β-TCVAE weighs its terms itself; drop --kl-warmup and --kl-cycles",
+                    ));
+                }
+            }
             objective::ObjectiveSpec::FactorVae { gamma, disc } => {
                 non_negative("objective.gamma", *gamma, "0 gives the ELBO")?;
                 if disc.latent != self.model.latent {
@@ -850,11 +862,10 @@ impl<'c> Trainer<'c> {
         let to_u32 = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
         let objective = objective::TrainObjective::new(
             ctx,
-            &cfg.objective,
-            cfg.beta,
+            &cfg,
             (to_u32(ramp.0), to_u32(ramp.1)),
-            cfg.batch,
-            cfg.seed,
+            model.latent,
+            split.train.n,
             groups.first(),
         )?;
         let n_metrics = slots::len(objective.objective.terms().len());
@@ -1172,6 +1183,7 @@ impl<'c> Trainer<'c> {
                 &self.cfg.out,
                 self.cfg.seed,
             )?;
+            crate::plot::run_charts(&self.cfg.out)?;
         }
         Ok(RunSummary {
             epochs: history,
@@ -1219,7 +1231,7 @@ pub struct ResumeOptions {
 }
 
 /// The files a run writes into its directory.
-pub const RUN_FILES: [&str; 7] = [
+pub const RUN_FILES: [&str; 11] = [
     checkpoint::FILE_NAME,
     "metrics.jsonl",
     "config.json",
@@ -1227,6 +1239,10 @@ pub const RUN_FILES: [&str; 7] = [
     "samples.png",
     "traversals.png",
     "interpolation.png",
+    "curves.png",
+    "terms.png",
+    "active_units.png",
+    "kl_per_dim.png",
 ];
 
 /// The run files already present in `dir`.

@@ -7,6 +7,10 @@
 //!   ([`super::TrainConfig::kl_warmup`]) or cyclical annealing ([`KlCycles`], Fu et al. 2019).
 //! - [`ObjectiveSpec::Capacity`]: recon + γ·|KL − C(t)| with C rising linearly from 0 to
 //!   `c_max` nats (Burgess et al. 2018); KL is the batch mean.
+//! - [`ObjectiveSpec::TcVae`]: recon + α·MI + β·TC + γ·dimension-wise KL, the KL split by the
+//!   minibatch estimator of log q(z) (Chen et al. 2018) over the batch, with the data set's
+//!   size N ([`crate::ops::tc`]); the three terms are reported, and the closed-form KL beside
+//!   them.
 //! - [`ObjectiveSpec::FactorVae`]: recon + β·KL + γ·TC with the total correlation estimated
 //!   by a discriminator (Kim & Mnih 2018), trained in the same step as a second phase with its
 //!   own Adam ([`crate::model::discriminator`]).
@@ -15,11 +19,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::gpu::{GpuContext, Program, Tensor};
+use crate::model::GradWrite;
 use crate::model::discriminator::{DiscWorkspace, Discriminator, DiscriminatorConfig, FactorVae};
 use crate::model::objective::{Objective, Phase, Term};
 use crate::model::vae::{Activations, Gradients, KlWeight};
 use crate::ops::data::StepState;
 use crate::ops::kl::{Capacity, KlRamp};
+use crate::ops::tc::{Estimator, TcScratch, TcTerms, TcWeights, tc_backward, tc_forward};
 use crate::train::checkpoint::GroupState;
 
 /// What a run minimises (absent in older runs: the ELBO, weighted by `beta`).
@@ -38,6 +44,13 @@ pub enum ObjectiveSpec {
         #[serde(default)]
         steps: Option<usize>,
     },
+    /// recon + α·MI + β·TC + γ·dimension-wise KL (β from [`super::TrainConfig::beta`]).
+    TcVae {
+        alpha: f32,
+        gamma: f32,
+        #[serde(default)]
+        estimator: Estimator,
+    },
     /// recon + β·KL + γ·TC, TC from a discriminator trained alongside.
     FactorVae {
         gamma: f32,
@@ -51,6 +64,7 @@ impl ObjectiveSpec {
         match self {
             ObjectiveSpec::Elbo => "elbo",
             ObjectiveSpec::Capacity { .. } => "capacity",
+            ObjectiveSpec::TcVae { .. } => "tc_vae",
             ObjectiveSpec::FactorVae { .. } => "factor_vae",
         }
     }
@@ -103,6 +117,46 @@ impl Objective for CapacityObjective {
     }
 }
 
+/// `ObjectiveSpec::TcVae`'s objective: `recon` (1), `kl` (the closed form, reported with
+/// weight 0), `mi` (α), `tc` (β), `dim_kl` (γ).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TcVaeObjective {
+    pub weights: TcWeights,
+}
+
+impl Objective for TcVaeObjective {
+    fn name(&self) -> &'static str {
+        "tc_vae"
+    }
+    fn terms(&self) -> Vec<Term> {
+        let w = self.weights;
+        [
+            ("recon", 1.0),
+            ("kl", 0.0),
+            ("mi", w.alpha),
+            ("tc", w.beta),
+            ("dim_kl", w.gamma),
+        ]
+        .into_iter()
+        .map(|(name, weight)| Term {
+            name,
+            weight: weight as f64,
+        })
+        .collect()
+    }
+}
+
+/// β-TCVAE's buffers: the estimator's scratch and the three per-row terms.
+pub(crate) struct TcState {
+    weights: TcWeights,
+    estimator: Estimator,
+    dataset_size: usize,
+    scratch: TcScratch,
+    mi: Tensor<f32>,
+    tc: Tensor<f32>,
+    dimkl: Tensor<f32>,
+}
+
 /// The GPU side of a run's objective: the objective's terms and the buffers it owns.
 pub(crate) struct TrainObjective {
     pub objective: Box<dyn Objective>,
@@ -114,28 +168,53 @@ pub(crate) struct TrainObjective {
     penalty: Option<Tensor<f32>>,
     /// FactorVAE's discriminator and its buffers
     pub disc: Option<(Discriminator, DiscWorkspace)>,
+    tc: Option<TcState>,
 }
 
 impl TrainObjective {
-    /// `ramp` = (steps of the rise, period; 0: no cycle); (0, 0): constant weight. The
-    /// specification's optional step counts must be resolved. A discriminator starts from
-    /// `disc_state` (a checkpoint's) or from fresh weights drawn from `seed`.
+    /// The objective of `cfg` (its optional step counts resolved) for a model of `latent`
+    /// dimensions trained on `dataset_size` images. `ramp` = (steps of the KL weight's rise,
+    /// period; 0: no cycle); (0, 0): constant weight. A discriminator starts from `disc_state`
+    /// (a checkpoint's) or from fresh weights drawn from the run's seed.
     pub fn new(
         ctx: &GpuContext,
-        spec: &ObjectiveSpec,
-        beta: f32,
+        cfg: &super::TrainConfig,
         ramp: (u32, u32),
-        batch: usize,
-        seed: u64,
+        latent: usize,
+        dataset_size: usize,
         disc_state: Option<&GroupState>,
     ) -> Result<Self> {
+        let (spec, beta, batch, seed) = (&cfg.objective, cfg.beta, cfg.batch, cfg.seed);
         let mut penalty = None;
         let mut disc = None;
+        let mut tc = None;
         let objective: Box<dyn Objective> = match spec {
             ObjectiveSpec::Elbo => Box::new(crate::model::Elbo { beta }),
             ObjectiveSpec::Capacity { .. } => {
                 penalty = Some(Tensor::zeros(ctx, "capacity penalty", &[batch])?);
                 Box::new(CapacityObjective)
+            }
+            ObjectiveSpec::TcVae {
+                alpha,
+                gamma,
+                estimator,
+            } => {
+                let weights = TcWeights {
+                    alpha: *alpha,
+                    beta,
+                    gamma: *gamma,
+                };
+                let row = |name: &str| Tensor::zeros(ctx, name, &[batch]);
+                tc = Some(TcState {
+                    weights,
+                    estimator: *estimator,
+                    dataset_size,
+                    scratch: TcScratch::new(ctx, batch, latent)?,
+                    mi: row("tc-vae mi")?,
+                    tc: row("tc-vae tc")?,
+                    dimkl: row("tc-vae dim kl")?,
+                });
+                Box::new(TcVaeObjective { weights })
             }
             ObjectiveSpec::FactorVae { gamma, disc: cfg } => {
                 let d = match disc_state {
@@ -161,6 +240,7 @@ impl TrainObjective {
             ramp,
             penalty,
             disc,
+            tc,
         })
     }
 
@@ -172,6 +252,42 @@ impl TrainObjective {
         act: &Activations,
         grads: &Gradients,
     ) -> Result<Program> {
+        if let Some(t) = &self.tc {
+            let q = act.posterior_params();
+            let dparams = grads.enc.last().expect("a network has at least one module");
+            let mut p = tc_forward(
+                ctx,
+                "tc-vae terms",
+                q,
+                &act.z,
+                &act.w,
+                t.dataset_size,
+                t.estimator,
+                &t.scratch,
+                TcTerms {
+                    mi: &t.mi,
+                    tc: &t.tc,
+                    dimkl: &t.dimkl,
+                },
+            )?;
+            // The KL's closed-form gradient was stored as 0 (β = 0 below); the three terms
+            // add theirs, and their path through z.
+            p.extend(tc_backward(
+                ctx,
+                "tc-vae backward",
+                q,
+                &act.z,
+                &act.w,
+                t.dataset_size,
+                t.estimator,
+                &t.scratch,
+                t.weights,
+                &grads.z,
+                dparams,
+                GradWrite::Accumulate,
+            )?);
+            return Ok(p);
+        }
         match (&self.spec, &self.disc) {
             (ObjectiveSpec::FactorVae { gamma, .. }, Some((d, ws))) => {
                 d.tc_program(ctx, ws, &act.z, &act.w, &grads.z, *gamma)
@@ -237,7 +353,8 @@ impl TrainObjective {
             _ => None,
         };
         KlWeight {
-            beta: self.beta,
+            // β-TCVAE replaces the KL's gradient by its three terms' (written later).
+            beta: if self.tc.is_some() { 0.0 } else { self.beta },
             ramp,
             capacity,
         }
@@ -249,6 +366,9 @@ impl TrainObjective {
         rows.extend(self.penalty.as_ref());
         if let Some((_, ws)) = &self.disc {
             rows.extend([&ws.tc, &ws.loss, &ws.accuracy]);
+        }
+        if let Some(t) = &self.tc {
+            rows.extend([&t.mi, &t.tc, &t.dimkl]);
         }
         rows
     }
