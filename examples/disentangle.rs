@@ -16,7 +16,8 @@
 //! adapter that is hours: the sampled scores encode about two million images per model).
 //!
 //! Each model's run directory (under `--out`) holds its checkpoint, metrics, pictures (the
-//! traversals are sorted by KL) and charts; the table also goes to `--out/table.json`.
+//! traversals are sorted by KL), charts (`kl_per_dim.png` among them) and a bar chart of its
+//! metric scores (`scores.png`); the table also goes to `--out/table.json`.
 
 use std::path::PathBuf;
 
@@ -162,6 +163,27 @@ fn run(cli: Cli) -> Result<()> {
             cli.seed,
         )?;
         let scores = score_sprites_model(&ctx, &t.vae, &scoring)?;
+        let chart = t.cfg.out.join("scores.png");
+        let (labels, values): (Vec<String>, Vec<f64>) = [
+            ("BetaVAE", scores.beta_vae),
+            ("FactorVAE", scores.factor_vae),
+            ("MIG", scores.mig),
+            ("DCI-D", scores.dci_disentanglement),
+            ("DCI-C", scores.dci_completeness),
+            ("DCI-I", scores.dci_informativeness),
+            ("SAP", scores.sap),
+        ]
+        .into_iter()
+        .map(|(l, v)| (l.to_string(), v))
+        .unzip();
+        wgvae::plot::bar_chart_png(
+            &chart,
+            &format!("{name}: disentanglement metrics"),
+            &labels,
+            &values,
+            "score",
+        )
+        .with_context(|| format!("writing {}", chart.display()))?;
         let row = Row {
             name,
             neg_elbo: eval.neg_elbo,
