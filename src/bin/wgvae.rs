@@ -50,6 +50,15 @@ enum Command {
     },
     /// Traversals of every latent dimension, by decreasing KL, around one input's code (PNG)
     Traverse(wgvae::tool::traverse::TraverseArgs),
+    /// Images decoded from codes drawn from the prior, the aggregated posterior of a data set
+    /// or a Gaussian fitted to its posterior means (PNG grid and/or .npy of the codes)
+    Sample(wgvae::tool::sample::SampleArgs),
+    /// Inputs and their reconstructions (decoded posterior means) as a PNG
+    Reconstruct(wgvae::tool::reconstruct::ReconstructArgs),
+    /// Decode latent codes from a .npy array into a PNG grid
+    Decode(wgvae::tool::decode::DecodeArgs),
+    /// A PNG strip from one input to another through the decoded path between their codes
+    Interpolate(wgvae::tool::interpolate::InterpolateArgs),
     /// Show the adapter wgvae would use
     Info,
 }
@@ -105,6 +114,34 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
             for (row, (dim, kl)) in order.iter().enumerate() {
                 println!("  row {row}: z{dim} (KL {kl:.3} nats)");
             }
+        }
+        Command::Sample(args) => {
+            wgvae::tool::sample::run(&args)?;
+            let outs: Vec<String> = [&args.out_png, &args.out_npy]
+                .into_iter()
+                .flatten()
+                .map(|p| p.display().to_string())
+                .collect();
+            println!("sampled {} codes; wrote {}", args.n, outs.join(", "));
+        }
+        Command::Reconstruct(args) => {
+            let n = wgvae::tool::reconstruct::run(&args)?;
+            println!(
+                "wrote {} ({n} inputs and reconstructions)",
+                args.out.display()
+            );
+        }
+        Command::Decode(args) => {
+            let n = wgvae::tool::decode::run(&args)?;
+            println!("wrote {} ({n} decoded codes)", args.out.display());
+        }
+        Command::Interpolate(args) => {
+            wgvae::tool::interpolate::run(&args)?;
+            println!(
+                "wrote {} ({} decoded codes)",
+                args.out.display(),
+                args.steps
+            );
         }
         Command::Info => {
             let ctx = wgvae::cli::open_context()?;

@@ -1,6 +1,10 @@
 //! Subcommands of `wgvae` that work on a trained run: each a thin layer over the library.
 
+pub mod decode;
 pub mod encode;
+pub mod interpolate;
+pub mod reconstruct;
+pub mod sample;
 pub mod score;
 pub mod traverse;
 
