@@ -1,56 +1,13 @@
 //! `wgvae encode`: posterior means, standard deviations, draws and sprite factors as `.npy`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn wgvae() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_wgvae"));
-    c.env("RUST_BACKTRACE", "0");
-    c
-}
+mod common;
 
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use common::tool::{mnist, text, train, wgvae};
 
 fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("wgvae-encode-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn mnist() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/mnist-512")
-}
-
-/// Trains a tiny model: on 96 sprites, or on the committed MNIST subset.
-fn train(dir: &Path, sprites: bool) -> PathBuf {
-    let run = dir.join("run");
-    let mut c = wgvae();
-    c.args([
-        "train",
-        "--quiet",
-        "--no-pictures",
-        "--epochs",
-        "1",
-        "--hidden",
-        "16",
-    ])
-    .args(["--latent", "3", "--batch", "32", "--out"])
-    .arg(&run);
-    if sprites {
-        c.args(["--n-train", "96", "--n-test", "16"]);
-    } else {
-        c.arg("--data").arg(mnist());
-    }
-    let out = c.output().unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    run
+    common::tool::scratch("encode", name)
 }
 
 /// (shape, descr, payload) of a version 1 `.npy` file.

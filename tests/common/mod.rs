@@ -2,6 +2,8 @@
 //! comparisons against the CPU twins.
 #![allow(dead_code)]
 
+pub mod tool;
+
 use std::sync::OnceLock;
 
 use wgvae::gpu::GpuContext;
