@@ -22,6 +22,11 @@ pub struct TrainArgs {
     /// (train-images.npy, test-images.npy: greyscale or colour); default: the built-in sprites
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Train only on the images whose label (the digit; the shape of the sprites) is in this
+    /// set, e.g. 0-8 or 0,1,2 (--data needs its labels files); the test set is kept whole, so
+    /// `wgvae anomaly` can score the other classes. Recorded in the run; --resume keeps it
+    #[arg(long)]
+    pub classes: Option<crate::tool::anomaly::ClassSet>,
     /// Epochs to train (default: 3 on the built-in sprites, 5 with --data; with --resume: epochs
     /// to add, default 5)
     #[arg(long, allow_negative_numbers = true)]
@@ -322,6 +327,7 @@ impl TrainArgs {
             quiet: self.quiet,
             pictures: !self.no_pictures,
             binarize: self.binarize,
+            classes: self.classes.as_ref().map(|c| c.0.clone()),
             ..defaults
         })
     }

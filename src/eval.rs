@@ -365,6 +365,41 @@ impl Evaluator {
         self.iwae.as_ref().map(|iw| &iw.act.eps)
     }
 
+    /// Per-image figures in nats, in data-set order: −ELBO (recon + KL, β = 1) of every image
+    /// and, with `with_iwae` (an evaluator built with k > 0), the −IWAE bound −log p̂(x).
+    /// Batched as [`Evaluator::run`]: one submit and one readback per batch.
+    pub fn per_image(
+        &self,
+        ctx: &GpuContext,
+        with_iwae: bool,
+    ) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
+        let mut neg_elbo = Vec::with_capacity(self.n);
+        let outputs = [&self.act.nll, &self.act.kl];
+        for bi in 0..self.n.div_ceil(self.batch) {
+            let got = self
+                .readback
+                .run(ctx, &self.state, bi, &self.program, &outputs)?;
+            let [nll, kl] = &got[..] else {
+                return Err(Error::Readback(
+                    "an evaluation batch returned the wrong number of outputs".into(),
+                ));
+            };
+            let valid = (self.n - bi * self.batch).min(self.batch);
+            neg_elbo.extend((0..valid).map(|r| nll[r] + kl[r]));
+        }
+        let neg_iwae = match self.iwae.as_ref().filter(|_| with_iwae) {
+            Some(iw) => {
+                let mut v = Vec::with_capacity(self.n);
+                for bi in 0..self.n.div_ceil(iw.act.batch) {
+                    v.extend(self.iwae_batch(ctx, bi)?.iter().map(|&b| -b));
+                }
+                Some(v)
+            }
+            None => None,
+        };
+        Ok((neg_elbo, neg_iwae))
+    }
+
     /// Runs the evaluation over the whole data set (with the IWAE bound when this evaluator
     /// was built with k > 0).
     pub fn run(&self, ctx: &GpuContext, latent: usize) -> Result<EvalReport> {

@@ -59,6 +59,9 @@ enum Command {
     Decode(wgvae::tool::decode::DecodeArgs),
     /// A PNG strip from one input to another through the decoded path between their codes
     Interpolate(wgvae::tool::interpolate::InterpolateArgs),
+    /// Score inputs by −log p(x) (importance-sampled) or −ELBO; with labels, the AUROC of
+    /// telling classes outside --normal apart (CSV of scores, histogram PNG)
+    Anomaly(wgvae::tool::anomaly::AnomalyArgs),
     /// Show the adapter wgvae would use
     Info,
 }
@@ -142,6 +145,9 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
                 args.out.display(),
                 args.steps
             );
+        }
+        Command::Anomaly(args) => {
+            print!("{}", wgvae::tool::anomaly::run(&args)?);
         }
         Command::Info => {
             let ctx = wgvae::cli::open_context()?;

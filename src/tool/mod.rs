@@ -1,5 +1,6 @@
 //! Subcommands of `wgvae` that work on a trained run: each a thin layer over the library.
 
+pub mod anomaly;
 pub mod decode;
 pub mod encode;
 pub mod interpolate;

@@ -63,6 +63,32 @@ impl DataSource {
     }
 }
 
+/// Keeps the training images whose label is in `classes` (all with `None`); the test set
+/// is kept whole.
+fn keep_classes(mut split: Split, classes: Option<&[u8]>) -> Result<Split> {
+    let Some(classes) = classes else {
+        return Ok(split);
+    };
+    let Some(labels) = &split.train.labels else {
+        return Err(Error::Config(format!(
+            "--classes: the training set `{}` has no labels (an IDX train-labels-idx1-ubyte[.gz] \
+             or train-labels.npy next to the images)",
+            split.train.name
+        )));
+    };
+    let keep: Vec<usize> = (0..labels.len())
+        .filter(|&i| classes.contains(&labels[i]))
+        .collect();
+    if keep.is_empty() {
+        return Err(Error::Config(format!(
+            "--classes {classes:?}: no training image of `{}` has one of these labels",
+            split.train.name
+        )));
+    }
+    split.train = split.train.subset(&keep);
+    Ok(split)
+}
+
 /// Architecture choices that do not depend on the data.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelSpec {
@@ -190,6 +216,10 @@ pub struct TrainConfig {
     /// Cyclical annealing of the KL's weight (absent: none).
     #[serde(default)]
     pub kl_cycles: Option<objective::KlCycles>,
+    /// Train only on the training images whose label is in this list (`--classes`); the
+    /// test set is kept whole. Absent in older runs: every image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<Vec<u8>>,
     /// A fresh run may replace the files of another run in `out` (never recorded).
     #[serde(skip)]
     pub overwrite: bool,
@@ -221,6 +251,7 @@ impl Default for TrainConfig {
             quiet: false,
             pictures: true,
             binarize: Binarize::None,
+            classes: None,
             overwrite: false,
         }
     }
@@ -660,7 +691,7 @@ impl<'c> Trainer<'c> {
                 "--n-train or --n-test",
             )?;
         }
-        let split = cfg.data.load()?;
+        let split = keep_classes(cfg.data.load()?, cfg.classes.as_deref())?;
         let model =
             cfg.model
                 .for_images(split.train.channels, split.train.height, split.train.width);
@@ -765,6 +796,7 @@ impl<'c> Trainer<'c> {
             },
             None => e,
         })?;
+        let split = keep_classes(split, cfg.classes.as_deref())?;
         let want =
             cfg.model
                 .for_images(split.train.channels, split.train.height, split.train.width);
