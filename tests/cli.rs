@@ -621,3 +621,34 @@ fn eval_binarises_images_for_a_model_trained_on_binary_images() {
     assert_eq!(v["binarized"], true);
     let _ = std::fs::remove_dir_all(d);
 }
+
+#[test]
+fn info_lists_the_adapters_and_marks_the_one_used() {
+    let out = wgvae().arg("info").output().unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    let listed: Vec<&str> = t
+        .lines()
+        .filter(|l| l.len() > 2 && l[2..].starts_with(|c: char| c.is_ascii_digit()))
+        .collect();
+    assert!(!listed.is_empty(), "{t}");
+    assert_eq!(
+        listed.iter().filter(|l| l.starts_with('*')).count(),
+        1,
+        "{t}"
+    );
+    assert!(
+        t.contains("storage binding") && t.contains("the one wgvae uses"),
+        "{t}"
+    );
+    // An index past the list is named with the list.
+    let out = wgvae()
+        .arg("info")
+        .env("WGVAE_ADAPTER", "99")
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(t.contains("WGVAE_ADAPTER=99"), "{t}");
+    assert!(!t.contains("panicked"), "{t}");
+}

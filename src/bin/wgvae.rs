@@ -62,7 +62,8 @@ enum Command {
     /// Score inputs by −log p(x) (importance-sampled) or −ELBO; with labels, the AUROC of
     /// telling classes outside --normal apart (CSV of scores, histogram PNG)
     Anomaly(wgvae::tool::anomaly::AnomalyArgs),
-    /// Show the adapter wgvae would use
+    /// Every adapter wgpu sees (name, backend, type, the limits that matter), which one wgvae
+    /// uses and why (example: WGVAE_BACKEND=vulkan wgvae info)
     Info,
 }
 
@@ -150,6 +151,26 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
             print!("{}", wgvae::tool::anomaly::run(&args)?);
         }
         Command::Info => {
+            let (adapters, why) = wgvae::gpu::context::list_adapters()?;
+            println!("adapters wgpu sees ({}):", adapters.len());
+            for a in &adapters {
+                println!(
+                    "{} {}: {} ({:?}, {:?}; {}), storage binding {} MiB, buffer {} MiB, \
+                     workgroup memory {} KiB, {} invocations, subgroups {}",
+                    if a.chosen { "*" } else { " " },
+                    a.index,
+                    a.name,
+                    a.backend,
+                    a.device_type,
+                    a.driver,
+                    a.max_storage_binding >> 20,
+                    a.max_buffer >> 20,
+                    a.max_workgroup_storage >> 10,
+                    a.max_invocations,
+                    if a.subgroups { "yes" } else { "no" }
+                );
+            }
+            println!("* the one wgvae uses: {why}");
             let ctx = wgvae::cli::open_context()?;
             println!("adapter: {}", ctx.info);
             println!("GEMM kernel: {}", ctx.gemm_variant.name());

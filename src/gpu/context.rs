@@ -206,6 +206,100 @@ fn adapter_advice(info: &AdapterSummary) -> Option<String> {
     })
 }
 
+/// One adapter as `wgvae info` lists it.
+#[derive(Clone, Debug)]
+pub struct AdapterListing {
+    /// Its index in enumeration order (what `WGVAE_ADAPTER=<index>` selects).
+    pub index: usize,
+    pub name: String,
+    pub backend: wgpu::Backend,
+    pub device_type: wgpu::DeviceType,
+    pub driver: String,
+    /// Largest storage buffer one binding may hold (bytes): bounds the biggest tensor.
+    pub max_storage_binding: u64,
+    /// Largest buffer (bytes).
+    pub max_buffer: u64,
+    /// Workgroup memory (bytes) and invocations per workgroup the kernels may use.
+    pub max_workgroup_storage: u32,
+    pub max_invocations: u32,
+    /// Subgroup operations offered (the subgroup GEMM kernels need them).
+    pub subgroups: bool,
+    /// Whether the environment's choice (or, without one, the ranking) picks this adapter.
+    pub chosen: bool,
+}
+
+/// Every adapter on the backends the environment allows (`WGVAE_BACKEND`), which one a context
+/// would use and why: `WGVAE_ADAPTER` when set, otherwise the highest rank (discrete GPU >
+/// integrated > virtual > CPU, then Vulkan/Metal/DX12 > GL).
+pub fn list_adapters() -> Result<(Vec<AdapterListing>, String)> {
+    let opts = ContextOptions::from_env()?;
+    let backends = opts
+        .backends
+        .unwrap_or_else(wgpu::Instance::enabled_backend_features);
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends,
+        flags: wgpu::InstanceFlags::from_env_or_default(),
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
+    let adapters = pollster::block_on(instance.enumerate_adapters(backends));
+    let infos: Vec<wgpu::AdapterInfo> = adapters.iter().map(|a| a.get_info()).collect();
+    let (chosen, why) = match &opts.adapter {
+        Some(sel) => match sel.parse::<usize>() {
+            Ok(i) => (
+                (i < infos.len()).then_some(i),
+                format!("WGVAE_ADAPTER={sel} selects it by index"),
+            ),
+            Err(_) => {
+                let needle = sel.to_ascii_lowercase();
+                let best = infos
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, i)| i.name.to_ascii_lowercase().contains(&needle))
+                    .max_by_key(|(_, i)| rank(i))
+                    .map(|(k, _)| k);
+                (
+                    best,
+                    format!("WGVAE_ADAPTER={sel}: the best-ranked adapter whose name contains it"),
+                )
+            }
+        },
+        None => (
+            infos
+                .iter()
+                .enumerate()
+                .max_by_key(|(_, i)| rank(i))
+                .map(|(k, _)| k),
+            "the best-ranked adapter: discrete GPU > integrated > virtual > CPU, then \
+             Vulkan/Metal/DX12 > GL (set WGVAE_ADAPTER or WGVAE_BACKEND to choose)"
+                .to_string(),
+        ),
+    };
+    let listing = adapters
+        .iter()
+        .zip(&infos)
+        .enumerate()
+        .map(|(index, (a, info))| {
+            let l = a.limits();
+            AdapterListing {
+                index,
+                name: info.name.clone(),
+                backend: info.backend,
+                device_type: info.device_type,
+                driver: format!("{} {}", info.driver, info.driver_info)
+                    .trim()
+                    .to_string(),
+                max_storage_binding: l.max_storage_buffer_binding_size,
+                max_buffer: l.max_buffer_size,
+                max_workgroup_storage: l.max_compute_workgroup_storage_size,
+                max_invocations: l.max_compute_invocations_per_workgroup,
+                subgroups: a.features().contains(wgpu::Features::SUBGROUP),
+                chosen: chosen == Some(index),
+            }
+        })
+        .collect();
+    Ok((listing, why))
+}
+
 impl GpuContext {
     /// Creates a context on the adapter chosen by the environment (see [`ContextOptions`]).
     pub fn new() -> Result<Self> {
