@@ -206,6 +206,20 @@ fn adapter_advice(info: &AdapterSummary) -> Option<String> {
     })
 }
 
+/// The instance on the backends `opts` allows and the adapters it offers.
+fn enumerate(opts: &ContextOptions) -> (wgpu::Instance, Vec<wgpu::Adapter>, wgpu::Backends) {
+    let backends = opts
+        .backends
+        .unwrap_or_else(wgpu::Instance::enabled_backend_features);
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends,
+        flags: wgpu::InstanceFlags::from_env_or_default(),
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
+    let adapters = pollster::block_on(instance.enumerate_adapters(backends));
+    (instance, adapters, backends)
+}
+
 /// One adapter as `wgvae info` lists it.
 #[derive(Clone, Debug)]
 pub struct AdapterListing {
@@ -233,15 +247,7 @@ pub struct AdapterListing {
 /// integrated > virtual > CPU, then Vulkan/Metal/DX12 > GL).
 pub fn list_adapters() -> Result<(Vec<AdapterListing>, String)> {
     let opts = ContextOptions::from_env()?;
-    let backends = opts
-        .backends
-        .unwrap_or_else(wgpu::Instance::enabled_backend_features);
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
-        backends,
-        flags: wgpu::InstanceFlags::from_env_or_default(),
-        ..wgpu::InstanceDescriptor::new_without_display_handle()
-    });
-    let adapters = pollster::block_on(instance.enumerate_adapters(backends));
+    let (_instance, adapters, _) = enumerate(&opts);
     let infos: Vec<wgpu::AdapterInfo> = adapters.iter().map(|a| a.get_info()).collect();
     let (chosen, why) = match &opts.adapter {
         Some(sel) => match sel.parse::<usize>() {
@@ -307,15 +313,7 @@ impl GpuContext {
     }
 
     pub fn with_options(opts: &ContextOptions) -> Result<Self> {
-        let backends = opts
-            .backends
-            .unwrap_or_else(wgpu::Instance::enabled_backend_features);
-        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
-            backends,
-            flags: wgpu::InstanceFlags::from_env_or_default(),
-            ..wgpu::InstanceDescriptor::new_without_display_handle()
-        });
-        let adapters = pollster::block_on(instance.enumerate_adapters(backends));
+        let (instance, adapters, backends) = enumerate(opts);
         let listing = adapters
             .iter()
             .enumerate()
