@@ -1,39 +1,13 @@
 //! `wgvae encode`: posterior means, standard deviations, draws and sprite factors as `.npy`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 mod common;
 
-use common::tool::{mnist, text, train, wgvae};
+use common::tool::{f32s, mnist, npy, text, train, wgvae};
 
 fn scratch(name: &str) -> PathBuf {
     common::tool::scratch("encode", name)
-}
-
-/// (shape, descr, payload) of a version 1 `.npy` file.
-fn npy(path: &Path) -> (String, String, Vec<u8>) {
-    let b = std::fs::read(path).unwrap();
-    assert_eq!(&b[..6], b"\x93NUMPY", "{}", path.display());
-    let hl = u16::from_le_bytes([b[8], b[9]]) as usize;
-    let header = String::from_utf8(b[10..10 + hl].to_vec()).unwrap();
-    let field = |key: &str| {
-        let i = header.find(key).unwrap() + key.len();
-        let rest = header[i..].trim_start_matches([':', ' ', '\'']);
-        let end = if key == "'shape'" {
-            rest.find(')').unwrap() + 1
-        } else {
-            rest.find('\'').unwrap()
-        };
-        rest[..end].to_string()
-    };
-    (field("'shape'"), field("'descr'"), b[10 + hl..].to_vec())
-}
-
-fn f32s(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
 }
 
 #[test]

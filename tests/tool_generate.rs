@@ -5,7 +5,7 @@ use std::process::Output;
 
 mod common;
 
-use common::tool::{mnist, text, train, wgvae};
+use common::tool::{mnist, npy_f32, text, train, wgvae};
 
 fn scratch(name: &str) -> PathBuf {
     common::tool::scratch("generate", name)
@@ -79,29 +79,6 @@ fn as_bytes(image: &[f32]) -> Vec<u8> {
         .iter()
         .map(|&v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
         .collect()
-}
-
-/// (shape, descr, payload as f32) of a `.npy` file written by wgvae.
-fn npy_f32(path: &Path) -> (String, String, Vec<f32>) {
-    let b = std::fs::read(path).unwrap();
-    assert_eq!(&b[..6], b"\x93NUMPY", "{}", path.display());
-    let hl = u16::from_le_bytes([b[8], b[9]]) as usize;
-    let header = String::from_utf8(b[10..10 + hl].to_vec()).unwrap();
-    let field = |key: &str| {
-        let i = header.find(key).unwrap() + key.len();
-        let rest = header[i..].trim_start_matches([':', ' ', '\'']);
-        let end = if key == "'shape'" {
-            rest.find(')').unwrap() + 1
-        } else {
-            rest.find('\'').unwrap()
-        };
-        rest[..end].to_string()
-    };
-    let z = b[10 + hl..]
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    (field("'shape'"), field("'descr'"), z)
 }
 
 /// Writes `(rows, cols)` float64 values as a version 1 `.npy`.

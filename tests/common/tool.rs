@@ -49,3 +49,36 @@ pub fn train(dir: &Path, sprites: bool) -> PathBuf {
     assert!(out.status.success(), "{}", text(&out));
     run
 }
+
+/// (shape, descr, payload) of a version 1 `.npy` file written by wgvae.
+pub fn npy(path: &Path) -> (String, String, Vec<u8>) {
+    let b = std::fs::read(path).unwrap();
+    assert_eq!(&b[..6], b"\x93NUMPY", "{}", path.display());
+    let hl = u16::from_le_bytes([b[8], b[9]]) as usize;
+    let header = String::from_utf8(b[10..10 + hl].to_vec()).unwrap();
+    let field = |key: &str| {
+        let i = header.find(key).unwrap() + key.len();
+        let rest = header[i..].trim_start_matches([':', ' ', '\'']);
+        let end = if key == "'shape'" {
+            rest.find(')').unwrap() + 1
+        } else {
+            rest.find('\'').unwrap()
+        };
+        rest[..end].to_string()
+    };
+    (field("'shape'"), field("'descr'"), b[10 + hl..].to_vec())
+}
+
+/// Little-endian f32 values.
+pub fn f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// (shape, descr, payload as f32) of a `.npy` file written by wgvae.
+pub fn npy_f32(path: &Path) -> (String, String, Vec<f32>) {
+    let (shape, descr, bytes) = npy(path);
+    (shape, descr, f32s(&bytes))
+}
