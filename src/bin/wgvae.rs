@@ -62,6 +62,9 @@ enum Command {
     /// Score inputs by −log p(x) (importance-sampled) or −ELBO; with labels, the AUROC of
     /// telling classes outside --normal apart (CSV of scores, histogram PNG)
     Anomaly(wgvae::tool::anomaly::AnomalyArgs),
+    /// Latent arithmetic: move inputs' codes along the difference of two groups' mean codes
+    /// (by label or by index) and decode them at several strengths (PNG grid, .npy)
+    Edit(wgvae::tool::edit::EditArgs),
     /// Every adapter wgpu sees (name, backend, type, the limits that matter), which one wgvae
     /// uses and why (example: WGVAE_BACKEND=vulkan wgvae info)
     Info,
@@ -149,6 +152,13 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         }
         Command::Anomaly(args) => {
             print!("{}", wgvae::tool::anomaly::run(&args)?);
+        }
+        Command::Edit(args) => {
+            println!("{}", wgvae::tool::edit::run(&args)?);
+            println!("wrote {}", args.out.display());
+            if let Some(npy) = &args.npy {
+                println!("wrote {npy}", npy = npy.display());
+            }
         }
         Command::Info => {
             let (adapters, why) = wgvae::gpu::context::list_adapters()?;

@@ -2,6 +2,7 @@
 
 pub mod anomaly;
 pub mod decode;
+pub mod edit;
 pub mod encode;
 pub mod interpolate;
 pub mod reconstruct;
