@@ -27,8 +27,9 @@ fn run(cfg: &VaeConfig, params: &[f64], net: &Sequential, x: Vec<f64>, rows: usi
 /// draws `eps` (K·B, D) given in the GPU's layout (sample k of input b in row k·B + b), and
 /// parameters `params` in the flat layout of `cfg.layout()`.
 ///
-/// Every density is written out in full (log 2π terms included, log q from (z − μ)/σ), so the
-/// twin shares no simplification with the GPU kernel.
+/// Every density is written out in full (log 2π terms included, log q from z through the
+/// posterior's [`crate::model::Posterior::cpu_log_density`]), so the twin shares no
+/// simplification with the GPU kernel.
 pub fn iwae(
     cfg: &VaeConfig,
     params: &[f64],
@@ -51,25 +52,21 @@ pub fn iwae(
     );
     let kb = samples * batch;
     let half_log_2pi = 0.5 * (2.0 * std::f64::consts::PI).ln();
-    let mut z = vec![0.0; kb * d];
+    // z from the posterior's twin; log q(z | x) written out from z (not from ε).
+    let q = cfg.posterior();
+    let eps64: Vec<f64> = eps.iter().map(|&v| v as f64).collect();
+    let z = q.cpu_sample(&enc_out, &eps64, batch, samples);
+    let log_q = q.cpu_log_density(&enc_out, &z, batch, samples);
     // log p(z) − log q(z | x) per row.
-    let mut prior_minus_post = vec![0.0; kb];
-    for k in 0..samples {
-        for b in 0..batch {
-            let r = k * batch + b;
-            for j in 0..d {
-                let mu = enc_out[b * 2 * d + j];
-                let lv = enc_out[b * 2 * d + d + j];
-                let sigma = (0.5 * lv).exp();
-                let zv = mu + sigma * eps[r * d + j] as f64;
-                z[r * d + j] = zv;
-                let log_p = -half_log_2pi - 0.5 * zv * zv;
-                let u = (zv - mu) / sigma;
-                let log_q = -half_log_2pi - 0.5 * lv - 0.5 * u * u;
-                prior_minus_post[r] += log_p - log_q;
-            }
-        }
-    }
+    let prior_minus_post: Vec<f64> = (0..kb)
+        .map(|r| {
+            let log_p: f64 = z[r * d..(r + 1) * d]
+                .iter()
+                .map(|&zv| -half_log_2pi - 0.5 * zv * zv)
+                .sum();
+            log_p - log_q[r]
+        })
+        .collect();
     let out = run(cfg, params, &dec, z, kb);
     let layout = cfg.layout();
     let log_sigma = |pi: usize| -> f64 {

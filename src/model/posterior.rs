@@ -4,11 +4,79 @@
 
 use std::fmt::Debug;
 
+use crate::cpu::posterior_full as twin;
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, Program, Tensor};
 use crate::model::module::GradWrite;
 use crate::ops::kl::{Capacity, KlRamp, iwae_log_weights, kl_capacity, kl_scheduled};
+use crate::ops::posterior_full::{
+    self as full, full_kl, full_kl_capacity, full_log_weights, full_sample, full_sample_backward,
+};
 use crate::ops::reparam::{RngStep, Stream, reparam_backward, reparam_forward};
+
+/// Which family of posteriors a model uses (`VaeConfig::posterior`, `--posterior`); written
+/// in lowercase in configurations and checkpoints. Older checkpoints, which do not name one,
+/// are [`PosteriorKind::Diagonal`]. (Normalising flows on top of these, planar or inverse
+/// autoregressive, would be further variants carrying their sizes.)
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PosteriorKind {
+    /// N(μ, diag σ²), [`Diagonal`].
+    #[default]
+    Diagonal,
+    /// N(μ, L Lᵀ) with a lower-triangular L, [`FullCovariance`].
+    Full,
+}
+
+impl PosteriorKind {
+    /// The flag's and the configuration's spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            PosteriorKind::Diagonal => "diagonal",
+            PosteriorKind::Full => "full",
+        }
+    }
+
+    /// Parses `diagonal` or `full`; the error names the value and what is accepted.
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        match text.trim() {
+            "diagonal" => Ok(PosteriorKind::Diagonal),
+            "full" => Ok(PosteriorKind::Full),
+            other => Err(format!("posterior `{other}`: use diagonal or full")),
+        }
+    }
+
+    /// Encoder outputs per row for `latent` dimensions, or `None` when that overflows.
+    pub fn param_dim(self, latent: usize) -> Option<usize> {
+        match self {
+            PosteriorKind::Diagonal => latent.checked_mul(2),
+            PosteriorKind::Full => full::param_dim(latent),
+        }
+    }
+
+    /// Checks that the family takes `latent` dimensions.
+    pub fn check_latent(self, latent: usize) -> Result<()> {
+        match self {
+            PosteriorKind::Diagonal => Ok(()),
+            PosteriorKind::Full => full::check_latent(latent),
+        }
+    }
+
+    /// The family for `latent` dimensions.
+    pub fn build(self, latent: usize) -> Box<dyn Posterior> {
+        match self {
+            PosteriorKind::Diagonal => Box::new(Diagonal { latent }),
+            PosteriorKind::Full => Box::new(FullCovariance { latent }),
+        }
+    }
+}
+
+impl std::str::FromStr for PosteriorKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        PosteriorKind::parse(s)
+    }
+}
 
 /// A family of approximate posteriors, parameterised per row by the encoder's output.
 pub trait Posterior: Debug + Send + Sync {
@@ -85,6 +153,9 @@ pub trait Posterior: Debug + Send + Sync {
     fn cpu_sample(&self, params: &[f64], eps: &[f64], rows: usize, samples: usize) -> Vec<f64>;
     /// CPU twin of the KL per row.
     fn cpu_kl(&self, params: &[f64], rows: usize) -> Vec<f64>;
+    /// log q(z | x) (K·B,) of the draws z (K·B, D) in f64, written out from z alone (log 2π
+    /// terms included).
+    fn cpu_log_density(&self, params: &[f64], z: &[f64], rows: usize, samples: usize) -> Vec<f64>;
 }
 
 /// Where and how a posterior's KL writes its gradient.
@@ -274,5 +345,222 @@ impl Posterior for Diagonal {
                     .sum()
             })
             .collect()
+    }
+
+    fn cpu_log_density(&self, params: &[f64], z: &[f64], rows: usize, samples: usize) -> Vec<f64> {
+        let d = self.latent;
+        let half_log_2pi = 0.5 * (2.0 * std::f64::consts::PI).ln();
+        (0..samples * rows)
+            .map(|r| {
+                let b = r % rows;
+                (0..d)
+                    .map(|j| {
+                        let mu = params[b * 2 * d + j];
+                        let lv = params[b * 2 * d + d + j];
+                        let u = (z[r * d + j] - mu) * (-0.5 * lv).exp();
+                        -half_log_2pi - 0.5 * lv - 0.5 * u * u
+                    })
+                    .sum()
+            })
+            .collect()
+    }
+}
+
+/// The full-covariance Gaussian q(z|x) = N(μ, L Lᵀ), L lower-triangular with a positive
+/// diagonal. Per row the encoder outputs `[μ (D) | v (D) | the D(D−1)/2 strictly lower entries
+/// of L, row-major]` (P = 2D + D(D−1)/2) with L_ii = exp(v_i / 2), i.e. v_i = log L_ii²: with zero
+/// lower entries the first 2D values are exactly [`Diagonal`]'s `[μ | log σ²]` and every kernel
+/// gives what the diagonal one gives. z = μ + L ε with the same ε as the diagonal draw; the KL to
+/// N(0, I) is ½(tr(L Lᵀ) + μᵀμ − D − 2 Σ log L_ii). `kl_elem` holds the KL of each marginal
+/// q(z_i) = N(μ_i, Σ_ii) (Σ = L Lᵀ), which ranks dimensions in reports; these do not sum to the
+/// joint KL. At most [`crate::ops::posterior_full::MAX_LATENT`] dimensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FullCovariance {
+    pub latent: usize,
+}
+
+impl FullCovariance {
+    fn p(&self) -> usize {
+        full::param_dim(self.latent).unwrap_or(usize::MAX)
+    }
+}
+
+impl Posterior for FullCovariance {
+    fn name(&self) -> &'static str {
+        "full"
+    }
+    fn latent(&self) -> usize {
+        self.latent
+    }
+    fn param_dim(&self) -> usize {
+        self.p()
+    }
+    fn location(&self, params: &[f32], rows: usize) -> Vec<f32> {
+        let (d, p) = (self.latent, self.p());
+        (0..rows)
+            .flat_map(|r| params[r * p..r * p + d].iter().copied())
+            .collect()
+    }
+    fn scale(&self, params: &[f32], rows: usize) -> Vec<f32> {
+        let q: Vec<f64> = params[..rows * self.p()]
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
+        twin::marginal_std(&q, rows, self.latent)
+            .into_iter()
+            .map(|v| v as f32)
+            .collect()
+    }
+    fn prior_params(&self) -> Vec<f32> {
+        vec![0.0; self.p()]
+    }
+
+    fn sample(
+        &self,
+        ctx: &GpuContext,
+        params: &Tensor<f32>,
+        z: &Tensor<f32>,
+        eps: &Tensor<f32>,
+        samples: usize,
+        seed: u64,
+        step: RngStep<'_>,
+        stream: Stream,
+    ) -> Result<Program> {
+        let mut p = Program::new();
+        p.push(full_sample(
+            ctx,
+            "full posterior sample",
+            params,
+            self.latent,
+            z,
+            eps,
+            samples,
+            seed,
+            step,
+            stream,
+        )?);
+        Ok(p)
+    }
+
+    fn kl(
+        &self,
+        ctx: &GpuContext,
+        params: &Tensor<f32>,
+        kl: &Tensor<f32>,
+        kl_elem: &Tensor<f32>,
+        grad: Option<KlGrad<'_>>,
+        weights: Option<&Tensor<f32>>,
+    ) -> Result<Program> {
+        if grad.is_some_and(|g| g.write == GradWrite::Accumulate) {
+            return Err(Error::Config(
+                "full-covariance posterior: the KL gradient is stored, not accumulated".into(),
+            ));
+        }
+        let d = self.latent;
+        let mut p = Program::new();
+        if let Some((g, (capacity, penalty))) = grad.and_then(|g| g.capacity.map(|c| (g, c))) {
+            let weights = weights.ok_or_else(|| {
+                Error::Config(
+                    "full-covariance posterior: the capacity term needs row weights".into(),
+                )
+            })?;
+            p.push(full_kl(
+                ctx,
+                "full posterior kl",
+                params,
+                d,
+                kl,
+                kl_elem,
+                None,
+                None,
+                None,
+            )?);
+            p.push(full_kl_capacity(
+                ctx,
+                "full posterior kl capacity",
+                params,
+                d,
+                kl,
+                g.dparams,
+                penalty,
+                weights,
+                capacity,
+            )?);
+            return Ok(p);
+        }
+        p.push(full_kl(
+            ctx,
+            "full posterior kl",
+            params,
+            d,
+            kl,
+            kl_elem,
+            grad.map(|g| (g.dparams, g.beta)),
+            weights,
+            grad.and_then(|g| g.ramp),
+        )?);
+        Ok(p)
+    }
+
+    fn sample_backward(
+        &self,
+        ctx: &GpuContext,
+        params: &Tensor<f32>,
+        dz: &Tensor<f32>,
+        eps: &Tensor<f32>,
+        dparams: &Tensor<f32>,
+        samples: usize,
+        write: GradWrite,
+    ) -> Result<Program> {
+        let mut p = Program::new();
+        p.push(full_sample_backward(
+            ctx,
+            "full posterior sample backward",
+            params,
+            self.latent,
+            dz,
+            eps,
+            dparams,
+            samples,
+            write == GradWrite::Accumulate,
+        )?);
+        Ok(p)
+    }
+
+    fn log_weights(
+        &self,
+        ctx: &GpuContext,
+        params: &Tensor<f32>,
+        nll: &Tensor<f32>,
+        z: &Tensor<f32>,
+        eps: &Tensor<f32>,
+        logw: &Tensor<f32>,
+        samples: usize,
+    ) -> Result<Program> {
+        let mut p = Program::new();
+        p.push(full_log_weights(
+            ctx,
+            "full posterior log w",
+            params,
+            self.latent,
+            nll,
+            z,
+            eps,
+            logw,
+            samples,
+        )?);
+        Ok(p)
+    }
+
+    fn cpu_sample(&self, params: &[f64], eps: &[f64], rows: usize, samples: usize) -> Vec<f64> {
+        twin::full_sample(params, eps, rows, self.latent, samples)
+    }
+
+    fn cpu_kl(&self, params: &[f64], rows: usize) -> Vec<f64> {
+        twin::full_kl(params, rows, self.latent, &vec![0.0; rows]).0
+    }
+
+    fn cpu_log_density(&self, params: &[f64], z: &[f64], rows: usize, samples: usize) -> Vec<f64> {
+        twin::full_log_density(params, z, rows, self.latent, samples)
     }
 }

@@ -144,6 +144,12 @@ pub fn total_correlation(
     estimator: Estimator,
     seed: u64,
 ) -> Result<f64> {
+    if vae.cfg.posterior != crate::model::PosteriorKind::Diagonal {
+        return Err(Error::Config(format!(
+            "the total correlation estimate needs a diagonal posterior; this model's is {}",
+            vae.cfg.posterior.name()
+        )));
+    }
     if batch < 2 || set.n < 2 {
         return Err(Error::Config(format!(
             "the total correlation needs batches of at least 2 of at least 2 images (batch \

@@ -185,6 +185,15 @@ impl TrainObjective {
         disc_state: Option<&GroupState>,
     ) -> Result<Self> {
         let (spec, beta, batch, seed) = (&cfg.objective, cfg.beta, cfg.batch, cfg.seed);
+        // The β-TCVAE estimators evaluate q(z_i | x) of a diagonal Gaussian, [μ | log σ²].
+        if matches!(spec, ObjectiveSpec::TcVae { .. })
+            && cfg.model.posterior != crate::model::PosteriorKind::Diagonal
+        {
+            return Err(crate::Error::Config(format!(
+                "--objective tc-vae needs --posterior diagonal (the run asks for {})",
+                cfg.model.posterior.name()
+            )));
+        }
         let mut penalty = None;
         let mut disc = None;
         let mut tc = None;
