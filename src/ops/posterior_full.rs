@@ -69,7 +69,7 @@ fn check_q(op: &'static str, q: &Tensor<f32>, latent: usize) -> Result<(usize, u
     check_latent(latent)?;
     let p = param_dim(latent).unwrap_or(usize::MAX);
     let (b, cols) = q.dims2();
-    if cols != p || q.len() == 0 {
+    if cols != p || q.is_empty() {
         return Err(shape_err(
             op,
             format!(
