@@ -8,6 +8,7 @@
 //! Loaders never panic on bad input: every problem is a [`DataError`] that names the file and the
 //! field or value at fault.
 
+pub mod folder;
 pub mod idx;
 pub mod npy;
 pub mod sprites;
@@ -153,7 +154,8 @@ pub enum DataError {
     /// A data directory holds neither an IDX nor a `.npy` data set.
     #[error(
         "{}: no data set: expected {TRAIN_IMAGES}[.gz] and {TEST_IMAGES}[.gz] (IDX) or \
-         {NPY_TRAIN_IMAGES} and {NPY_TEST_IMAGES} (NumPy)",
+         {NPY_TRAIN_IMAGES} and {NPY_TEST_IMAGES} (NumPy), or PNG/JPEG images (directly, in \
+         class folders, or in train/ and test/)",
         dir.display()
     )]
     NoDataSet { dir: PathBuf },
@@ -161,6 +163,10 @@ pub enum DataError {
     /// A NumPy data directory lacks a required file.
     #[error("{}: no {file} file", dir.display())]
     MissingNpyFile { dir: PathBuf, file: &'static str },
+
+    /// A folder of images (or a file in it) that cannot be read as a data set ([`folder`]).
+    #[error("{}: {detail}", path.display())]
+    Folder { path: PathBuf, detail: String },
 
     /// A generator configuration cannot be satisfied.
     #[error("{name}: {detail}")]
@@ -569,14 +575,17 @@ pub fn load_npy_dir(dir: &Path) -> Result<Split, DataError> {
 
 /// Loads a data directory of either layout: NumPy ([`load_npy_dir`]) when it holds
 /// `train-images.npy` or `test-images.npy`, else IDX ([`load_idx_dir`]) when it holds
-/// `train-images-idx3-ubyte[.gz]` or `t10k-images-idx3-ubyte[.gz]`; otherwise
-/// [`DataError::NoDataSet`] naming both layouts.
+/// `train-images-idx3-ubyte[.gz]` or `t10k-images-idx3-ubyte[.gz]`, else a folder of PNG and
+/// JPEG images ([`folder::load_folder`]) when it holds `train/` or `test/` or image files (directly
+/// or in subfolders); otherwise [`DataError::NoDataSet`] naming the layouts.
 pub fn load_dir(dir: &Path) -> Result<Split, DataError> {
     check_dir(dir, &format!("{TRAIN_IMAGES}[.gz] or {NPY_TRAIN_IMAGES}"))?;
     if dir.join(NPY_TRAIN_IMAGES).is_file() || dir.join(NPY_TEST_IMAGES).is_file() {
         load_npy_dir(dir)
     } else if find_file(dir, TRAIN_IMAGES).is_some() || find_file(dir, TEST_IMAGES).is_some() {
         load_idx_dir(dir)
+    } else if folder::is_image_folder(dir)? {
+        Ok(folder::load_folder(dir)?.split)
     } else {
         Err(DataError::NoDataSet {
             dir: dir.to_path_buf(),
