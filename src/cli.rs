@@ -19,7 +19,9 @@ use crate::train::{DataSource, ModelSpec, ResumeOptions, RunSummary, TrainConfig
 #[derive(Args, Debug, Clone)]
 pub struct TrainArgs {
     /// Directory of IDX files (train-images-idx3-ubyte[.gz], t10k-…) or NumPy files
-    /// (train-images.npy, test-images.npy: greyscale or colour); default: the built-in sprites
+    /// (train-images.npy, test-images.npy: greyscale or colour), or a folder of PNG/JPEG images
+    /// (train/ and test/ subfolders, else 10% held out by a seeded shuffle; class subfolders
+    /// give labels); default: the built-in sprites
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Train only on the images whose label (the digit; the shape of the sprites) is in this
