@@ -403,3 +403,30 @@ fn wgvae_trains_on_a_folder() {
     assert!(out.status.success(), "{}", common::tool::text(&out));
     assert!(d.join("run/checkpoint.safetensors").is_file());
 }
+
+#[test]
+fn damaged_jpegs_and_pngs_give_errors_not_panics() {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/folder/rgb-5x7.jpg");
+    let jpeg = std::fs::read(src).unwrap();
+    let d = scratch("damaged");
+    grey_png(&d.join("a.png"), 1);
+    let png_bytes = std::fs::read(d.join("a.png")).unwrap();
+    let mut errors = 0;
+    for (name, good) in [("b.jpg", &jpeg), ("b.png", &png_bytes)] {
+        for i in 0..good.len() {
+            // Every byte flipped, and every length cut short.
+            let mut flipped = good.clone();
+            flipped[i] ^= 0xa5;
+            for bytes in [flipped, good[..i].to_vec()] {
+                std::fs::write(d.join(name), &bytes).unwrap();
+                if let Err(e) = load_dir(&d) {
+                    let e = e.to_string();
+                    assert!(e.contains(name) || e.contains("a.png"), "{e}");
+                    errors += 1;
+                }
+            }
+        }
+        std::fs::remove_file(d.join(name)).unwrap();
+    }
+    assert!(errors > 100, "only {errors} damaged files were refused");
+}
