@@ -1024,8 +1024,8 @@ fn fit_linear_gaussian(posterior: PosteriorKind) -> (f64, f64) {
         } else {
             0.002
         };
-        let bc1 = 1.0 - 0.9f64.powi(t as i32 + 1);
-        let bc2 = 1.0 - 0.999f64.powi(t as i32 + 1);
+        let bc1 = 1.0 - 0.9f64.powi(t + 1);
+        let bc2 = 1.0 - 0.999f64.powi(t + 1);
         for (j, &i) in enc.iter().enumerate() {
             let gj = grad[i] as f64;
             m1[j] = 0.9 * m1[j] + 0.1 * gj;
