@@ -1156,3 +1156,43 @@ fn on_a_linear_gaussian_model_the_full_posterior_is_exact_and_the_diagonal_pays_
         logp - elbo_diag
     );
 }
+
+#[test]
+fn the_capacity_objective_trains_a_full_posterior_and_tc_vae_refuses_it() {
+    use wgvae::train::objective::ObjectiveSpec;
+    let ctx = ctx();
+    let out = tmp("capacity");
+    let cfg = TrainConfig {
+        epochs: 1,
+        objective: ObjectiveSpec::Capacity {
+            gamma: 10.0,
+            c_max: 5.0,
+            steps: None,
+        },
+        ..full_cfg(&out, 1)
+    };
+    let mut t = Trainer::new(ctx, cfg).unwrap();
+    let s = t.train().unwrap();
+    let terms = &s.epochs[0].train_terms;
+    let (kl, cap) = (terms["train_kl"], terms["train_capacity"]);
+    eprintln!("full posterior, capacity objective: train KL {kl:.3}, capacity term {cap:.3}");
+    assert!(
+        kl.is_finite() && kl > 0.0 && cap.is_finite() && cap >= 0.0,
+        "{terms:?}"
+    );
+    let _ = std::fs::remove_dir_all(&out);
+    let cfg = TrainConfig {
+        objective: ObjectiveSpec::TcVae {
+            alpha: 1.0,
+            gamma: 1.0,
+            estimator: Default::default(),
+        },
+        ..full_cfg(&out, 1)
+    };
+    let e = Trainer::new(ctx, cfg)
+        .err()
+        .expect("tc-vae with a full posterior")
+        .to_string();
+    assert!(e.contains("tc-vae needs --posterior diagonal"), "{e}");
+    let _ = std::fs::remove_dir_all(&out);
+}
