@@ -8,6 +8,7 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, Program, Staging, Tensor};
 use crate::model::{Activations, Posterior, Vae, VaeConfig};
+use crate::ops::condition::gather_labels;
 use crate::ops::data::{StepState, gather};
 use crate::ops::reduce::logmeanexp;
 use crate::ops::reparam::{RngStep, Stream};
@@ -245,6 +246,7 @@ impl Evaluator {
         let order: Vec<u32> = (0..n32).collect();
         let perm = Tensor::from_slice(ctx, "eval order", &[data.n], &order)?;
         let state = StepState::new(ctx, "eval batch")?;
+        let labels = eval_labels(ctx, vae, data)?;
         let act = vae.activations(ctx, batch, 1)?;
         let mut program = Program::new();
         program.push(gather(
@@ -257,6 +259,17 @@ impl Evaluator {
             0,
             Some(&state),
         )?);
+        if let (Some(l), Some(out)) = (&labels, &act.labels) {
+            program.push(gather_labels(
+                ctx,
+                "eval label gather",
+                l,
+                &perm,
+                out,
+                0,
+                Some(&state),
+            )?);
+        }
         program.extend(vae.forward_program(
             ctx,
             &act,
@@ -288,6 +301,17 @@ impl Evaluator {
                 0,
                 Some(&state),
             )?);
+            if let (Some(l), Some(out)) = (&labels, &iact.labels) {
+                p.push(gather_labels(
+                    ctx,
+                    "iwae label gather",
+                    l,
+                    &perm,
+                    out,
+                    0,
+                    Some(&state),
+                )?);
+            }
             p.extend(vae.forward_program(
                 ctx,
                 &iact,
@@ -503,6 +527,36 @@ impl Evaluator {
 
 /// The outputs of the −ELBO program read back per batch: nll (B,), KL (B,), KL per dimension
 /// (B, D) and the posterior's parameters (B, param_dim).
+/// A conditional model's labels of `data` on the GPU (u32), each checked below its classes;
+/// `None` for an unconditional model. A conditional model refuses data without labels.
+fn eval_labels(ctx: &GpuContext, vae: &Vae, data: &Dataset) -> Result<Option<Tensor<u32>>> {
+    let Some(c) = &vae.condition else {
+        return Ok(None);
+    };
+    let Some(labels) = &data.labels else {
+        return Err(Error::Config(format!(
+            "this is a conditional model ({} classes): evaluating `{}` needs the images' labels, \
+             and the data set has none",
+            c.classes, data.name
+        )));
+    };
+    if let Some(i) = labels.iter().position(|&l| l as usize >= c.classes) {
+        return Err(Error::Config(format!(
+            "data set `{}`: image {i} has label {}, but the conditional model knows classes 0 to {}",
+            data.name,
+            labels[i],
+            c.classes - 1
+        )));
+    }
+    let wide: Vec<u32> = labels.iter().map(|&v| v as u32).collect();
+    Ok(Some(Tensor::from_slice(
+        ctx,
+        "eval labels",
+        &[labels.len()],
+        &wide,
+    )?))
+}
+
 fn elbo_outputs(act: &Activations) -> [&Tensor<f32>; 4] {
     [&act.nll, &act.kl, &act.kl_elem, act.posterior_params()]
 }

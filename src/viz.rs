@@ -21,6 +21,8 @@ pub struct Inference {
     /// draws z from q(z|x) of the encoded batch, noise from `draw_state`'s step
     draw: Program,
     draw_state: StepState,
+    /// Whether class labels were given (a conditional model encodes and decodes only then).
+    labelled: std::cell::Cell<bool>,
 }
 
 impl Inference {
@@ -59,7 +61,32 @@ impl Inference {
             sample,
             draw,
             draw_state,
+            labelled: std::cell::Cell::new(false),
         })
+    }
+
+    /// The class labels of the next encodes and decodes of a conditional model: one per row
+    /// of the batch (fewer: the rest get class 0), each below the model's classes.
+    pub fn set_labels(&self, ctx: &GpuContext, vae: &Vae, labels: &[u32]) -> Result<()> {
+        let classes = vae.condition.map_or(0, |c| c.classes);
+        self.act.set_labels(ctx, labels, classes)?;
+        self.labelled.set(true);
+        Ok(())
+    }
+
+    /// Refuses a conditional model's encode or decode before [`Inference::set_labels`].
+    fn check_labels(&self, vae: &Vae, what: &str) -> Result<()> {
+        if let Some(c) = vae.condition
+            && !self.labelled.get()
+        {
+            return Err(Error::Config(format!(
+                "this is a conditional model ({} classes): {what} needs the class of every \
+                 image, which this command does not take (`wgvae sample --class` draws a \
+                 conditional model's classes; `wgvae anomaly --labels` scores labelled images)",
+                c.classes
+            )));
+        }
+        Ok(())
     }
 
     pub fn batch(&self) -> usize {
@@ -73,6 +100,7 @@ impl Inference {
         vae: &Vae,
         images: &[f32],
     ) -> Result<(Vec<f32>, Vec<f32>)> {
+        self.check_labels(vae, "encoding")?;
         let posterior = &vae.posterior;
         let n = self.fill_x(ctx, images)?;
         self.encode.run(ctx)?;
@@ -101,6 +129,7 @@ impl Inference {
 
     /// Decoded images (mean of p(x|z) in [0, 1]) of up to `batch` latents (n, D).
     pub fn decode(&self, ctx: &GpuContext, vae: &Vae, z: &[f32]) -> Result<Vec<f32>> {
+        self.check_labels(vae, "decoding")?;
         let d = vae.cfg.latent;
         let n = z.len() / d;
         if n > self.batch() || !z.len().is_multiple_of(d) {
@@ -119,6 +148,7 @@ impl Inference {
 
     /// `n` images decoded from z ~ N(0, I) drawn in-shader.
     pub fn sample_prior(&self, ctx: &GpuContext, vae: &Vae, n: usize) -> Result<Vec<f32>> {
+        self.check_labels(vae, "sampling")?;
         let q = self.act.posterior_params();
         let prior = vae.posterior.prior_params();
         q.write(ctx, &prior.repeat(self.batch()))?;
@@ -227,8 +257,27 @@ pub fn save_run_pictures(
     let d = vae.cfg.latent;
     let scale = if h <= 32 { 2 } else { 1 };
     let inf = Inference::new(ctx, vae, 64, seed)?;
+    // A conditional model draws with the test images' labels (first image's label for the
+    // traversals and the interpolation) and samples a row of 8 per class.
+    let labels: Option<Vec<u32>> = match (&vae.condition, &test.labels) {
+        (Some(_), Some(l)) => Some(l.iter().take(64).map(|&v| v as u32).collect()),
+        (Some(c), None) => {
+            return Err(Error::Config(format!(
+                "this is a conditional model ({} classes): its pictures need the labels of `{}`",
+                c.classes, test.name
+            )));
+        }
+        _ => None,
+    };
+    let set_first = |n: usize| -> Result<()> {
+        match &labels {
+            Some(l) => inf.set_labels(ctx, vae, &l[..n.min(l.len())]),
+            None => Ok(()),
+        }
+    };
     let n_rec = test.n.min(16);
     let inputs: Vec<f32> = (0..n_rec).flat_map(|i| test.to_f32(i)).collect();
+    set_first(n_rec)?;
     let (mu, _) = inf.encode(ctx, vae, &inputs)?;
     let recon = inf.decode(ctx, vae, &mu)?;
     save_rows_png_chw(
@@ -239,14 +288,31 @@ pub fn save_run_pictures(
         scale,
     )?;
 
-    let samples = inf.sample_prior(ctx, vae, 64)?;
-    save_grid_png_chw(&dir.join("samples.png"), &samples, 64, shape, 8, 2, scale)?;
+    match vae.condition {
+        Some(c) => {
+            let mut samples = Vec::new();
+            for class in 0..c.classes.min(MAX_TRAVERSED) {
+                inf.set_labels(ctx, vae, &[class as u32; 64])?;
+                samples.extend(inf.sample_prior(ctx, vae, 8)?);
+            }
+            let n = samples.len() / (shape.channels * h * w).max(1);
+            save_grid_png_chw(&dir.join("samples.png"), &samples, n, shape, 8, 2, scale)?;
+        }
+        None => {
+            let samples = inf.sample_prior(ctx, vae, 64)?;
+            save_grid_png_chw(&dir.join("samples.png"), &samples, 64, shape, 8, 2, scale)?;
+        }
+    }
 
     // Traversals of every dimension (at most MAX_TRAVERSED), by decreasing KL, around the first
     // test image's posterior mean.
     let n_enc = test.n.min(64);
     let enc_in: Vec<f32> = (0..n_enc).flat_map(|i| test.to_f32(i)).collect();
+    set_first(n_enc)?;
     let (mus, sigmas) = inf.encode(ctx, vae, &enc_in)?;
+    if let Some(l) = &labels {
+        inf.set_labels(ctx, vae, &[l[0]; 64])?;
+    }
     let order = dims_by_kl(&mus, &sigmas, d);
     let rows = traversal_rows(ctx, vae, &inf, &mus[..d], &order, 9)?;
     save_rows_png_chw(&dir.join("traversals.png"), &rows, shape, 2, scale)?;

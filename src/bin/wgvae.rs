@@ -123,13 +123,13 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
             }
         }
         Command::Sample(args) => {
-            wgvae::tool::sample::run(&args)?;
+            let codes = wgvae::tool::sample::run(&args)?;
             let outs: Vec<String> = [&args.out_png, &args.out_npy]
                 .into_iter()
                 .flatten()
                 .map(|p| p.display().to_string())
                 .collect();
-            println!("sampled {} codes; wrote {}", args.n, outs.join(", "));
+            println!("sampled {} codes; wrote {}", codes.n, outs.join(", "));
         }
         Command::Reconstruct(args) => {
             let n = wgvae::tool::reconstruct::run(&args)?;

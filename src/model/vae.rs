@@ -7,6 +7,7 @@ use crate::model::posterior::KlGrad;
 use crate::model::{
     Elbo, GaussianSigma, GradWrite, Likelihood, ParamLayout, Posterior, Sequential, VaeConfig,
 };
+use crate::ops::condition::onehot;
 use crate::ops::kl::{Capacity, KlRamp};
 use crate::ops::likelihood::{LogSigma, bernoulli_weighted, gaussian_weighted};
 use crate::ops::reduce::{SUM_GROUPS, col_sum, sum_all};
@@ -67,9 +68,40 @@ pub struct Activations {
     pub kl: Tensor<f32>,
     /// (B, D) KL per input and latent dimension
     pub kl_elem: Tensor<f32>,
+    /// (B,) class labels of a conditional model's inputs (`None` for an unconditional one):
+    /// the encoder's and decoder's forward programs write their one-hot columns from it (the
+    /// decoder's K·B rows: row s·B + b takes label b). The training and evaluation gathers
+    /// write it with the images; [`Activations::set_labels`] uploads labels for other uses.
+    pub labels: Option<Tensor<u32>>,
 }
 
 impl Activations {
+    /// Uploads the labels of up to `batch` inputs (the rest get label 0), each checked below
+    /// `classes`. Errors for an unconditional model's activations.
+    pub fn set_labels(&self, ctx: &GpuContext, labels: &[u32], classes: usize) -> Result<()> {
+        let Some(t) = &self.labels else {
+            return Err(Error::Config(
+                "class labels given to an unconditional model".into(),
+            ));
+        };
+        if labels.len() > self.batch {
+            return Err(Error::Config(format!(
+                "{} labels for a batch of {}",
+                labels.len(),
+                self.batch
+            )));
+        }
+        if let Some(&l) = labels.iter().find(|&&l| l as usize >= classes) {
+            return Err(Error::Config(format!(
+                "class {l}: the model has classes 0 to {}",
+                classes.saturating_sub(1)
+            )));
+        }
+        let mut full = vec![0u32; self.batch];
+        full[..labels.len()].copy_from_slice(labels);
+        t.write(ctx, &full)
+    }
+
     /// The posterior's parameters, (B, param_dim).
     pub fn posterior_params(&self) -> &Tensor<f32> {
         self.enc.last().expect("a network has at least one module")
@@ -123,6 +155,19 @@ pub struct Vae {
     pub posterior: Box<dyn Posterior>,
     pub decoder: Sequential,
     pub params: GpuParams,
+    /// A conditional model's label inputs: the position of the conditioning module in the
+    /// encoder and in the decoder, and the number of classes.
+    pub condition: Option<Condition>,
+}
+
+/// Where a conditional VAE's one-hot label enters its networks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Condition {
+    /// Index of the [`crate::model::condition::Concat`] module in the encoder.
+    pub encoder: usize,
+    /// Its index in the decoder (0: z is concatenated with the label).
+    pub decoder: usize,
+    pub classes: usize,
 }
 
 impl Vae {
@@ -141,6 +186,24 @@ impl Vae {
         params.flat.write(ctx, flat)?;
         let (encoder, decoder) = cfg.networks().map_err(Error::Config)?;
         let posterior = cfg.posterior();
+        let find = |net: &Sequential| {
+            net.modules
+                .iter()
+                .position(|m| m.name() == crate::model::condition::NAME)
+        };
+        let condition = match (cfg.classes, find(&encoder), find(&decoder)) {
+            (Some(classes), Some(encoder), Some(decoder)) => Some(Condition {
+                encoder,
+                decoder,
+                classes,
+            }),
+            (None, None, None) => None,
+            _ => {
+                return Err(Error::Config(
+                    "the networks do not match the configuration's classes".into(),
+                ));
+            }
+        };
         Ok(Vae {
             cfg: cfg.clone(),
             layout,
@@ -148,6 +211,7 @@ impl Vae {
             posterior,
             decoder,
             params,
+            condition,
         })
     }
 
@@ -211,6 +275,10 @@ impl Vae {
             nll: Tensor::zeros(ctx, "nll", &[kb])?,
             kl: Tensor::zeros(ctx, "kl", &[batch])?,
             kl_elem: Tensor::zeros(ctx, "kl per dim", &[batch, d])?,
+            labels: match self.condition {
+                Some(_) => Some(Tensor::zeros(ctx, "labels", &[batch])?),
+                None => None,
+            },
         })
     }
 
@@ -231,16 +299,55 @@ impl Vae {
         })
     }
 
-    /// The encoder: act.x → act.enc (the last output holds the posterior's parameters).
+    /// The encoder: act.x → act.enc (the last output holds the posterior's parameters). A
+    /// conditional model first writes the one-hot labels of `act.labels` into its
+    /// conditioning module's output.
     pub fn encode_program(&self, ctx: &GpuContext, act: &Activations) -> Result<Program> {
-        self.encoder
-            .forward(ctx, &self.params, &self.layout, &act.x, &act.enc)
+        let mut p = self.label_columns(ctx, act, &act.enc, |c| c.encoder, &self.encoder)?;
+        p.extend(
+            self.encoder
+                .forward(ctx, &self.params, &self.layout, &act.x, &act.enc)?,
+        );
+        Ok(p)
     }
 
-    /// The decoder: act.z → act.dec (the last output is logits or means, (K·B, P)).
+    /// The decoder: act.z → act.dec (the last output is logits or means, (K·B, P)); for a
+    /// conditional model with the one-hot labels of `act.labels` next to z.
     pub fn decode_program(&self, ctx: &GpuContext, act: &Activations) -> Result<Program> {
-        self.decoder
-            .forward(ctx, &self.params, &self.layout, &act.z, &act.dec)
+        let mut p = self.label_columns(ctx, act, &act.dec, |c| c.decoder, &self.decoder)?;
+        p.extend(
+            self.decoder
+                .forward(ctx, &self.params, &self.layout, &act.z, &act.dec)?,
+        );
+        Ok(p)
+    }
+
+    /// The one-hot label columns of a conditioning module's output buffer (nothing for an
+    /// unconditional model).
+    fn label_columns(
+        &self,
+        ctx: &GpuContext,
+        act: &Activations,
+        outs: &[Tensor<f32>],
+        index: impl Fn(&Condition) -> usize,
+        net: &Sequential,
+    ) -> Result<Program> {
+        let mut p = Program::new();
+        if let Some(c) = &self.condition {
+            let labels = act.labels.as_ref().ok_or_else(|| {
+                Error::Config("a conditional model's activations need labels".into())
+            })?;
+            let i = index(c);
+            p.push(onehot(
+                ctx,
+                &format!("{}.{} labels", net.name, crate::model::condition::NAME),
+                labels,
+                &outs[i],
+                net.modules[i].in_features(),
+                c.classes,
+            )?);
+        }
+        Ok(p)
     }
 
     /// Encoder, sampling, decoder, likelihood and KL. With `grads`, the likelihood and KL

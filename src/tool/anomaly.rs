@@ -240,7 +240,7 @@ pub fn run(args: &AnomalyArgs) -> Result<AnomalyReport> {
     }
     let ck_path = args.run.join(checkpoint::FILE_NAME);
     let ck = Checkpoint::load(&ck_path)?;
-    let (set, _) = images_for_run(&ck, &ck_path, &args.images)?;
+    let (mut set, _) = images_for_run(&ck, &ck_path, &args.images)?;
     let labels = match &args.labels {
         Some(path) => {
             let labels = read_labels(path)?;
@@ -280,6 +280,11 @@ pub fn run(args: &AnomalyArgs) -> Result<AnomalyReport> {
         prepare(h, "--hist", args.force)?;
     }
 
+    // A conditional model scores each input under its own label (the evaluator refuses it
+    // without --labels).
+    if ck.model.classes.is_some() {
+        set.labels = labels.clone();
+    }
     let ctx = open_context()?;
     let vae = Vae::new(&ctx, &ck.model, &ck.params)?;
     let ev = Evaluator::new(&ctx, &vae, &set, BATCH, k, args.seed)?;

@@ -2,6 +2,11 @@
 //! posterior of a data set, or from a Gaussian fitted to a data set's posterior means; a PNG
 //! grid of the images and/or a `.npy` of the codes.
 //!
+//! A conditional model (trained with `--conditional`) draws from the prior for the classes
+//! of `--class` (all its classes without it): one row of the grid per class, `--n` images
+//! each, decoded with that class's one-hot label. The rows share their codes (column j of
+//! every row decodes the same z), so they differ by their class alone.
+//!
 //! All draws are made on the host by [`HostRng::derive`]`(seed, `[`SAMPLE_STREAM`]`)`, in
 //! this order for each code: (aggregate only) the index i, uniform over the inputs; then the D
 //! standard normal ε of the code. The same run, flags and seed give the same codes, whatever
@@ -39,7 +44,8 @@ pub enum Source {
     wgvae sample --run runs/sprites --n 100 --temperature 0.7 --out-png s.png --out-npy z.npy\n  \
     wgvae sample --run runs/sprites --from aggregate --sprites 1000 --n 64 --out-png agg.png\n  \
     wgvae sample --run runs/mnist --from gaussian --images t10k-images-idx3-ubyte.gz \
-    --n 64 --out-png g.png\n\n\
+    --n 64 --out-png g.png\n  \
+    wgvae sample --run runs/cvae --class 0-9 --n 10 --out-png digits.png\n\n\
     --out-npy writes the codes used, (n, D) float32: `wgvae decode --latents` of it gives the \
     same images. Draws come from the host generator with the fixed stream 0x53414D504C45 \
     (\"SAMPLE\") of --seed: per code, the input index (aggregate) and then D normals.")]
@@ -47,9 +53,14 @@ pub struct SampleArgs {
     /// Run directory holding checkpoint.safetensors
     #[arg(long)]
     pub run: PathBuf,
-    /// Number of images (1..=65536)
-    #[arg(long, default_value_t = 64, allow_negative_numbers = true)]
-    pub n: usize,
+    /// Number of images (1..=65536; default 64); for a conditional model, images per class
+    /// (default 10)
+    #[arg(long, allow_negative_numbers = true)]
+    pub n: Option<usize>,
+    /// A conditional model: the classes to draw, one grid row each, e.g. `--class 3`,
+    /// `--class 0 1 2`, `--class 0-9` or `--class 1,7` (default: every class)
+    #[arg(long = "class", num_args = 1.., action = clap::ArgAction::Append)]
+    pub class: Vec<super::anomaly::ClassSet>,
     /// Scale of the noise: T in N(0, T²I), μᵢ + T·σᵢ·ε or mean + T·L·ε (0 to 100)
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub temperature: f64,
@@ -83,13 +94,25 @@ pub struct SampleArgs {
 /// variance (raised tenfold while the factorisation fails).
 const JITTER: f64 = 1e-6;
 
-/// The codes drawn, (n, D) row-major.
-pub fn run(args: &SampleArgs) -> Result<Vec<f32>> {
+/// What `sample` drew.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sampled {
+    /// The codes, (n, D) row-major (for a conditional model, class by class).
+    pub z: Vec<f32>,
+    pub n: usize,
+    /// A conditional model's class of each code.
+    pub labels: Option<Vec<u32>>,
+}
+
+/// Draws the codes and writes the grid and/or the codes.
+pub fn run(args: &SampleArgs) -> Result<Sampled> {
     if args.out_png.is_none() && args.out_npy.is_none() {
         bail!("give --out-png FILE and/or --out-npy FILE");
     }
-    if !(1..=MAX_CODES).contains(&args.n) {
-        bail!("--n {}: must be between 1 and {MAX_CODES}", args.n);
+    if let Some(n) = args.n
+        && !(1..=MAX_CODES).contains(&n)
+    {
+        bail!("--n {n}: must be between 1 and {MAX_CODES}");
     }
     let t = args.temperature;
     if !(t.is_finite() && (0.0..=100.0).contains(&t)) {
@@ -130,7 +153,51 @@ pub fn run(args: &SampleArgs) -> Result<Vec<f32>> {
         (decode::load_checkpoint(&args.run)?.0, None)
     };
     let d = ck.model.latent;
-    let n = args.n;
+    // A conditional model: the class of each code, `per_class` codes a class in a row.
+    let labels: Option<(Vec<u32>, usize)> = match ck.model.classes {
+        Some(classes) => {
+            if args.from != Source::Prior {
+                bail!(
+                    "--from {}: the run in {} is a conditional model; encoding needs the images' \
+                     labels, which `sample` does not read: use --from prior with --class",
+                    if args.from == Source::Aggregate {
+                        "aggregate"
+                    } else {
+                        "gaussian"
+                    },
+                    args.run.display()
+                );
+            }
+            let wanted = chosen_classes(&args.class, classes, &args.run)?;
+            let per_class = args.n.unwrap_or(10);
+            let total = per_class.saturating_mul(wanted.len());
+            if total > MAX_CODES {
+                bail!(
+                    "--n {per_class} for {} classes: {total} images, more than {MAX_CODES}",
+                    wanted.len()
+                );
+            }
+            let l = wanted
+                .iter()
+                .flat_map(|&c| std::iter::repeat_n(c as u32, per_class))
+                .collect();
+            Some((l, per_class))
+        }
+        None => {
+            if !args.class.is_empty() {
+                bail!(
+                    "--class: the run in {} is not a conditional model (it was trained without \
+                     --conditional)",
+                    args.run.display()
+                );
+            }
+            None
+        }
+    };
+    let n = match &labels {
+        Some((l, _)) => l.len(),
+        None => args.n.unwrap_or(64),
+    };
     let len = n
         .checked_mul(d)
         .filter(|&l| l <= isize::MAX as usize / 8)
@@ -162,22 +229,105 @@ pub fn run(args: &SampleArgs) -> Result<Vec<f32>> {
                 }
             }
         }
-        _ => {
-            for _ in 0..len {
-                z.push((t * rng.normal()) as f32);
+        _ => match &labels {
+            // The same `per_class` codes for every class: column j of each row decodes one z,
+            // so the rows differ by their class alone.
+            Some((l, per_class)) => {
+                let shared: Vec<f32> = (0..*per_class * d)
+                    .map(|_| (t * rng.normal()) as f32)
+                    .collect();
+                for _ in 0..l.len() / (*per_class).max(1) {
+                    z.extend_from_slice(&shared);
+                }
             }
-        }
+            None => {
+                for _ in 0..len {
+                    z.push((t * rng.normal()) as f32);
+                }
+            }
+        },
     }
     if let Some(p) = &args.out_png {
-        let images = decode::decode_latents(&ctx, &vae, &z)?;
-        decode::save_grid(p, &vae, &images, n)?;
+        match &labels {
+            Some((l, per_class)) => {
+                let images = decode_with_labels(&ctx, &vae, &z, l)?;
+                decode::create_parent(p)?;
+                crate::image::save_grid_png_chw(
+                    p,
+                    &images,
+                    n,
+                    decode::image_shape(&vae),
+                    *per_class,
+                    2,
+                    decode::png_scale(&vae),
+                )
+                .with_context(|| format!("writing {}", p.display()))?;
+            }
+            None => {
+                let images = decode::decode_latents(&ctx, &vae, &z)?;
+                decode::save_grid(p, &vae, &images, n)?;
+            }
+        }
     }
     if let Some(p) = &args.out_npy {
         decode::create_parent(p)?;
         crate::data::npy::write_npy_f32(p, &[n, d], &z)
             .with_context(|| format!("writing {}", p.display()))?;
     }
-    Ok(z)
+    Ok(Sampled {
+        z,
+        n,
+        labels: labels.map(|(l, _)| l),
+    })
+}
+
+/// The classes of `--class` in the order given (each once), or all `classes` without it;
+/// errors name a class the model in `run` does not know.
+pub fn chosen_classes(
+    given: &[super::anomaly::ClassSet],
+    classes: usize,
+    run: &std::path::Path,
+) -> Result<Vec<usize>> {
+    if given.is_empty() {
+        return Ok((0..classes).collect());
+    }
+    let mut out: Vec<usize> = Vec::new();
+    for &c in given.iter().flat_map(|s| s.0.iter()) {
+        let c = c as usize;
+        if c >= classes {
+            bail!(
+                "--class {c}: the conditional model in {} knows classes 0 to {}",
+                run.display(),
+                classes - 1
+            );
+        }
+        if !out.contains(&c) {
+            out.push(c);
+        }
+    }
+    Ok(out)
+}
+
+/// The images of `z` ((n, D) row-major) decoded with class `labels[i]` for code i, in GPU
+/// batches of up to 256.
+pub fn decode_with_labels(
+    ctx: &crate::gpu::GpuContext,
+    vae: &Vae,
+    z: &[f32],
+    labels: &[u32],
+) -> Result<Vec<f32>> {
+    let d = vae.cfg.latent.max(1);
+    let n = z.len() / d;
+    if n == 0 || labels.len() != n {
+        bail!("decode: {n} codes and {} labels", labels.len());
+    }
+    let inf = crate::viz::Inference::new(ctx, vae, n.min(256), 0)?;
+    let mut out = Vec::with_capacity(n.saturating_mul(vae.cfg.input_dim()));
+    for (chunk, l) in z.chunks(inf.batch() * d).zip(labels.chunks(inf.batch())) {
+        inf.set_labels(ctx, vae, l)?;
+        out.extend(inf.decode(ctx, vae, chunk)?);
+    }
+    Ok(out)
 }
 
 /// Mean and lower Cholesky factor L (D×D row-major, L·Lᵀ = Σ + jitter·I) of the rows of `mu`
