@@ -25,6 +25,7 @@ use crate::model::{
 };
 use crate::ops::Activation;
 use crate::ops::adam::AdamConfig;
+use crate::ops::condition::gather_labels;
 use crate::ops::data::{Binarize, GatherOptions, StepState, binarize_split, gather_with};
 use crate::ops::reparam::{RngStep, Stream};
 use crate::rng::HostRng;
@@ -169,8 +170,30 @@ impl ModelSpec {
             latent: self.latent,
             activation: self.activation,
             likelihood: self.likelihood,
+            classes: None,
         }
     }
+}
+
+/// The number of classes of a conditional model of `split`: max label + 1 over its training
+/// and test labels. Errors name the set without labels.
+pub fn classes_of(split: &Split) -> Result<usize> {
+    let mut max = 0u8;
+    for (set, what, idx, npy) in [
+        (&split.train, "training", "train", "train"),
+        (&split.test, "test", "t10k", "test"),
+    ] {
+        let Some(labels) = &set.labels else {
+            return Err(Error::Config(format!(
+                "--conditional: the {what} set `{}` has no labels (an IDX \
+                 {idx}-labels-idx1-ubyte[.gz] or {npy}-labels.npy next to the images); a \
+                 conditional VAE needs the class of every image",
+                set.name
+            )));
+        };
+        max = max.max(labels.iter().copied().max().unwrap_or(0));
+    }
+    Ok(max as usize + 1)
 }
 
 /// Everything a run needs; serialized into the run directory and the checkpoint.
@@ -220,6 +243,11 @@ pub struct TrainConfig {
     /// test set is kept whole. Absent in older runs: every image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub classes: Option<Vec<u8>>,
+    /// A conditional VAE (`--conditional`): the images' class labels enter the encoder and the
+    /// decoder as one-hot vectors over max label + 1 classes (of the training and test labels;
+    /// recorded in the model). Absent in older runs: off.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub conditional: bool,
     /// A fresh run may replace the files of another run in `out` (never recorded).
     #[serde(skip)]
     pub overwrite: bool,
@@ -252,6 +280,7 @@ impl Default for TrainConfig {
             pictures: true,
             binarize: Binarize::None,
             classes: None,
+            conditional: false,
             overwrite: false,
         }
     }
@@ -570,6 +599,18 @@ impl TrainConfig {
     }
 
     /// [`TrainConfig::check`] with the error worded for command-line flags.
+    /// The model of this run for `split`: [`ModelSpec::for_images`] of its image size, with
+    /// [`classes_of`] the split for a conditional run.
+    pub fn model_for(&self, split: &Split) -> Result<VaeConfig> {
+        let mut model =
+            self.model
+                .for_images(split.train.channels, split.train.height, split.train.width);
+        if self.conditional {
+            model.classes = Some(classes_of(split)?);
+        }
+        Ok(model)
+    }
+
     pub fn validate(&self) -> Result<()> {
         self.check().map_err(|e| e.as_flag_error())
     }
@@ -633,6 +674,8 @@ pub struct Trainer<'c> {
     pub vae: Vae,
     pub split: Split,
     train_images: Tensor<u8>,
+    /// A conditional model's training labels (N,).
+    train_labels: Option<Tensor<u32>>,
     perm: Tensor<u32>,
     pub act: Activations,
     pub grads: Gradients,
@@ -692,9 +735,7 @@ impl<'c> Trainer<'c> {
             )?;
         }
         let split = keep_classes(cfg.data.load()?, cfg.classes.as_deref())?;
-        let model =
-            cfg.model
-                .for_images(split.train.channels, split.train.height, split.train.width);
+        let model = cfg.model_for(&split)?;
         check_resources(ctx, &cfg, &model, &split)?;
         let mut params = model.init_params(cfg.seed);
         if cfg.output_bias_init {
@@ -797,9 +838,7 @@ impl<'c> Trainer<'c> {
             None => e,
         })?;
         let split = keep_classes(split, cfg.classes.as_deref())?;
-        let want =
-            cfg.model
-                .for_images(split.train.channels, split.train.height, split.train.width);
+        let want = cfg.model_for(&split)?;
         if want != ck.model {
             return Err(Error::Checkpoint {
                 path,
@@ -851,9 +890,7 @@ impl<'c> Trainer<'c> {
             state: state0,
         } = from;
         binarize_split(&mut split, cfg.binarize, cfg.seed);
-        let model =
-            cfg.model
-                .for_images(split.train.channels, split.train.height, split.train.width);
+        let model = cfg.model_for(&split)?;
         let shape = |d: &Dataset| (d.channels, d.height, d.width);
         if shape(&split.test) != shape(&split.train) {
             return Err(Error::Config(format!(
@@ -875,6 +912,20 @@ impl<'c> Trainer<'c> {
             &split.train.pixels,
         )?;
         let perm = Tensor::zeros(ctx, "epoch order", &[split.train.n])?;
+        // A conditional model's training labels live on the GPU next to the images (as u32,
+        // 4 bytes an image); `model_for` checked that there are labels.
+        let train_labels = match (&vae.condition, &split.train.labels) {
+            (Some(_), Some(l)) => {
+                let wide: Vec<u32> = l.iter().map(|&v| v as u32).collect();
+                Some(Tensor::from_slice(
+                    ctx,
+                    "train labels",
+                    &[split.train.n],
+                    &wide,
+                )?)
+            }
+            _ => None,
+        };
         let act = vae.activations(ctx, cfg.batch, 1)?;
         let grads = vae.gradients(ctx, &act)?;
         let group = ParamGroup::new(ctx, "vae", &vae.layout, cfg.adam)?;
@@ -920,6 +971,17 @@ impl<'c> Trainer<'c> {
                 binarize: (cfg.binarize == Binarize::Dynamic).then_some(cfg.seed),
             },
         )?);
+        if let (Some(labels), Some(out)) = (&train_labels, &act.labels) {
+            gather.push(gather_labels(
+                ctx,
+                "label gather",
+                labels,
+                &perm,
+                out,
+                0,
+                Some(&state),
+            )?);
+        }
         let mut gradients = vae.forward_program_with(
             ctx,
             &act,
@@ -960,6 +1022,7 @@ impl<'c> Trainer<'c> {
             vae,
             split,
             train_images,
+            train_labels,
             perm,
             act,
             grads,
@@ -1231,6 +1294,11 @@ impl<'c> Trainer<'c> {
             self.group.m.flat.read(self.ctx)?,
             self.group.v.flat.read(self.ctx)?,
         ))
+    }
+
+    /// A conditional model's training labels on the GPU, (N,) u32.
+    pub fn train_labels(&self) -> Option<&Tensor<u32>> {
+        self.train_labels.as_ref()
     }
 
     pub fn train_images(&self) -> &Tensor<u8> {
