@@ -32,8 +32,8 @@ pub fn lower_index(latent: usize, i: usize, j: usize) -> usize {
 pub fn check_latent(latent: usize) -> Result<()> {
     if latent == 0 || latent > MAX_LATENT {
         return Err(Error::Config(format!(
-            "latent size {latent}: the full-covariance posterior takes 1 to {MAX_LATENT} \
-             dimensions"
+            "latent size {latent} (--latent): the full-covariance posterior (--posterior full) \
+             takes 1 to {MAX_LATENT} dimensions"
         )));
     }
     Ok(())
