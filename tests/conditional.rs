@@ -574,6 +574,17 @@ fn conditional_run_records_classes_and_samples_each_class() {
         .unwrap();
     assert!(!out.status.success());
     assert!(text(&out).contains("conditional model"), "{}", text(&out));
+    let out = wgvae()
+        .args(["encode", "--run"])
+        .arg(&run)
+        .arg("--images")
+        .arg(mnist().join("t10k-images-idx3-ubyte.gz"))
+        .arg("--out")
+        .arg(dir.join("enc"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).contains("conditional model"), "{}", text(&out));
 
     // --resume rebuilds the same conditional model.
     let out = wgvae()
@@ -589,6 +600,52 @@ fn conditional_run_records_classes_and_samples_each_class() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The built-in sprites carry labels (their shape): a conditional sprites model trains, draws
+/// its 3 classes, and `encode` encodes each sprite under its own label.
+#[test]
+fn conditional_sprites_encode_with_their_labels() {
+    let dir = scratch("cond", "sprites");
+    let run = dir.join("run");
+    let out = wgvae()
+        .args([
+            "train",
+            "--quiet",
+            "--no-pictures",
+            "--epochs",
+            "1",
+            "--conditional",
+        ])
+        .args(["--hidden", "16", "--latent", "3", "--batch", "32"])
+        .args(["--n-train", "96", "--n-test", "16", "--out"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let ck = Checkpoint::load(&run.join("checkpoint.safetensors")).unwrap();
+    assert_eq!(ck.model.classes, Some(3));
+    let out = wgvae()
+        .args(["sample", "--run"])
+        .arg(&run)
+        .args(["--n", "2", "--out-png"])
+        .arg(dir.join("s.png"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("sampled 6 codes"), "{}", text(&out));
+    let out = wgvae()
+        .args(["encode", "--run"])
+        .arg(&run)
+        .args(["--sprites", "20", "--out"])
+        .arg(dir.join("enc"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let (shape, _, mu) = common::tool::npy_f32(&dir.join("enc").join("mu.npy"));
+    assert_eq!(shape, "(20, 3)");
+    assert!(mu.iter().all(|v| v.is_finite()));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -92,6 +92,14 @@ pub fn encode_set(
     for (step, start) in (0..set.n).step_by(inf.batch()).enumerate() {
         let end = (start + inf.batch()).min(set.n);
         let images: Vec<f32> = (start..end).flat_map(|i| set.to_f32(i)).collect();
+        // A conditional model encodes each image under its own label (`Inference` refuses
+        // it when the set has none).
+        if vae.condition.is_some()
+            && let Some(labels) = &set.labels
+        {
+            let l: Vec<u32> = labels[start..end].iter().map(|&v| v as u32).collect();
+            inf.set_labels(ctx, vae, &l)?;
+        }
         let (m, s, zz) = inf.encode_draw(ctx, vae, &images, step as u32)?;
         mu.extend(m);
         sigma.extend(s);
