@@ -649,6 +649,43 @@ fn conditional_sprites_encode_with_their_labels() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A configuration's classes are checked (0 and more than 256 are refused), and the
+/// conditioning modules sit where the design puts them.
+#[test]
+fn classes_are_validated_and_placed() {
+    for bad in [0, 257, usize::MAX] {
+        let cfg = VaeConfig {
+            classes: Some(bad),
+            ..VaeConfig::classic(28, 28)
+        };
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains(&format!("classes {bad}")), "{e}");
+    }
+    let cfg = VaeConfig {
+        classes: Some(10),
+        ..VaeConfig::conv(28, 28)
+    };
+    cfg.validate().unwrap();
+    let (enc, dec) = cfg.networks().unwrap();
+    let names = |n: &Sequential| {
+        n.modules
+            .iter()
+            .map(|m| m.name().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&enc), ["conv1", "conv2", "cond", "fc1", "fc2"]);
+    assert_eq!(names(&dec)[..2], ["cond", "fc1"]);
+    // 64·7·7 + 10 = 3146 → 3148; latent 10 + 10 = 20.
+    assert_eq!(enc.modules[2].out_features(), 3148);
+    assert_eq!(dec.modules[0].out_features(), 20);
+    // An unconditional configuration has no conditioning module, and its JSON no `classes`.
+    let plain = VaeConfig::classic(28, 28);
+    let (enc, dec) = plain.networks().unwrap();
+    assert!(!names(&enc).contains(&"cond".to_string()));
+    assert!(!names(&dec).contains(&"cond".to_string()));
+    assert!(!serde_json::to_string(&plain).unwrap().contains("classes"));
+}
+
 /// (width, height) of a PNG from its IHDR chunk.
 fn image_size(path: &Path) -> (usize, usize) {
     let b = std::fs::read(path).unwrap();

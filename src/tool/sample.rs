@@ -48,7 +48,11 @@ pub enum Source {
     wgvae sample --run runs/cvae --class 0-9 --n 10 --out-png digits.png\n\n\
     --out-npy writes the codes used, (n, D) float32: `wgvae decode --latents` of it gives the \
     same images. Draws come from the host generator with the fixed stream 0x53414D504C45 \
-    (\"SAMPLE\") of --seed: per code, the input index (aggregate) and then D normals.")]
+    (\"SAMPLE\") of --seed: per code, the input index (aggregate) and then D normals.\n\n\
+    A conditional model (train --conditional) draws one row per class of --class (every class \
+    without it), --n images a row; every row decodes the same --n codes, so the rows differ by \
+    their class alone. --out-npy then holds the codes row by row, (classes·n, D); `decode` \
+    refuses a conditional model, which needs a class for every code.")]
 pub struct SampleArgs {
     /// Run directory holding checkpoint.safetensors
     #[arg(long)]
