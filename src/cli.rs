@@ -29,6 +29,11 @@ pub struct TrainArgs {
     /// `wgvae anomaly` can score the other classes. Recorded in the run; --resume keeps it
     #[arg(long)]
     pub classes: Option<crate::tool::anomaly::ClassSet>,
+    /// A conditional VAE: the images' class labels (one-hot over max label + 1 classes) enter
+    /// the encoder and the decoder (--data needs its labels files; the built-in sprites'
+    /// label is the shape). `wgvae sample --class C` then draws class C. Recorded in the run
+    #[arg(long)]
+    pub conditional: bool,
     /// Epochs to train (default: 3 on the built-in sprites, 5 with --data; with --resume: epochs
     /// to add, default 5)
     #[arg(long, allow_negative_numbers = true)]
@@ -114,6 +119,10 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value_t = crate::train::ArchKind::Mlp)]
     pub arch: crate::train::ArchKind,
     /// Hidden fully connected layer widths of encoder and decoder, comma-separated (default:
+    /// Posterior family q(z|x): diagonal (N(mu, diag sigma^2)) or full (N(mu, L L^T), a
+    /// lower-triangular L; at most 64 latent dimensions)
+    #[arg(long, default_value = "diagonal")]
+    pub posterior: crate::model::PosteriorKind,
     /// 400 with --arch mlp, 256 with --arch conv)
     #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
     pub hidden: Option<Vec<usize>>,
@@ -315,6 +324,7 @@ impl TrainArgs {
                     cycles,
                     ratio: self.kl_cycle_ratio,
                     period: None,
+                posterior: self.posterior,
                 }),
             objective,
             output_bias_init: self.output_bias_init.unwrap_or(sprites),
@@ -347,6 +357,7 @@ impl TrainArgs {
             .map(|id| format!("--{}", id.as_str().replace('_', "-")))
             .collect();
     }
+            conditional: self.conditional,
 
     /// The flags given with `--resume` that it does not apply.
     pub fn ignored_with_resume(&self) -> Vec<&str> {

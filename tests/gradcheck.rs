@@ -208,6 +208,8 @@ fn gradcheck_relu_bernoulli_odd_shapes() {
         latent: 2,
         activation: Activation::Relu,
         likelihood: Likelihood::Bernoulli,
+        classes: None,
+        posterior: wgvae::model::PosteriorKind::Diagonal,
     };
     check(cfg.clone(), 3, 1, 1.0);
     // The last batch of an epoch: 3 of 5 rows hold images.
@@ -227,6 +229,8 @@ fn gradcheck_tanh_aligned_shapes_two_samples_beta() {
         latent: 4,
         activation: Activation::Tanh,
         likelihood: Likelihood::Bernoulli,
+        classes: None,
+        posterior: wgvae::model::PosteriorKind::Diagonal,
     };
     check(cfg.clone(), 4, 2, 4.0);
     check_with(cfg, 4, 2, 4.0, Rows::Valid(1), |_, _| {});
@@ -249,6 +253,8 @@ fn gradcheck_gaussian_learned_sigma() {
             latent: 3,
             activation: Activation::LeakyRelu(0.1),
             likelihood: Likelihood::Gaussian { log_sigma: sigma },
+            classes: None,
+            posterior: wgvae::model::PosteriorKind::Diagonal,
         };
         check(cfg.clone(), 5, 1, 0.5);
         check_with(cfg, 6, 1, 0.5, Rows::Valid(4), |_, _| {});
@@ -270,6 +276,8 @@ fn gradcheck_gaussian_sigma_at_its_floor() {
             latent: 3,
             activation: Activation::Tanh,
             likelihood: Likelihood::Gaussian { log_sigma: sigma },
+            classes: None,
+            posterior: wgvae::model::PosteriorKind::Diagonal,
         };
         let below = |layout: &ParamLayout, flat: &mut [f32]| {
             let spec = layout.get("decoder.log_sigma").unwrap();
@@ -306,6 +314,8 @@ fn gradcheck_conv_vae_through_the_seam() {
         latent: 2,
         activation: Activation::Tanh,
         likelihood: Likelihood::Bernoulli,
+        classes: None,
+        posterior: wgvae::model::PosteriorKind::Diagonal,
     };
     check(cfg.clone(), 3, 2, 1.0);
     check_with(cfg, 4, 1, 1.0, Rows::Valid(3), |_, _| {});
@@ -332,6 +342,8 @@ fn gradcheck_conv_vae_at_64x64() {
         latent: 3,
         activation: Activation::Tanh,
         likelihood: Likelihood::Bernoulli,
+        classes: None,
+        posterior: wgvae::model::PosteriorKind::Diagonal,
     };
     check(cfg, 2, 1, 1.0);
 }
@@ -355,6 +367,8 @@ fn gradcheck_conv_encoder_with_a_fully_connected_decoder() {
         latent: 2,
         activation: Activation::Tanh,
         likelihood: Likelihood::Bernoulli,
+        classes: None,
+        posterior: wgvae::model::PosteriorKind::Diagonal,
     };
     let (_, dec) = cfg.networks().unwrap();
     assert_eq!(dec.modules.len(), 2);

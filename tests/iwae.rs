@@ -123,6 +123,8 @@ fn small(activation: Activation, likelihood: Likelihood) -> VaeConfig {
         latent: 3,
         activation,
         likelihood,
+        classes: None,
+        posterior: wgvae::model::PosteriorKind::Diagonal,
     }
 }
 

@@ -1,12 +1,14 @@
 //! CPU twins of the kernels, in f64: the references the GPU results are tested against.
 //! Each twin has the name of its kernel wrapper and takes host slices in the same layout.
 
+pub mod condition;
 pub mod conv;
 pub mod data;
 pub mod factor;
 pub mod gemm;
 pub mod iwae;
 pub mod kernels;
+pub mod posterior_full;
 pub mod tc;
 pub mod vae;
 

@@ -34,10 +34,12 @@ pub enum Shader {
     ConvNarrowSubgroup8,
     Factor,
     Tc,
+    Condition,
+    PosteriorFull,
 }
 
 impl Shader {
-    pub const ALL: [Shader; 19] = [
+    pub const ALL: [Shader; 21] = [
         Shader::GemmSubgroup8,
         Shader::GemmRegblock,
         Shader::GemmRegblockScalarC,
@@ -57,6 +59,8 @@ impl Shader {
         Shader::ConvNarrowSubgroup8,
         Shader::Factor,
         Shader::Tc,
+        Shader::Condition,
+        Shader::PosteriorFull,
     ];
 
     pub fn file_name(self) -> &'static str {
@@ -80,6 +84,8 @@ impl Shader {
             Shader::ConvNarrowSubgroup8 => "conv_narrow.wgsl+sg8",
             Shader::Factor => "factor.wgsl",
             Shader::Tc => "tc.wgsl",
+            Shader::PosteriorFull => "posterior_full.wgsl",
+            Shader::Condition => "condition.wgsl",
         }
     }
 
@@ -134,6 +140,8 @@ impl Shader {
             ),
             Shader::Factor => include_str!("../../shaders/factor.wgsl"),
             Shader::Tc => include_str!("../../shaders/tc.wgsl"),
+            Shader::Condition => include_str!("../../shaders/condition.wgsl"),
+            Shader::PosteriorFull => include_str!("../../shaders/posterior_full.wgsl"),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The VAE: its configuration, the layout of its parameters in one flat buffer, and the GPU
 //! programs of its forward and backward passes.
 
+pub mod condition;
 pub mod discriminator;
 pub mod module;
 pub mod network;
@@ -11,8 +12,8 @@ pub mod vae;
 pub use module::{Conv, ConvKind, GradWrite, Init, Linear, Module, ParamDecl};
 pub use network::Sequential;
 pub use objective::{Elbo, MetricMeans, Objective, ParamGroup, Phase, Term};
-pub use posterior::{Diagonal, Posterior};
-pub use vae::{Activations, GpuParams, Gradients, Vae};
+pub use posterior::{Diagonal, FullCovariance, Posterior, PosteriorKind};
+pub use vae::{Activations, Condition, GpuParams, Gradients, Vae};
 
 use serde::{Deserialize, Serialize};
 
@@ -44,6 +45,9 @@ pub const MAX_HIDDEN_LAYERS: usize = 256;
 
 /// Most channels an image or a convolution may have.
 pub const MAX_CHANNELS: usize = 65_536;
+
+/// Most classes of a conditional VAE (labels are bytes).
+pub const MAX_CLASSES: usize = 256;
 
 /// Most elements of the flat parameter buffer, padding included: the GPU kernels (Adam's fused
 /// update among them) index it with 32-bit integers.
@@ -135,6 +139,14 @@ pub struct VaeConfig {
     pub latent: usize,
     pub activation: Activation,
     pub likelihood: Likelihood,
+    /// A conditional VAE: the number of classes C of the one-hot label that the encoder (before
+    /// its first fully connected layer) and the decoder (with z) take as input. `None` (absent
+    /// in older checkpoints): unconditional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<usize>,
+    /// The posterior family q(z | x); absent in older checkpoints: diagonal.
+    #[serde(default)]
+    pub posterior: PosteriorKind,
 }
 
 impl VaeConfig {
@@ -150,6 +162,8 @@ impl VaeConfig {
             latent: 20,
             activation: Activation::Relu,
             likelihood: Likelihood::Bernoulli,
+            classes: None,
+            posterior: PosteriorKind::Diagonal,
         }
     }
 
@@ -199,9 +213,7 @@ impl VaeConfig {
 
     /// The posterior family.
     pub fn posterior(&self) -> Box<dyn Posterior> {
-        Box::new(Diagonal {
-            latent: self.latent,
-        })
+        self.posterior.build(self.latent)
     }
 
     /// The encoder and decoder networks, or a description of the first size that overflows or
@@ -217,10 +229,12 @@ impl VaeConfig {
                 usize::BITS
             )
         })?;
-        let enc_out = self.latent.checked_mul(2).ok_or_else(|| {
+        let enc_out = self.posterior.param_dim(self.latent).ok_or_else(|| {
             format!(
-                "latent size {} overflows: the encoder's output 2*latent does not fit in {} bits",
+                "latent size {} overflows: the encoder's output (the {} posterior's parameters) \
+                 does not fit in {} bits",
                 self.latent,
+                self.posterior.name(),
                 usize::BITS
             )
         })?;
@@ -321,21 +335,39 @@ impl VaeConfig {
                 })
                 .collect()
         };
+        // A conditional VAE appends the one-hot label to the encoder's first fully connected
+        // input and to z.
+        let classes = self.classes.unwrap_or(0);
+        let mut dec_in = self.latent;
+        if classes > 0 {
+            let widen = |f: usize, what: &str| {
+                condition::width(f, classes).ok_or_else(|| {
+                    format!("{what} {f} plus {classes} classes overflows {} bits", usize::BITS)
+                })
+            };
+            enc.push(Box::new(condition::Concat::new(flat, classes)));
+            flat = widen(flat, "the encoder's fully connected input")?;
+            dec_in = widen(self.latent, "the latent size")?;
+        }
         let mut enc_dims = vec![flat];
         enc_dims.extend(&self.enc_hidden);
         enc_dims.push(enc_out);
         enc.extend(linears(enc_dims, Activation::Identity));
-        let mut dec_dims = vec![self.latent];
+        let mut dec_dims = vec![dec_in];
         dec_dims.extend(&self.dec_hidden);
         dec_dims.push(dec_flat);
-        let mut dec = linears(
+        let mut dec: Vec<Box<dyn Module>> = Vec::new();
+        if classes > 0 {
+            dec.push(Box::new(condition::Concat::new(self.latent, classes)));
+        }
+        dec.extend(linears(
             dec_dims,
             if dec_convs.is_empty() {
                 Activation::Identity
             } else {
                 act
             },
-        );
+        ));
         dec.extend(dec_convs);
         Ok((
             Sequential::new("encoder", enc),
@@ -423,6 +455,7 @@ impl VaeConfig {
         if self.latent == 0 {
             return bad("latent size must be at least 1".into());
         }
+        self.posterior.check_latent(self.latent)?;
         if self.channels == 0 || self.channels > MAX_CHANNELS {
             return bad(format!(
                 "image channels {} must be between 1 and {MAX_CHANNELS}",
@@ -468,6 +501,13 @@ impl VaeConfig {
             .find(|&&h| h == 0)
         {
             return bad(format!("hidden layer width {h} must be at least 1"));
+        }
+        if let Some(c) = self.classes
+            && !(1..=MAX_CLASSES).contains(&c)
+        {
+            return bad(format!(
+                "classes {c}: a conditional model needs 1 to {MAX_CLASSES} classes"
+            ));
         }
         if let Activation::LeakyRelu(slope) = self.activation
             && !slope.is_finite()

@@ -2,6 +2,7 @@
 //! the shapes of its operands; recording it into a pass is all a training step does.
 
 pub mod adam;
+pub mod condition;
 pub mod conv;
 pub mod data;
 pub mod elementwise;
@@ -9,6 +10,7 @@ pub mod factor;
 pub mod gemm;
 pub mod kl;
 pub mod likelihood;
+pub mod posterior_full;
 pub mod reduce;
 pub mod reparam;
 pub mod tc;

@@ -581,6 +581,8 @@ mod tests {
             likelihood: Likelihood::Gaussian {
                 log_sigma: GaussianSigma::LearnedPerPixel,
             },
+            classes: None,
+            posterior: crate::model::PosteriorKind::Diagonal,
         }
     }
 

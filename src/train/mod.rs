@@ -111,6 +111,9 @@ pub struct ModelSpec {
     pub latent: usize,
     pub activation: Activation,
     pub likelihood: Likelihood,
+    /// The posterior family (`--posterior`); absent in older runs: diagonal.
+    #[serde(default)]
+    pub posterior: crate::model::PosteriorKind,
 }
 
 fn default_conv_kernel() -> usize {
@@ -139,6 +142,7 @@ impl Default for ModelSpec {
             latent: 20,
             activation: Activation::Relu,
             likelihood: Likelihood::Bernoulli,
+            posterior: crate::model::PosteriorKind::Diagonal,
         }
     }
 }
@@ -171,6 +175,7 @@ impl ModelSpec {
             activation: self.activation,
             likelihood: self.likelihood,
             classes: None,
+            posterior: self.posterior,
         }
     }
 }
