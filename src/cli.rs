@@ -114,15 +114,15 @@ pub struct TrainArgs {
     /// Latent dimensions (default: 10 on the built-in sprites, 20 with --data)
     #[arg(long, allow_negative_numbers = true)]
     pub latent: Option<usize>,
+    /// Posterior family q(z|x): diagonal (N(mu, diag sigma^2)) or full (N(mu, L L^T), a
+    /// lower-triangular L; at most 64 latent dimensions)
+    #[arg(long, default_value = "diagonal")]
+    pub posterior: crate::model::PosteriorKind,
     /// Architecture: mlp (fully connected) or conv (4x4 stride-2 convolutions, then fully
     /// connected layers; the decoder mirrors them with transposed convolutions)
     #[arg(long, value_enum, default_value_t = crate::train::ArchKind::Mlp)]
     pub arch: crate::train::ArchKind,
     /// Hidden fully connected layer widths of encoder and decoder, comma-separated (default:
-    /// Posterior family q(z|x): diagonal (N(mu, diag sigma^2)) or full (N(mu, L L^T), a
-    /// lower-triangular L; at most 64 latent dimensions)
-    #[arg(long, default_value = "diagonal")]
-    pub posterior: crate::model::PosteriorKind,
     /// 400 with --arch mlp, 256 with --arch conv)
     #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
     pub hidden: Option<Vec<usize>>,
@@ -307,6 +307,7 @@ impl TrainArgs {
                 latent,
                 activation,
                 likelihood,
+                posterior: self.posterior,
             },
             epochs: self.epochs.unwrap_or(if sprites { 3 } else { 5 }),
             batch: self.batch,
@@ -324,7 +325,6 @@ impl TrainArgs {
                     cycles,
                     ratio: self.kl_cycle_ratio,
                     period: None,
-                posterior: self.posterior,
                 }),
             objective,
             output_bias_init: self.output_bias_init.unwrap_or(sprites),
@@ -340,6 +340,7 @@ impl TrainArgs {
             pictures: !self.no_pictures,
             binarize: self.binarize,
             classes: self.classes.as_ref().map(|c| c.0.clone()),
+            conditional: self.conditional,
             ..defaults
         })
     }
@@ -357,7 +358,6 @@ impl TrainArgs {
             .map(|id| format!("--{}", id.as_str().replace('_', "-")))
             .collect();
     }
-            conditional: self.conditional,
 
     /// The flags given with `--resume` that it does not apply.
     pub fn ignored_with_resume(&self) -> Vec<&str> {
