@@ -8,6 +8,7 @@ use crate::cpu::posterior_full as twin;
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, Program, Tensor};
 use crate::model::module::GradWrite;
+use crate::ops::iwae_train::iwae_logdet_backward;
 use crate::ops::kl::{Capacity, KlRamp, iwae_log_weights, kl_capacity, kl_scheduled};
 use crate::ops::posterior_full::{
     self as full, full_kl, full_kl_capacity, full_log_weights, full_sample, full_sample_backward,
@@ -146,6 +147,22 @@ pub trait Posterior: Debug + Send + Sync {
         z: &Tensor<f32>,
         eps: &Tensor<f32>,
         logw: &Tensor<f32>,
+        samples: usize,
+    ) -> Result<Program>;
+
+    /// Accumulates into `dparams` (B, param_dim) the gradient, at fixed noise ε, of each
+    /// draw's own log density log q(z(ε, params) | params), weighted per draw by `coef`
+    /// (K·B,), the loss's derivative with respect to that log density (the IWAE objective's
+    /// w_b·ω_sb). For a Gaussian z = μ + L ε this is the log-determinant's alone, −Σ_i log L_ii;
+    /// the draw's path through z is [`Posterior::sample_backward`]'s.
+    #[allow(clippy::too_many_arguments)]
+    fn log_q_backward(
+        &self,
+        ctx: &GpuContext,
+        params: &Tensor<f32>,
+        eps: &Tensor<f32>,
+        coef: &Tensor<f32>,
+        dparams: &Tensor<f32>,
         samples: usize,
     ) -> Result<Program>;
 
@@ -312,6 +329,29 @@ impl Posterior for Diagonal {
         let mut p = Program::new();
         p.push(iwae_log_weights(
             ctx, "log w", params, nll, z, eps, logw, samples,
+        )?);
+        Ok(p)
+    }
+
+    fn log_q_backward(
+        &self,
+        ctx: &GpuContext,
+        _params: &Tensor<f32>,
+        _eps: &Tensor<f32>,
+        coef: &Tensor<f32>,
+        dparams: &Tensor<f32>,
+        samples: usize,
+    ) -> Result<Program> {
+        // log q(μ + σ ε) = log N(ε; 0, I) − Σ_i ½ log σ²_i.
+        let mut p = Program::new();
+        p.push(iwae_logdet_backward(
+            ctx,
+            "log q backward",
+            coef,
+            dparams,
+            self.latent,
+            self.latent,
+            samples,
         )?);
         Ok(p)
     }
@@ -547,6 +587,30 @@ impl Posterior for FullCovariance {
             z,
             eps,
             logw,
+            samples,
+        )?);
+        Ok(p)
+    }
+
+    fn log_q_backward(
+        &self,
+        ctx: &GpuContext,
+        _params: &Tensor<f32>,
+        _eps: &Tensor<f32>,
+        coef: &Tensor<f32>,
+        dparams: &Tensor<f32>,
+        samples: usize,
+    ) -> Result<Program> {
+        // log q(μ + L ε) = log N(ε; 0, I) − Σ_i log L_ii = … − Σ_i ½ v_i; the lower entries
+        // do not enter the determinant.
+        let mut p = Program::new();
+        p.push(iwae_logdet_backward(
+            ctx,
+            "full posterior log q backward",
+            coef,
+            dparams,
+            self.latent,
+            self.latent,
             samples,
         )?);
         Ok(p)

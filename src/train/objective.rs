@@ -14,6 +14,12 @@
 //! - [`ObjectiveSpec::FactorVae`]: recon + β·KL + γ·TC with the total correlation estimated
 //!   by a discriminator (Kim & Mnih 2018), trained in the same step as a second phase with its
 //!   own Adam ([`crate::model::discriminator`]).
+//! - [`ObjectiveSpec::Iwae`]: the negative importance-weighted bound with K draws per input
+//!   (Burda et al. 2016), log K − logsumexp_s [log p(x|z_s) + log p(z_s) − log q(z_s|x)]; the
+//!   mean reconstruction NLL over the draws and the closed-form KL are reported beside it. Its
+//!   gradient: the likelihood's scaled by the normalised importance weights ω ([`IwaeTrain`]),
+//!   the prior's and the posterior's log-determinant's added at z and at the posterior's
+//!   parameters, the closed-form KL's left out (weight 0).
 
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +30,7 @@ use crate::model::discriminator::{DiscWorkspace, Discriminator, DiscriminatorCon
 use crate::model::objective::{Objective, Phase, Term};
 use crate::model::vae::{Activations, Gradients, KlWeight};
 use crate::ops::data::StepState;
+use crate::ops::iwae_train::{IwaeRows, iwae_prior_dz, iwae_rescale, iwae_softmax};
 use crate::ops::kl::{Capacity, KlRamp};
 use crate::ops::tc::{Estimator, TcScratch, TcTerms, TcWeights, tc_backward, tc_forward};
 use crate::train::checkpoint::GroupState;
@@ -56,7 +63,13 @@ pub enum ObjectiveSpec {
         gamma: f32,
         disc: DiscriminatorConfig,
     },
+    /// The negative IWAE bound with `k` draws per input (k = 1: the ELBO with a Monte Carlo KL).
+    Iwae { k: usize },
 }
+
+/// Most draws per input [`ObjectiveSpec::Iwae`] takes (the training activations hold K·B
+/// rows).
+pub const MAX_IWAE_TRAIN_K: usize = 4096;
 
 impl ObjectiveSpec {
     /// Its name in reports.
@@ -66,6 +79,15 @@ impl ObjectiveSpec {
             ObjectiveSpec::Capacity { .. } => "capacity",
             ObjectiveSpec::TcVae { .. } => "tc_vae",
             ObjectiveSpec::FactorVae { .. } => "factor_vae",
+            ObjectiveSpec::Iwae { .. } => "iwae",
+        }
+    }
+
+    /// Latent draws per input in the training step: K for the IWAE objective, 1 otherwise.
+    pub fn train_samples(&self) -> usize {
+        match self {
+            ObjectiveSpec::Iwae { k } => *k,
+            _ => 1,
         }
     }
 }
@@ -146,6 +168,185 @@ impl Objective for TcVaeObjective {
     }
 }
 
+/// `ObjectiveSpec::Iwae`'s objective: `iwae` (the negative bound, weight 1), `recon` (the mean
+/// NLL over the draws, reported with weight 0) and `kl` (the closed form, weight 0).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct IwaeObjective {
+    pub k: usize,
+}
+
+impl Objective for IwaeObjective {
+    fn name(&self) -> &'static str {
+        "iwae"
+    }
+    fn terms(&self) -> Vec<Term> {
+        [("iwae", 1.0), ("recon", 0.0), ("kl", 0.0)]
+            .into_iter()
+            .map(|(name, weight)| Term { name, weight })
+            .collect()
+    }
+}
+
+/// The IWAE objective's buffers. With the log-weights log w_sb (row s·B + b) and
+/// ω_sb = softmax_s(log w_sb), the loss Σ_b w_b [log K − logsumexp_s log w_sb] has
+/// ∂/∂nll_sb = w_b ω_sb, ∂/∂log p(z_sb) = −w_b ω_sb and ∂/∂log q(z_sb|x_b) = w_b ω_sb.
+/// After the forward pass ([`IwaeTrain::after_forward`]) the likelihood's stored
+/// gradient w_b·(1/K)·∂nll is rescaled by K·ω; between the decoder's backward and the
+/// posterior's sample backward ([`IwaeTrain::latent_terms`]) the prior adds w_b ω_sb z_sb
+/// at z and the posterior its fixed-ε log-density gradient at its parameters
+/// ([`crate::model::Posterior::log_q_backward`]); the sample backward then carries dz into the
+/// parameters. The closed-form KL stores a zero gradient (weight 0). At K = 1, ω = 1 and the
+/// gradient is that of the single-draw estimate log p(x|z) + log p(z) − log q(z|x).
+pub struct IwaeTrain {
+    k: usize,
+    posterior: Box<dyn crate::model::Posterior>,
+    /// (K·B,) log-weights
+    logw: Tensor<f32>,
+    /// (K·B,) ω
+    omega: Tensor<f32>,
+    /// (K·B,) w_b·ω_sb
+    weighted: Tensor<f32>,
+    /// (B,) the negative bound per input
+    loss: Tensor<f32>,
+    /// (B,) the mean NLL over the draws
+    recon: Tensor<f32>,
+}
+
+impl IwaeTrain {
+    /// The buffers for `batch` inputs and `k` draws each of posterior `posterior`; K·batch is
+    /// checked against [`super::MAX_COUNT`] before anything is allocated.
+    pub fn new(
+        ctx: &GpuContext,
+        posterior: Box<dyn crate::model::Posterior>,
+        batch: usize,
+        k: usize,
+    ) -> Result<Self> {
+        let kb = k
+            .checked_mul(batch)
+            .filter(|&n| (1..=super::MAX_COUNT).contains(&n))
+            .ok_or_else(|| {
+                crate::Error::Config(format!(
+                    "--iwae-train-k {k} with --batch {batch}: K·batch must be in 1..={}",
+                    super::MAX_COUNT
+                ))
+            })?;
+        let t = |name: &str, n: usize| Tensor::zeros(ctx, name, &[n]);
+        Ok(IwaeTrain {
+            k,
+            posterior,
+            logw: t("iwae log w", kb)?,
+            omega: t("iwae omega", kb)?,
+            weighted: t("iwae w·omega", kb)?,
+            loss: t("iwae loss", batch)?,
+            recon: t("iwae recon", batch)?,
+        })
+    }
+
+    /// Draws per input.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+    /// (B,) the negative bound of each input, log K − logsumexp_s log w_sb.
+    pub fn loss(&self) -> &Tensor<f32> {
+        &self.loss
+    }
+    /// (B,) the mean reconstruction NLL over the draws.
+    pub fn recon(&self) -> &Tensor<f32> {
+        &self.recon
+    }
+    /// (K·B,) the log-weights.
+    pub fn log_weights(&self) -> &Tensor<f32> {
+        &self.logw
+    }
+    /// (K·B,) the normalised importance weights ω.
+    pub fn omega(&self) -> &Tensor<f32> {
+        &self.omega
+    }
+
+    /// Recorded after [`crate::model::Vae::forward_program_with`] (with a KL weight of 0) and
+    /// before the backward pass: the log-weights, their softmax over the draws (the per-row
+    /// loss) and the rescaling of the likelihood's stored gradient by K·ω.
+    pub fn after_forward(
+        &self,
+        ctx: &GpuContext,
+        act: &Activations,
+        grads: &Gradients,
+    ) -> Result<Program> {
+        let t = self;
+        if act.samples != t.k {
+            return Err(crate::Error::Config(format!(
+                "the IWAE objective takes {} draws per input, the activations hold {}",
+                t.k, act.samples
+            )));
+        }
+        let mut p = t.posterior.log_weights(
+            ctx,
+            act.posterior_params(),
+            &act.nll,
+            &act.z,
+            &act.eps,
+            &t.logw,
+            t.k,
+        )?;
+        p.push(iwae_softmax(
+            ctx,
+            "iwae softmax",
+            &t.logw,
+            &act.nll,
+            &act.w,
+            IwaeRows {
+                omega: &t.omega,
+                weighted: &t.weighted,
+                loss: &t.loss,
+                recon: &t.recon,
+            },
+            t.k,
+        )?);
+        let scale = t.k as f32;
+        let g_out = grads.dec.last().expect("a network has at least one module");
+        p.push(iwae_rescale(ctx, "iwae rescale", g_out, &t.omega, scale)?);
+        if let Some(gls) = &grads.log_sigma_elem {
+            p.push(iwae_rescale(
+                ctx,
+                "iwae rescale log sigma",
+                gls,
+                &t.omega,
+                scale,
+            )?);
+        }
+        Ok(p)
+    }
+
+    /// Recorded as the `latent_terms` of [`crate::model::Vae::backward_program_with`]: the
+    /// prior's gradient w_b ω_sb z_sb at z and the posterior's fixed-ε log-density gradient at
+    /// its parameters.
+    pub fn latent_terms(
+        &self,
+        ctx: &GpuContext,
+        act: &Activations,
+        grads: &Gradients,
+    ) -> Result<Program> {
+        let dparams = grads.enc.last().expect("a network has at least one module");
+        let mut p = Program::new();
+        p.push(iwae_prior_dz(
+            ctx,
+            "iwae prior dz",
+            &act.z,
+            &self.weighted,
+            &grads.z,
+        )?);
+        p.extend(self.posterior.log_q_backward(
+            ctx,
+            act.posterior_params(),
+            &act.eps,
+            &self.weighted,
+            dparams,
+            self.k,
+        )?);
+        Ok(p)
+    }
+}
+
 /// β-TCVAE's buffers: the estimator's scratch and the three per-row terms.
 pub(crate) struct TcState {
     weights: TcWeights,
@@ -169,6 +370,7 @@ pub(crate) struct TrainObjective {
     /// FactorVAE's discriminator and its buffers
     pub disc: Option<(Discriminator, DiscWorkspace)>,
     tc: Option<TcState>,
+    iwae: Option<IwaeTrain>,
 }
 
 impl TrainObjective {
@@ -197,6 +399,7 @@ impl TrainObjective {
         let mut penalty = None;
         let mut disc = None;
         let mut tc = None;
+        let mut iwae = None;
         let objective: Box<dyn Objective> = match spec {
             ObjectiveSpec::Elbo => Box::new(crate::model::Elbo { beta }),
             ObjectiveSpec::Capacity { .. } => {
@@ -241,6 +444,16 @@ impl TrainObjective {
                     gamma: *gamma,
                 })
             }
+            ObjectiveSpec::Iwae { k } => {
+                let k = *k;
+                iwae = Some(IwaeTrain::new(
+                    ctx,
+                    cfg.model.posterior.build(latent),
+                    batch,
+                    k,
+                )?);
+                Box::new(IwaeObjective { k })
+            }
         };
         Ok(TrainObjective {
             objective,
@@ -250,17 +463,36 @@ impl TrainObjective {
             penalty,
             disc,
             tc,
+            iwae,
         })
     }
 
+    /// The program recorded between the forward pass and the backward pass: the IWAE
+    /// objective's ([`IwaeTrain::after_forward`]); empty for the other objectives.
+    pub fn after_forward(
+        &self,
+        ctx: &GpuContext,
+        act: &Activations,
+        grads: &Gradients,
+    ) -> Result<Program> {
+        match &self.iwae {
+            Some(t) => t.after_forward(ctx, act, grads),
+            None => Ok(Program::new()),
+        }
+    }
+
     /// The terms recorded between the decoder's backward and the posterior's sample backward
-    /// (see [`crate::model::Vae::backward_program_with`]): FactorVAE's γ·∂TC/∂z.
+    /// (see [`crate::model::Vae::backward_program_with`]): FactorVAE's γ·∂TC/∂z, β-TCVAE's
+    /// terms, the IWAE objective's prior and log-determinant gradients.
     pub fn latent_terms(
         &self,
         ctx: &GpuContext,
         act: &Activations,
         grads: &Gradients,
     ) -> Result<Program> {
+        if let Some(t) = &self.iwae {
+            return t.latent_terms(ctx, act, grads);
+        }
         if let Some(t) = &self.tc {
             let q = act.posterior_params();
             let dparams = grads.enc.last().expect("a network has at least one module");
@@ -363,7 +595,12 @@ impl TrainObjective {
         };
         KlWeight {
             // β-TCVAE replaces the KL's gradient by its three terms' (written later).
-            beta: if self.tc.is_some() { 0.0 } else { self.beta },
+            // The IWAE objective's gradient takes no closed-form KL.
+            beta: if self.tc.is_some() || self.iwae.is_some() {
+                0.0
+            } else {
+                self.beta
+            },
             ramp,
             capacity,
         }
@@ -371,6 +608,9 @@ impl TrainObjective {
 
     /// The per-row buffers of the objective's terms, in its order.
     pub fn rows<'a>(&'a self, act: &'a Activations) -> Vec<&'a Tensor<f32>> {
+        if let Some(t) = &self.iwae {
+            return vec![&t.loss, &t.recon, &act.kl];
+        }
         let mut rows = vec![&act.nll, &act.kl];
         rows.extend(self.penalty.as_ref());
         if let Some((_, ws)) = &self.disc {
