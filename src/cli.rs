@@ -59,7 +59,8 @@ pub struct TrainArgs {
     /// Objective: elbo (recon + β·KL; β-VAE with --beta), capacity (recon + γ·|KL − C|, C
     /// rising linearly from 0 to --capacity nats over --capacity-steps steps), tc-vae (recon +
     /// α·MI + β·TC + γ·dimension-wise KL, from the minibatch estimator) or factor-vae (recon +
-    /// β·KL + γ·TC, TC estimated by a discriminator trained alongside)
+    /// β·KL + γ·TC, TC estimated by a discriminator trained alongside) or iwae (the negative
+    /// importance-weighted bound with --iwae-train-k draws per input)
     #[arg(long, value_enum, default_value_t = ObjectiveKind::Elbo)]
     pub objective: ObjectiveKind,
     /// Weight γ of the objective's extra term (capacity: default 1000; tc-vae: of the
@@ -89,6 +90,10 @@ pub struct TrainArgs {
     /// β2 0.9)
     #[arg(long, allow_negative_numbers = true)]
     pub disc_lr: Option<f32>,
+    /// --objective iwae: latent draws per input of the training bound (default 5; 1 gives the
+    /// ELBO with a Monte Carlo KL)
+    #[arg(long, allow_negative_numbers = true)]
+    pub iwae_train_k: Option<usize>,
     /// Start the decoder's output bias at the training images' marginal (log-odds of the mean
     /// pixel) instead of at random: true or false (default: true on the built-in sprites, false
     /// with --data; the flag alone means true)
@@ -185,6 +190,7 @@ pub enum ObjectiveKind {
     Capacity,
     TcVae,
     FactorVae,
+    Iwae,
 }
 
 /// The estimators `--tc-estimator` names.
@@ -257,6 +263,9 @@ impl TrainArgs {
         {
             bail!("--alpha and --tc-estimator apply to --objective tc-vae only");
         }
+        if self.iwae_train_k.is_some() && self.objective != ObjectiveKind::Iwae {
+            bail!("--iwae-train-k applies to --objective iwae only");
+        }
         let latent = self
             .latent
             .unwrap_or(if self.data.is_none() { 10 } else { 20 });
@@ -283,6 +292,14 @@ impl TrainArgs {
                 crate::train::objective::ObjectiveSpec::FactorVae {
                     gamma: self.gamma.unwrap_or(35.0),
                     disc,
+                }
+            }
+            ObjectiveKind::Iwae => {
+                if self.gamma.is_some() {
+                    bail!("--gamma applies to --objective capacity, tc-vae or factor-vae only");
+                }
+                crate::train::objective::ObjectiveSpec::Iwae {
+                    k: self.iwae_train_k.unwrap_or(5),
                 }
             }
             ObjectiveKind::Capacity => crate::train::objective::ObjectiveSpec::Capacity {

@@ -154,17 +154,23 @@ pub trait Posterior: Debug + Send + Sync {
     /// draw's own log density log q(z(ε, params) | params), weighted per draw by `coef`
     /// (K·B,), the loss's derivative with respect to that log density (the IWAE objective's
     /// w_b·ω_sb). For a Gaussian z = μ + L ε this is the log-determinant's alone, −Σ_i log L_ii;
-    /// the draw's path through z is [`Posterior::sample_backward`]'s.
+    /// the draw's path through z is [`Posterior::sample_backward`]'s. A family without it
+    /// refuses the IWAE objective with an error naming itself.
     #[allow(clippy::too_many_arguments)]
     fn log_q_backward(
         &self,
-        ctx: &GpuContext,
-        params: &Tensor<f32>,
-        eps: &Tensor<f32>,
-        coef: &Tensor<f32>,
-        dparams: &Tensor<f32>,
-        samples: usize,
-    ) -> Result<Program>;
+        _ctx: &GpuContext,
+        _params: &Tensor<f32>,
+        _eps: &Tensor<f32>,
+        _coef: &Tensor<f32>,
+        _dparams: &Tensor<f32>,
+        _samples: usize,
+    ) -> Result<Program> {
+        Err(Error::Config(format!(
+            "--objective iwae: the {} posterior has no log-density gradient",
+            self.name()
+        )))
+    }
 
     /// CPU twin of [`Posterior::sample`] for given noise: z (K·B, D).
     fn cpu_sample(&self, params: &[f64], eps: &[f64], rows: usize, samples: usize) -> Vec<f64>;

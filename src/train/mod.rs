@@ -334,6 +334,7 @@ impl Invalid {
             "objective.disc.layers" => "--disc-layers",
             "objective.disc.width" | "objective.disc" => "--disc-width",
             "objective.disc.adam.lr" => "--disc-lr",
+            "objective.k" => "--iwae-train-k",
             "model.conv_channels" => "--conv-channels",
             "model.conv_kernel" => "--conv-kernel",
             "model.latent" => "--latent",
@@ -447,6 +448,33 @@ impl TrainConfig {
         }
         match &self.objective {
             objective::ObjectiveSpec::Elbo => {}
+            objective::ObjectiveSpec::Iwae { k } => {
+                let max = objective::MAX_IWAE_TRAIN_K;
+                if *k == 0 || *k > max {
+                    return Err(Invalid::new("objective.k", k, format!("must be in 1..={max}")));
+                }
+                if k.checked_mul(self.batch).is_none_or(|n| n > MAX_COUNT) {
+                    return Err(Invalid::new(
+                        "objective.k",
+                        k,
+                        format!("K·batch must be at most {MAX_COUNT}"),
+                    ));
+                }
+                if self.beta != 1.0 {
+                    return Err(Invalid::new(
+                        "beta",
+                        self.beta,
+                        "the IWAE objective has no KL weight; drop --beta",
+                    ));
+                }
+                if self.kl_warmup > 0 || self.kl_cycles.is_some() {
+                    return Err(Invalid::new(
+                        "kl_warmup",
+                        self.kl_warmup,
+                        "the IWAE objective has no KL weight to schedule; drop --kl-warmup and --kl-cycles",
+                    ));
+                }
+            }
             objective::ObjectiveSpec::TcVae { alpha, gamma, .. } => {
                 non_negative("objective.alpha", *alpha, "0 drops the mutual information")?;
                 non_negative("objective.gamma", *gamma, "0 drops the dimension-wise KL")?;
@@ -931,7 +959,7 @@ impl<'c> Trainer<'c> {
             }
             _ => None,
         };
-        let act = vae.activations(ctx, cfg.batch, 1)?;
+        let act = vae.activations(ctx, cfg.batch, cfg.objective.train_samples())?;
         let grads = vae.gradients(ctx, &act)?;
         let group = ParamGroup::new(ctx, "vae", &vae.layout, cfg.adam)?;
         if let Some((m, v)) = &moments {
@@ -996,6 +1024,7 @@ impl<'c> Trainer<'c> {
             RngStep::State(&state),
             Stream::Train,
         )?;
+        gradients.extend(objective.after_forward(ctx, &act, &grads)?);
         gradients.extend(vae.backward_program_with(
             ctx,
             &act,
