@@ -482,6 +482,117 @@ pub fn line_chart_png(
     panels_png(path, &[lines])
 }
 
+/// One panel of [`scatter_panels_png`]: points, and curves drawn over them.
+#[derive(Clone, Debug, Default)]
+pub struct Scatter {
+    pub title: String,
+    pub points: Vec<(f64, f64)>,
+    pub curves: Vec<Vec<(f64, f64)>>,
+}
+
+/// Height of a row of [`scatter_panels_png`]'s panels.
+const SCATTER_ROW: u32 = 440;
+
+/// Panels of scattered points (blue) with curves over them (red), two to a row, under one
+/// title. Every panel has the same axes, x and y over the same span (so that circles look
+/// round), fitted to every finite point and curve. Non-finite points are left out.
+pub fn scatter_panels_png(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    panels: &[Scatter],
+) -> Result<()> {
+    if panels.is_empty() {
+        return Err(file_error(
+            path,
+            format!("scatter chart `{title}`: no panels"),
+        ));
+    }
+    let finite = |p: &&(f64, f64)| p.0.is_finite() && p.1.is_finite();
+    let all: Vec<(f64, f64)> = panels
+        .iter()
+        .flat_map(|p| p.points.iter().chain(p.curves.iter().flatten()))
+        .filter(finite)
+        .copied()
+        .collect();
+    if all.is_empty() {
+        return Err(file_error(
+            path,
+            format!("scatter chart `{title}`: no finite point"),
+        ));
+    }
+    let span = |f: fn(&(f64, f64)) -> f64| {
+        let lo = all.iter().map(f).fold(f64::INFINITY, f64::min);
+        let hi = all.iter().map(f).fold(f64::NEG_INFINITY, f64::max);
+        (lo, hi)
+    };
+    let ((x0, x1), (y0, y1)) = (span(|p| p.0), span(|p| p.1));
+    let half = ((x1 - x0).max(y1 - y0) * 0.5).max(1e-9) * 1.08;
+    let (cx, cy) = ((x0 + x1) * 0.5, (y0 + y1) * 0.5);
+    let ((xlo, xhi), (ylo, yhi)) = ((cx - half, cx + half), (cy - half, cy + half));
+    let (x_keys, x_step) = ticks(xlo, xhi, 5);
+    let (y_keys, y_step) = ticks(ylo, yhi, 5);
+    let rows = panels.len().div_ceil(2);
+    let height = SCATTER_ROW
+        .saturating_mul(u32::try_from(rows).unwrap_or(u32::MAX))
+        .saturating_add(40);
+    render_png(path, height, |root| {
+        let body = root
+            .titled(title, font(TITLE_PX))
+            .map_err(|e| e.to_string())?;
+        let cells = body.split_evenly((rows, 2));
+        for (panel, cell) in panels.iter().zip(&cells) {
+            let mut chart = ChartBuilder::on(cell)
+                .caption(&panel.title, font(DESC_PX))
+                .margin(MARGIN)
+                .x_label_area_size(X_AREA - 10)
+                .y_label_area_size(Y_AREA - 10)
+                .build_cartesian_2d(
+                    Axis {
+                        lo: xlo,
+                        hi: xhi,
+                        keys: x_keys.clone(),
+                    },
+                    Axis {
+                        lo: ylo,
+                        hi: yhi,
+                        keys: y_keys.clone(),
+                    },
+                )
+                .map_err(|e| e.to_string())?;
+            chart
+                .configure_mesh()
+                .x_desc(x_label)
+                .y_desc(y_label)
+                .axis_desc_style(font(DESC_PX))
+                .label_style(font(TICK_PX))
+                .x_label_formatter(&|v| tick(*v, x_step))
+                .y_label_formatter(&|v| tick(*v, y_step))
+                .light_line_style(WHITE)
+                .bold_line_style(BLACK.mix(0.12))
+                .draw()
+                .map_err(|e| e.to_string())?;
+            chart
+                .draw_series(
+                    panel
+                        .points
+                        .iter()
+                        .filter(finite)
+                        .map(|&p| Circle::new(p, 2, PALETTE[0].mix(0.45).filled())),
+                )
+                .map_err(|e| e.to_string())?;
+            for curve in &panel.curves {
+                let pts: Vec<(f64, f64)> = curve.iter().filter(finite).copied().collect();
+                chart
+                    .draw_series(LineSeries::new(pts, PALETTE[3].stroke_width(2)))
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    })
+}
+
 /// The height of a chart of `n` stacked panels: [`HEIGHT`] for one, [`PANEL_HEIGHT`] each for
 /// more.
 pub fn panels_height(n: usize) -> u32 {

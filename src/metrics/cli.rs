@@ -266,6 +266,7 @@ fn read_raw(path: &Path, what: &str) -> Result<Raw> {
     let header = parse_npy_header(path, &head)?;
     let (rows, cols) = match header.shape[..] {
         [r, c] => (r, c),
+        [c] if what == VECTOR => (1, c),
         _ => {
             return Err(npy_err(
                 path,
@@ -423,13 +424,44 @@ fn number(elem: &[u8], dtype: Dtype) -> Num {
     }
 }
 
+/// What [`read_raw`] reads when a 1-D array is welcome (as one row).
+const VECTOR: &str = "vector";
+
 /// Reads an `(N, R)` array of latent codes as f64 (see the module docs).
 pub fn read_latents(path: &Path) -> Result<Matrix<f64>> {
-    let raw = read_raw(path, "latents")?;
+    read_finite(path, "latents")
+}
+
+/// Reads a 2-D array of finite numbers (any float or integer dtype) as f64; `what` names its
+/// content in messages.
+pub fn read_matrix(path: &Path, what: &str) -> Result<Matrix<f64>> {
+    read_finite(path, what)
+}
+
+/// Reads a 1-D array of finite numbers as f64 (a 2-D one of one row or one column also
+/// works).
+pub fn read_vector(path: &Path) -> Result<Vec<f64>> {
+    let m = read_finite(path, VECTOR)?;
+    if m.rows() != 1 && m.cols() != 1 {
+        return Err(npy_err(
+            path,
+            "shape",
+            format!(
+                "{}x{} is not a vector: give a 1-D array",
+                m.rows(),
+                m.cols()
+            ),
+        ));
+    }
+    Ok(m.data().to_vec())
+}
+
+fn read_finite(path: &Path, what: &str) -> Result<Matrix<f64>> {
+    let raw = read_raw(path, what)?;
     let dtype = raw.header.dtype;
     raw.convert(path, |elem| match number(elem, dtype) {
         Num::Float(v) if v.is_finite() => Ok(v),
-        Num::Float(v) => Err(format!("is {v}; latents must be finite")),
+        Num::Float(v) => Err(format!("is {v}; {what} must be finite")),
         Num::Int(v) => Ok(v as f64),
     })
 }
