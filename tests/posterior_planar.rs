@@ -1,0 +1,570 @@
+//! The planar-flow posterior's kernels: every kernel against its f64 twin on shapes that no
+//! workgroup size divides, the twin's backward against central differences (the path through
+//! z_K and the log-determinant path, with û's constraint active), the flow without flows (and
+//! with w = 0, b = 0) against the diagonal posterior, invertibility, and log q against the
+//! change-of-variables density through the dense Jacobian.
+
+mod common;
+
+use common::{assert_close, ctx, data};
+use wgvae::cpu;
+use wgvae::cpu::posterior_planar as twin;
+use wgvae::gpu::{Program, Tensor};
+use wgvae::model::{Diagonal, Posterior};
+use wgvae::ops::posterior_planar::{
+    LogDetWeight, MAX_FLOWS, MAX_LATENT, Noise, flow_offset, param_dim, planar_backward,
+    planar_forward, planar_log_weights,
+};
+use wgvae::ops::reparam::{RngStep, Stream};
+
+fn f64s(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+fn run(p: Program) {
+    p.run(ctx()).unwrap();
+}
+
+/// Parameters (B, P): μ in [−1, 1), log σ² in [−1, 1), u, w in [−s, s) with s = `scale`,
+/// b in [−0.5, 0.5).
+fn params(seed: u64, b: usize, d: usize, k: usize, scale: f32) -> Vec<f32> {
+    let p = param_dim(d, k).unwrap();
+    let mut q = data(seed, b * p, -scale, scale);
+    let base = data(seed + 1, b * 2 * d, -1.0, 1.0);
+    let bias = data(seed + 2, b * k, -0.5, 0.5);
+    for r in 0..b {
+        q[r * p..r * p + 2 * d].copy_from_slice(&base[r * 2 * d..(r + 1) * 2 * d]);
+        for f in 0..k {
+            q[r * p + flow_offset(d, f) + 2 * d] = bias[r * k + f];
+        }
+    }
+    q
+}
+
+const DIMS: [usize; 4] = [1, 3, 7, 13];
+const FLOWS: [usize; 3] = [1, 2, 8];
+const BATCHES: [usize; 3] = [1, 7, 67];
+
+fn zeros(shape: &[usize]) -> Tensor<f32> {
+    Tensor::<f32>::zeros(ctx(), "t", shape).unwrap()
+}
+
+#[test]
+fn forward_backward_and_log_weights_match_the_twin() {
+    let ctx = ctx();
+    let mut case = 0usize;
+    for d in DIMS {
+        for k in FLOWS {
+            for b in BATCHES {
+                for s in [1, 3] {
+                    case += 1;
+                    let what = format!("D={d} K={k} B={b} S={s}");
+                    let p = param_dim(d, k).unwrap();
+                    let q_h = params(10 + case as u64, b, d, k, 0.8);
+                    let q = Tensor::from_slice(ctx, "q", &[b, p], &q_h).unwrap();
+                    let eps_h = data(20 + case as u64, s * b * d, -2.0, 2.0);
+                    let eps = Tensor::from_slice(ctx, "eps", &[s * b, d], &eps_h).unwrap();
+                    let (z, ld) = (zeros(&[s * b, d]), zeros(&[s * b]));
+                    let mut prog = Program::new();
+                    prog.push(
+                        planar_forward(ctx, "fwd", &q, d, k, &eps, &z, &ld, s, Noise::Given)
+                            .unwrap(),
+                    );
+                    run(prog);
+                    let (q64, e64) = (f64s(&q_h), f64s(&eps_h));
+                    let (z_r, ld_r) = twin::planar_forward(&q64, &e64, b, d, k, s);
+                    let z_h = z.read(ctx).unwrap();
+                    let ld_h = ld.read(ctx).unwrap();
+                    assert_close(&format!("z {what}"), &z_h, &z_r, 2e-5, 2e-5);
+                    assert_close(&format!("logdet {what}"), &ld_h, &ld_r, 2e-5, 2e-5);
+
+                    // The backward: stored or accumulated, with or without the log-det term,
+                    // with or without the base's volume.
+                    let dz_h = data(30 + case as u64, s * b * d, -1.0, 1.0);
+                    let dz = Tensor::from_slice(ctx, "dz", &[s * b, d], &dz_h).unwrap();
+                    let cw_h = data(40 + case as u64, s * b, -1.5, 1.5);
+                    let cw = Tensor::from_slice(ctx, "cw", &[s * b], &cw_h).unwrap();
+                    let base_h = data(50, b * p, -1.0, 1.0);
+                    let (acc, with_c, volume) = (
+                        case.is_multiple_of(2),
+                        !case.is_multiple_of(3),
+                        case % 4 < 2,
+                    );
+                    let dq = Tensor::from_slice(ctx, "dq", &[b, p], &base_h).unwrap();
+                    let weight = with_c.then_some(LogDetWeight {
+                        weights: &cw,
+                        volume,
+                    });
+                    let mut prog = Program::new();
+                    prog.push(
+                        planar_backward(ctx, "bwd", &q, d, k, &eps, &dz, weight, &dq, s, acc)
+                            .unwrap(),
+                    );
+                    run(prog);
+                    let (base, cw64) = (f64s(&base_h), f64s(&cw_h));
+                    let want = twin::planar_backward(
+                        &q64,
+                        &e64,
+                        &f64s(&dz_h),
+                        with_c.then_some(cw64.as_slice()),
+                        volume,
+                        b,
+                        d,
+                        k,
+                        s,
+                        acc.then_some(base.as_slice()),
+                    );
+                    assert_close(
+                        &format!("dq {what} accumulate={acc} logdet={with_c} volume={volume}"),
+                        &dq.read(ctx).unwrap(),
+                        &want,
+                        1e-4,
+                        1e-4,
+                    );
+
+                    // The log-weights from the GPU's z and log-dets.
+                    let nll_h = data(60 + case as u64, s * b, 1.0, 9.0);
+                    let nll = Tensor::from_slice(ctx, "nll", &[s * b], &nll_h).unwrap();
+                    let lw = zeros(&[s * b]);
+                    let mut prog = Program::new();
+                    prog.push(
+                        planar_log_weights(ctx, "lw", &q, d, k, &nll, &z, &eps, &ld, &lw, s)
+                            .unwrap(),
+                    );
+                    run(prog);
+                    let want = twin::planar_log_weights(
+                        &q64,
+                        &f64s(&nll_h),
+                        &f64s(&z_h),
+                        &e64,
+                        &f64s(&ld_h),
+                        b,
+                        d,
+                        k,
+                        s,
+                    );
+                    assert_close(
+                        &format!("log w {what}"),
+                        &lw.read(ctx).unwrap(),
+                        &want,
+                        2e-5,
+                        2e-5,
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_drawn_noise_is_the_reparameterisation_stream() {
+    let ctx = ctx();
+    for (d, k, b, s) in [(3, 2, 7, 3), (13, 8, 67, 1), (1, 1, 1, 3)] {
+        let what = format!("D={d} K={k} B={b} S={s}");
+        let p = param_dim(d, k).unwrap();
+        let q_h = params(70 + d as u64, b, d, k, 0.8);
+        let q = Tensor::from_slice(ctx, "q", &[b, p], &q_h).unwrap();
+        let (z, eps, ld) = (zeros(&[s * b, d]), zeros(&[s * b, d]), zeros(&[s * b]));
+        let noise = Noise::Draw {
+            seed: 77,
+            step: RngStep::Fixed(5),
+            stream: Stream::Train,
+        };
+        let mut prog = Program::new();
+        prog.push(planar_forward(ctx, "fwd", &q, d, k, &eps, &z, &ld, s, noise).unwrap());
+        run(prog);
+        let eps_h = eps.read(ctx).unwrap();
+        let eps_r = cpu::reparam_eps(s * b * d, 77, 5, Stream::Train as u32);
+        assert_close(&format!("eps {what}"), &eps_h, &eps_r, 2e-5, 2e-5);
+        let (z_r, ld_r) = twin::planar_forward(&f64s(&q_h), &f64s(&eps_h), b, d, k, s);
+        assert_close(
+            &format!("z {what}"),
+            &z.read(ctx).unwrap(),
+            &z_r,
+            2e-5,
+            2e-5,
+        );
+        assert_close(
+            &format!("ld {what}"),
+            &ld.read(ctx).unwrap(),
+            &ld_r,
+            2e-5,
+            2e-5,
+        );
+    }
+}
+
+/// L(q) = Σ_r [dz_r·z_K,r + c_r (Σ_k log|det_k| + [volume] Σ_i log σ_i)] in f64.
+#[allow(clippy::too_many_arguments)]
+fn objective(
+    q: &[f64],
+    eps: &[f64],
+    dz: &[f64],
+    cw: &[f64],
+    volume: bool,
+    b: usize,
+    d: usize,
+    k: usize,
+    s: usize,
+) -> f64 {
+    let p = param_dim(d, k).unwrap();
+    let (z, ld) = twin::planar_forward(q, eps, b, d, k, s);
+    let mut out: f64 = z.iter().zip(dz).map(|(a, g)| a * g).sum();
+    for r in 0..s * b {
+        let row = r % b;
+        let vol: f64 = (0..d).map(|i| 0.5 * q[row * p + d + i]).sum();
+        out += cw[r] * (ld[r] + if volume { vol } else { 0.0 });
+    }
+    out
+}
+
+#[test]
+fn the_backward_is_the_central_difference_of_the_flow() {
+    for (d, k, b, s, volume) in [
+        (1, 1, 1, 1, false),
+        (3, 2, 2, 3, true),
+        (7, 8, 2, 2, false),
+        (13, 2, 1, 3, true),
+    ] {
+        let what = format!("D={d} K={k} B={b} S={s}");
+        let p = param_dim(d, k).unwrap();
+        let mut q = f64s(&params(80 + d as u64, b, d, k, 1.0));
+        // Make the constraint bite on flow 0 of row 0: wᵀu = −3 < −1, so û ≠ u.
+        let f0 = flow_offset(d, 0);
+        let ww: f64 = (0..d).map(|i| q[f0 + d + i] * q[f0 + d + i]).sum();
+        for i in 0..d {
+            q[f0 + i] = -3.0 * q[f0 + d + i] / ww;
+        }
+        let eps = f64s(&data(81, s * b * d, -2.0, 2.0));
+        let uh = twin::hat_u(&q, 0, d, k, 0);
+        let wuh: f64 = (0..d).map(|i| q[f0 + d + i] * uh[i]).sum();
+        assert!(wuh > -1.0 && (wuh - (-1.0 + (-3.0f64).exp().ln_1p())).abs() < 1e-6);
+        for (dz_on, c_on) in [(true, false), (false, true), (true, true)] {
+            let dz: Vec<f64> = f64s(&data(82, s * b * d, -1.0, 1.0))
+                .into_iter()
+                .map(|x| if dz_on { x } else { 0.0 })
+                .collect();
+            let cw: Vec<f64> = f64s(&data(83, s * b, 0.5, 1.5))
+                .into_iter()
+                .map(|x| if c_on { x } else { 0.0 })
+                .collect();
+            let g = twin::planar_backward(
+                &q,
+                &eps,
+                &dz,
+                c_on.then_some(cw.as_slice()),
+                volume,
+                b,
+                d,
+                k,
+                s,
+                None,
+            );
+            let h = 1e-6;
+            for j in 0..b * p {
+                let (mut qp, mut qm) = (q.clone(), q.clone());
+                qp[j] += h;
+                qm[j] -= h;
+                let num = (objective(&qp, &eps, &dz, &cw, volume, b, d, k, s)
+                    - objective(&qm, &eps, &dz, &cw, volume, b, d, k, s))
+                    / (2.0 * h);
+                assert!(
+                    (num - g[j]).abs() <= 1e-6 * (1.0 + num.abs()),
+                    "{what} dz={dz_on} logdet={c_on}: d q[{j}] analytic {} vs central {num}",
+                    g[j]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_gpu_backward_is_the_central_difference_of_the_gpu_forward() {
+    // The same check on the kernels themselves, in f32 (coarser step and tolerance).
+    let ctx = ctx();
+    let (d, k, b, s) = (3, 2, 2, 2);
+    let p = param_dim(d, k).unwrap();
+    let q_h = params(90, b, d, k, 0.8);
+    let eps_h = data(91, s * b * d, -2.0, 2.0);
+    let dz_h = data(92, s * b * d, -1.0, 1.0);
+    let cw_h = data(93, s * b, 0.5, 1.5);
+    let eps = Tensor::from_slice(ctx, "eps", &[s * b, d], &eps_h).unwrap();
+    let dz = Tensor::from_slice(ctx, "dz", &[s * b, d], &dz_h).unwrap();
+    let cw = Tensor::from_slice(ctx, "cw", &[s * b], &cw_h).unwrap();
+    let (z, ld, dq) = (zeros(&[s * b, d]), zeros(&[s * b]), zeros(&[b, p]));
+    let gpu_obj = |qv: &[f32]| -> f64 {
+        let q = Tensor::from_slice(ctx, "q", &[b, p], qv).unwrap();
+        let mut prog = Program::new();
+        prog.push(planar_forward(ctx, "fwd", &q, d, k, &eps, &z, &ld, s, Noise::Given).unwrap());
+        run(prog);
+        let zz = z.read(ctx).unwrap();
+        let l = ld.read(ctx).unwrap();
+        let a: f64 = zz
+            .iter()
+            .zip(&dz_h)
+            .map(|(x, g)| *x as f64 * *g as f64)
+            .sum();
+        a + l
+            .iter()
+            .zip(&cw_h)
+            .map(|(x, c)| *x as f64 * *c as f64)
+            .sum::<f64>()
+    };
+    let q = Tensor::from_slice(ctx, "q", &[b, p], &q_h).unwrap();
+    let weight = Some(LogDetWeight {
+        weights: &cw,
+        volume: false,
+    });
+    let mut prog = Program::new();
+    prog.push(planar_backward(ctx, "bwd", &q, d, k, &eps, &dz, weight, &dq, s, false).unwrap());
+    run(prog);
+    let g = dq.read(ctx).unwrap();
+    let h = 1e-2f32;
+    for j in 0..b * p {
+        let (mut qp, mut qm) = (q_h.clone(), q_h.clone());
+        qp[j] += h;
+        qm[j] -= h;
+        let num = (gpu_obj(&qp) - gpu_obj(&qm)) / (2.0 * h as f64);
+        assert!(
+            (num - g[j] as f64).abs() <= 2e-3 * (1.0 + num.abs()),
+            "d q[{j}]: kernel {} vs central difference {num}",
+            g[j]
+        );
+    }
+}
+
+#[test]
+fn without_flows_or_with_flat_flows_it_is_the_diagonal_posterior() {
+    // u = 0 is not the identity here: û = u + (m(wᵀu) − wᵀu) w/‖w‖² = m(0) w/‖w‖² ≠ 0 for
+    // u = 0. K = 0 is, and so is w = 0, b = 0 (û = u, tanh(0) = 0, det = 1) for any u.
+    let ctx = ctx();
+    for (d, k, b, s) in [(1, 0, 7, 3), (3, 0, 67, 1), (7, 3, 7, 3), (13, 8, 1, 3)] {
+        let what = format!("D={d} K={k} B={b} S={s}");
+        let p = param_dim(d, k).unwrap();
+        let diag_h = data(100 + d as u64, b * 2 * d, -1.5, 1.5);
+        let mut q_h = data(101, b * p, -1.0, 1.0);
+        for r in 0..b {
+            q_h[r * p..r * p + 2 * d].copy_from_slice(&diag_h[r * 2 * d..(r + 1) * 2 * d]);
+            for f in 0..k {
+                let o = r * p + flow_offset(d, f);
+                q_h[o + d..o + 2 * d + 1].fill(0.0);
+            }
+        }
+        let q = Tensor::from_slice(ctx, "q", &[b, p], &q_h).unwrap();
+        let qd = Tensor::from_slice(ctx, "qd", &[b, 2 * d], &diag_h).unwrap();
+        let (z, eps, ld) = (zeros(&[s * b, d]), zeros(&[s * b, d]), zeros(&[s * b]));
+        let (zd, ed) = (zeros(&[s * b, d]), zeros(&[s * b, d]));
+        let nll = Tensor::from_slice(ctx, "nll", &[s * b], &data(102, s * b, 1.0, 9.0)).unwrap();
+        let (lw, lwd) = (zeros(&[s * b]), zeros(&[s * b]));
+        let noise = Noise::Draw {
+            seed: 41,
+            step: RngStep::Fixed(6),
+            stream: Stream::Train,
+        };
+        let dp = Diagonal { latent: d };
+        let mut prog = Program::new();
+        prog.push(planar_forward(ctx, "fwd", &q, d, k, &eps, &z, &ld, s, noise).unwrap());
+        prog.push(planar_log_weights(ctx, "lw", &q, d, k, &nll, &z, &eps, &ld, &lw, s).unwrap());
+        prog.extend(
+            dp.sample(ctx, &qd, &zd, &ed, s, 41, RngStep::Fixed(6), Stream::Train)
+                .unwrap(),
+        );
+        prog.extend(dp.log_weights(ctx, &qd, &nll, &zd, &ed, &lwd, s).unwrap());
+        run(prog);
+        let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+        assert_eq!(
+            bits(eps.read(ctx).unwrap()),
+            bits(ed.read(ctx).unwrap()),
+            "{what}: eps"
+        );
+        let close = |name: &str, a: Vec<f32>, b: Vec<f32>| {
+            assert_close(&format!("{what}: {name}"), &a, &f64s(&b), 1e-6, 1e-6);
+        };
+        close("z", z.read(ctx).unwrap(), zd.read(ctx).unwrap());
+        close("log w", lw.read(ctx).unwrap(), lwd.read(ctx).unwrap());
+        assert!(
+            ld.read(ctx).unwrap().iter().all(|&x| x == 0.0),
+            "{what}: log det"
+        );
+        // The twin's log q is the diagonal Gaussian's.
+        let eps64 = f64s(&eps.read(ctx).unwrap());
+        let (z64, _) = twin::planar_forward(&f64s(&q_h), &eps64, b, d, k, s);
+        let got = twin::planar_log_density(&f64s(&q_h), &eps64, b, d, k, s);
+        let want = dp.cpu_log_density(&f64s(&diag_h), &z64, b, s);
+        for (x, y) in got.iter().zip(&want) {
+            assert!(
+                (x - y).abs() < 1e-9 * (1.0 + y.abs()),
+                "{what}: log q {x} vs {y}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_flow_stays_invertible() {
+    // wᵀû = m(wᵀu) > −1 for u, w at any scale (up to û's ‖w‖² guard).
+    let mut worst = f64::INFINITY;
+    for (seed, scale) in [(1u64, 0.1f32), (2, 1.0), (3, 5.0), (4, 30.0)] {
+        for d in [1, 3, 7, 13] {
+            let q = f64s(&params(seed * 100 + d as u64, 50, d, 2, scale));
+            for row in 0..50 {
+                for f in 0..2 {
+                    let o = row * param_dim(d, 2).unwrap() + flow_offset(d, f);
+                    let w = &q[o + d..o + 2 * d];
+                    let uh = twin::hat_u(&q, row, d, 2, f);
+                    let wuh: f64 = (0..d).map(|i| w[i] * uh[i]).sum();
+                    // = m(wᵀu) > −1 up to the rounding of wᵀu + (m − wᵀu).
+                    let wu: f64 = (0..d).map(|i| w[i] * q[o + i]).sum();
+                    assert!(
+                        wuh >= -1.0 - 1e-14 * (1.0 + wu.abs()),
+                        "D={d} scale={scale}: w.uh = {wuh}"
+                    );
+                    worst = worst.min(wuh);
+                }
+            }
+        }
+    }
+    eprintln!("smallest w.uh over the draws: {worst}");
+    // On the GPU: with D = 1 each z_K is a strictly increasing function of ε, for flows whose
+    // raw u would fold the line (w u = −1.5: 1 + w u (1 − tanh²) < 0 where the tanh crosses 0).
+    let ctx = ctx();
+    let (d, k, n) = (1, 3, 257);
+    let p = param_dim(d, k).unwrap();
+    let mut q_h = params(5, 1, d, k, 3.0);
+    q_h[0] = 0.0; // μ
+    q_h[1] = 0.0; // log σ²: z_0 = ε
+    for f in 0..k {
+        let o = flow_offset(d, f);
+        let w = q_h[o + 1].signum() * q_h[o + 1].abs().max(0.5);
+        q_h[o + 1] = w;
+        q_h[o] = -1.5 / w;
+    }
+    let eps_h: Vec<f32> = (0..n)
+        .map(|i| -4.0 + 8.0 * i as f32 / (n - 1) as f32)
+        .collect();
+    // Without the fix the first flow alone folds the line.
+    let (o, q64) = (flow_offset(d, 0), f64s(&q_h));
+    let raw: Vec<f64> = eps_h
+        .iter()
+        .map(|&e| e as f64 + q64[o] * (q64[o + 1] * e as f64 + q64[o + 2]).tanh())
+        .collect();
+    assert!(
+        raw.windows(2).any(|x| x[1] < x[0]),
+        "the raw flow should fold: {raw:?}"
+    );
+    let rows: Vec<f32> = (0..n).flat_map(|_| q_h.iter().copied()).collect();
+    let q = Tensor::from_slice(ctx, "q", &[n, p], &rows).unwrap();
+    let eps = Tensor::from_slice(ctx, "eps", &[n, d], &eps_h).unwrap();
+    let (z, ld) = (zeros(&[n, d]), zeros(&[n]));
+    let mut prog = Program::new();
+    prog.push(planar_forward(ctx, "fwd", &q, d, k, &eps, &z, &ld, 1, Noise::Given).unwrap());
+    run(prog);
+    let z_h = z.read(ctx).unwrap();
+    for i in 1..n {
+        assert!(z_h[i] > z_h[i - 1], "z_K not increasing at {i}: {z_h:?}");
+    }
+    // And the kernel's log-det sum is log dz_K/dε (σ = 1), against the twin and against a
+    // central difference of the twin's z_K.
+    let e64 = f64s(&eps_h);
+    let (_, ld64) = twin::planar_forward(&q64, &e64, 1, d, k, n);
+    assert_close("log dz/deps", &ld.read(ctx).unwrap(), &ld64, 2e-5, 2e-5);
+    let h = 1e-6;
+    for (i, &e) in e64.iter().enumerate() {
+        let (zp, _) = twin::planar_forward(&q64, &[e + h], 1, d, k, 1);
+        let (zm, _) = twin::planar_forward(&q64, &[e - h], 1, d, k, 1);
+        let slope = (zp[0] - zm[0]) / (2.0 * h);
+        assert!(
+            (slope.ln() - ld64[i]).abs() < 1e-5,
+            "eps {e}: log slope {} vs log det {}",
+            slope.ln(),
+            ld64[i]
+        );
+    }
+}
+
+#[test]
+fn log_q_is_the_change_of_variables_density() {
+    let ctx = ctx();
+    for (d, k, b, s) in [(1, 8, 7, 3), (3, 2, 7, 1), (7, 8, 3, 3), (13, 2, 67, 1)] {
+        let what = format!("D={d} K={k} B={b} S={s}");
+        let p = param_dim(d, k).unwrap();
+        let q_h = params(110 + d as u64, b, d, k, 1.5);
+        let q = Tensor::from_slice(ctx, "q", &[b, p], &q_h).unwrap();
+        let eps_h = data(111, s * b * d, -2.0, 2.0);
+        let eps = Tensor::from_slice(ctx, "eps", &[s * b, d], &eps_h).unwrap();
+        let (z, ld, lw) = (zeros(&[s * b, d]), zeros(&[s * b]), zeros(&[s * b]));
+        // nll = 0: log w = log N(z_K; 0, I) − log q(z_K | x).
+        let nll = zeros(&[s * b]);
+        let mut prog = Program::new();
+        prog.push(planar_forward(ctx, "fwd", &q, d, k, &eps, &z, &ld, s, Noise::Given).unwrap());
+        prog.push(planar_log_weights(ctx, "lw", &q, d, k, &nll, &z, &eps, &ld, &lw, s).unwrap());
+        run(prog);
+        let (q64, e64) = (f64s(&q_h), f64s(&eps_h));
+        let log_q = twin::planar_log_density(&q64, &e64, b, d, k, s);
+        let (z64, ld64) = twin::planar_forward(&q64, &e64, b, d, k, s);
+        let half_log_2pi = 0.5 * (2.0 * std::f64::consts::PI).ln();
+        let mut want = Vec::new();
+        for r in 0..s * b {
+            let row = r % b;
+            // The kernels' formula in f64: log N(z_0; μ, σ²) − Σ log|det_k|.
+            let base: f64 = (0..d)
+                .map(|i| -0.5 * e64[r * d + i].powi(2) - 0.5 * q64[row * p + d + i] - half_log_2pi)
+                .sum();
+            let formula = base - ld64[r];
+            assert!(
+                (formula - log_q[r]).abs() < 1e-9 * (1.0 + formula.abs()),
+                "{what}: rank-one log q {formula} vs dense {}",
+                log_q[r]
+            );
+            let zz: f64 = (0..d).map(|i| z64[r * d + i].powi(2)).sum();
+            want.push(-0.5 * zz - d as f64 * half_log_2pi - log_q[r]);
+        }
+        assert_close(
+            &format!("{what}: log w"),
+            &lw.read(ctx).unwrap(),
+            &want,
+            5e-5,
+            5e-5,
+        );
+    }
+}
+
+#[test]
+fn sizes_beyond_the_kernels_are_refused_clearly() {
+    let ctx = ctx();
+    assert_eq!(param_dim(64, 32), Some(128 + 32 * 129));
+    assert_eq!(param_dim(usize::MAX, 1), None);
+    let too_big = [
+        (MAX_LATENT + 1, 1, "latent size 65"),
+        (3, MAX_FLOWS + 1, "33 flows"),
+    ];
+    for (d, k, msg) in too_big {
+        let p = param_dim(d, k).unwrap();
+        let q = zeros(&[2, p]);
+        let z = zeros(&[2, d]);
+        let ld = zeros(&[2]);
+        let e = planar_forward(ctx, "f", &q, d, k, &z, &z, &ld, 1, Noise::Given)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(msg), "{e}");
+    }
+    // A q of the wrong width names the tensor and the expected shape.
+    let q = zeros(&[2, 8]);
+    let z = zeros(&[2, 3]);
+    let ld = zeros(&[2]);
+    let e = planar_forward(ctx, "f", &q, 3, 1, &z, &z, &ld, 1, Noise::Given)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("expected (B, 13)"), "{e}");
+    // Wrong sizes of the backward's operands are named.
+    let q = zeros(&[2, 13]);
+    let dq = zeros(&[2, 12]);
+    let e = planar_backward(ctx, "b", &q, 3, 1, &z, &z, None, &dq, 1, false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("B·P"), "{e}");
+    let e = planar_forward(ctx, "f", &q, 3, 1, &z, &z, &ld, 0, Noise::Given)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("samples must be at least 1"), "{e}");
+}
