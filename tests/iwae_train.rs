@@ -106,7 +106,10 @@ fn kernels_match_their_twins() {
                 assert!((s - 1.0).abs() < 1e-12);
             }
             if k > 1 {
-                assert!(om_r.iter().any(|&o| !(0.1..=0.9).contains(&o)), "{tag}: ω uniform");
+                assert!(
+                    om_r.iter().any(|&o| !(0.1..=0.9).contains(&o)),
+                    "{tag}: ω uniform"
+                );
             }
             let g_r = cpu::iwae_train::iwae_rescale(&f64s(&g), &om_r, k as f64);
             assert_close(
@@ -606,6 +609,17 @@ fn iwae_objective_refuses_what_does_not_combine() {
                 ..base()
             },
             "--kl-warmup",
+        ),
+        (
+            TrainConfig {
+                kl_cycles: Some(wgvae::train::objective::KlCycles {
+                    cycles: 2,
+                    ratio: 0.5,
+                    period: None,
+                }),
+                ..base()
+            },
+            "--kl-cycles",
         ),
     ];
     for (cfg, want) in cases {

@@ -467,11 +467,18 @@ impl TrainConfig {
                         "the IWAE objective has no KL weight; drop --beta",
                     ));
                 }
-                if self.kl_warmup > 0 || self.kl_cycles.is_some() {
+                if let Some(c) = &self.kl_cycles {
+                    return Err(Invalid::new(
+                        "kl_cycles.cycles",
+                        c.cycles,
+                        "the IWAE objective has no KL weight to schedule; drop --kl-cycles",
+                    ));
+                }
+                if self.kl_warmup > 0 {
                     return Err(Invalid::new(
                         "kl_warmup",
                         self.kl_warmup,
-                        "the IWAE objective has no KL weight to schedule; drop --kl-warmup and --kl-cycles",
+                        "the IWAE objective has no KL weight to schedule; drop --kl-warmup",
                     ));
                 }
             }
