@@ -38,8 +38,16 @@ struct PlanarParams {
     accumulate: u32, // backward: 1 adds into dq, 0 overwrites
     use_cw: u32,     // backward: 1 weights draw r's log-det sum by cw[r], 0: no log-det term
     volume: u32,     // backward: 1 adds sum_i log sigma_i to the weighted log-det sum
+    write_ld: u32,   // forward: 1 writes the log-det sums, 0 leaves the slot alone
+    use_dz: u32,     // backward: 1 takes dz_K, 0: no path through z_K
+    cw_scale: f32,   // backward: the log-det weights are cw_scale * cw[r]
+    recompute: u32,  // log-weights: 1 recomputes the log-det sums from q and eps
+    write_grad: u32, // kl: 1 stores dq = 0 for the row (the KL's gradient weight is 0)
     _pad0: u32,
     _pad1: u32,
+    _pad2: u32,
+    _pad3: u32,
+    _pad4: u32,
 }
 
 @group(0) @binding(0) var<uniform> pp: PlanarParams;
@@ -132,7 +140,9 @@ fn planar_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
         for (var i = 0u; i < pp.dim; i++) {
             z[r * pp.dim + i] = zz[min(i, MAX_DIM - 1u)];
         }
-        logdet[r] = ld;
+        if (pp.write_ld == 1u) {
+            logdet[r] = ld;
+        }
     }
 }
 
@@ -152,12 +162,16 @@ fn planar_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
             let r = s * pp.batch + b;
             var cr = 0.0;
             if (pp.use_cw == 1u) {
-                cr = cw[r];
+                cr = pp.cw_scale * cw[r];
             }
             var gz: array<f32, 64>;
             var zt: array<f32, 64>;
             for (var i = 0u; i < d; i++) {
-                gz[min(i, MAX_DIM - 1u)] = dz[r * d + i];
+                var g = 0.0;
+                if (pp.use_dz == 1u) {
+                    g = dz[r * d + i];
+                }
+                gz[min(i, MAX_DIM - 1u)] = g;
             }
             for (var kk = pp.flows; kk > 0u; kk--) {
                 let k = kk - 1u;
@@ -237,6 +251,70 @@ fn planar_log_weights(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
             let zz = z_in[r * pp.dim + i];
             s += 0.5 * (e * e - zz * zz + q[q0 + pp.dim + i]);
         }
-        logw[r] = s + logdet_in[r] - nll_in[r];
+        var ld = 0.0;
+        if (pp.recompute == 1u) {
+            var zz: array<f32, 64>;
+            for (var i = 0u; i < pp.dim; i++) {
+                zz[min(i, MAX_DIM - 1u)] = q[q0 + i] + exp(0.5 * q[q0 + pp.dim + i]) * eps_in[r * pp.dim + i];
+            }
+            for (var k = 0u; k < pp.flows; k++) {
+                ld += apply_flow(q0, k, &zz);
+            }
+        } else {
+            ld = logdet_in[r];
+        }
+        logw[r] = s + ld - nll_in[r];
+    }
+}
+
+// ---- the KL's single-draw Monte Carlo estimate, per row ----
+// The flow has no closed-form KL. kl_row[b] = log q(z_K) - log N(z_K; 0, I) at one draw
+// eps ~ Philox(seed, step, stream) (fixed by the host), i.e.
+//   sum_i (z_i^2 - eps_i^2 - log sigma_i^2) / 2 - sum_k log|det_k|;
+// kl_elem[b, i] is the base Gaussian's KL per dimension, (mu_i^2 + sigma_i^2 - 1 - log sigma_i^2)/2.
+// With write_grad == 1 the row's gradient is stored as 0: the flow's KL enters a training
+// gradient only through the sample and log q path (the importance-weighted objective).
+@group(0) @binding(14) var<storage, read_write> kl_row: array<f32>;  // (B,)
+@group(0) @binding(15) var<storage, read_write> kl_elem: array<f32>; // (B, D)
+
+@compute @workgroup_size(64)
+fn planar_kl(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let d = pp.dim;
+    for (var b = gid.x; b < pp.batch; b += nwg.x * 64u) {
+        let q0 = b * pp.stride;
+        var zz: array<f32, 64>;
+        var n: array<f32, 4>;
+        var block = 0xffffffffu;
+        var s = 0.0;
+        for (var i = 0u; i < d; i++) {
+            let idx = b * d + i;
+            let t = idx / 4u;
+            if (t != block) {
+                let w = philox4x32(vec4<u32>(t, pp.step, pp.stream, 0u), vec2<u32>(pp.seed_lo, pp.seed_hi));
+                let n01 = box_muller(u01(w.x), u01(w.y));
+                let n23 = box_muller(u01(w.z), u01(w.w));
+                n = array<f32, 4>(n01.x, n01.y, n23.x, n23.y);
+                block = t;
+            }
+            let ei = n[idx % 4u];
+            let mu = q[q0 + i];
+            let lv = q[q0 + d + i];
+            zz[min(i, MAX_DIM - 1u)] = mu + exp(0.5 * lv) * ei;
+            s -= 0.5 * (ei * ei + lv);
+            kl_elem[idx] = 0.5 * (mu * mu + exp(lv) - 1.0 - lv);
+        }
+        for (var k = 0u; k < pp.flows; k++) {
+            s -= apply_flow(q0, k, &zz);
+        }
+        for (var i = 0u; i < d; i++) {
+            let zi = zz[min(i, MAX_DIM - 1u)];
+            s += 0.5 * zi * zi;
+        }
+        kl_row[b] = s;
+        if (pp.write_grad == 1u) {
+            for (var p = 0u; p < pp.stride; p++) {
+                dq[q0 + p] = 0.0;
+            }
+        }
     }
 }

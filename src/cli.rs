@@ -119,10 +119,14 @@ pub struct TrainArgs {
     /// Latent dimensions (default: 10 on the built-in sprites, 20 with --data)
     #[arg(long, allow_negative_numbers = true)]
     pub latent: Option<usize>,
-    /// Posterior family q(z|x): diagonal (N(mu, diag sigma^2)) or full (N(mu, L L^T), a
-    /// lower-triangular L; at most 64 latent dimensions)
+    /// Posterior family q(z|x): diagonal (N(mu, diag sigma^2)), full (N(mu, L L^T), a
+    /// lower-triangular L; at most 64 latent dimensions) or planar (planar flows on a diagonal
+    /// base; at most 64 latent dimensions; trains with --objective iwae)
     #[arg(long, default_value = "diagonal")]
     pub posterior: crate::model::PosteriorKind,
+    /// --posterior planar: the number of planar flows (default 8, at most 32)
+    #[arg(long, allow_negative_numbers = true)]
+    pub flows: Option<usize>,
     /// Architecture: mlp (fully connected) or conv (4x4 stride-2 convolutions, then fully
     /// connected layers; the decoder mirrors them with transposed convolutions)
     #[arg(long, value_enum, default_value_t = crate::train::ArchKind::Mlp)]
@@ -266,6 +270,21 @@ impl TrainArgs {
         if self.iwae_train_k.is_some() && self.objective != ObjectiveKind::Iwae {
             bail!("--iwae-train-k applies to --objective iwae only");
         }
+        let posterior = match (self.posterior, self.flows) {
+            (crate::model::PosteriorKind::Planar { .. }, Some(flows)) => {
+                crate::model::PosteriorKind::Planar { flows }
+            }
+            (_, Some(_)) => bail!("--flows applies to --posterior planar only"),
+            (p, None) => p,
+        };
+        if matches!(posterior, crate::model::PosteriorKind::Planar { .. })
+            && self.objective != ObjectiveKind::Iwae
+        {
+            bail!(
+                "--posterior planar has no closed-form KL: train it with --objective iwae \
+                 (--iwae-train-k 1 is the ELBO with a single-draw KL)"
+            );
+        }
         let latent = self
             .latent
             .unwrap_or(if self.data.is_none() { 10 } else { 20 });
@@ -324,7 +343,7 @@ impl TrainArgs {
                 latent,
                 activation,
                 likelihood,
-                posterior: self.posterior,
+                posterior,
             },
             epochs: self.epochs.unwrap_or(if sprites { 3 } else { 5 }),
             batch: self.batch,

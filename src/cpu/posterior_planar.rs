@@ -236,3 +236,85 @@ pub fn planar_log_density(
         })
         .collect()
 }
+
+/// The KL's single-draw estimate at the noise ε (B, D) of each row, as `planar_kl` computes
+/// it: (log q(z_K) − log N(z_K; 0, I) (B,), the base Gaussian's KL per dimension (B, D)).
+pub fn planar_kl(q: &[f64], eps: &[f64], b: usize, d: usize, flows: usize) -> (Vec<f64>, Vec<f64>) {
+    let p = param_dim(d, flows).expect("a small size");
+    let (z, ld) = planar_forward(q, eps, b, d, flows, 1);
+    let mut kl = vec![0.0; b];
+    let mut ke = vec![0.0; b * d];
+    for row in 0..b {
+        let mut s = -ld[row];
+        for i in 0..d {
+            let (mu, lv, e, zz) = (
+                q[row * p + i],
+                q[row * p + d + i],
+                eps[row * d + i],
+                z[row * d + i],
+            );
+            s += 0.5 * (zz * zz - e * e - lv);
+            ke[row * d + i] = 0.5 * (mu * mu + lv.exp_m1() - lv);
+        }
+        kl[row] = s;
+    }
+    (kl, ke)
+}
+
+/// Inverts the flow: the noise ε (S·B, D) behind draws z_K (S·B, D). Each flow is undone by
+/// solving wᵀz_k = α + wᵀû tanh(α + b) for α = wᵀz_{k−1} (strictly increasing in α when
+/// wᵀû > −1) by bisection, then z_{k−1} = z_k − û tanh(α + b).
+pub fn planar_inverse(
+    q: &[f64],
+    z: &[f64],
+    b: usize,
+    d: usize,
+    flows: usize,
+    samples: usize,
+) -> Vec<f64> {
+    let p = param_dim(d, flows).expect("a small size");
+    let mut eps = vec![0.0; samples * b * d];
+    for r in 0..samples * b {
+        let row = r % b;
+        let mut y = z[r * d..(r + 1) * d].to_vec();
+        for k in (0..flows).rev() {
+            let f0 = row * p + flow_offset(d, k);
+            let w = &q[f0 + d..f0 + 2 * d];
+            let bias = q[f0 + 2 * d];
+            let uh = hat_u(q, row, d, flows, k);
+            let wuh: f64 = (0..d).map(|i| w[i] * uh[i]).sum();
+            let wy: f64 = (0..d).map(|i| w[i] * y[i]).sum();
+            let (mut lo, mut hi) = (wy - wuh.abs() - 1.0, wy + wuh.abs() + 1.0);
+            for _ in 0..200 {
+                let mid = 0.5 * (lo + hi);
+                if mid + wuh * (mid + bias).tanh() < wy {
+                    lo = mid;
+                } else {
+                    hi = mid;
+                }
+            }
+            let h = (0.5 * (lo + hi) + bias).tanh();
+            for i in 0..d {
+                y[i] -= uh[i] * h;
+            }
+        }
+        for i in 0..d {
+            eps[r * d + i] = (y[i] - q[row * p + i]) / (0.5 * q[row * p + d + i]).exp();
+        }
+    }
+    eps
+}
+
+/// log q(z_K | x) (S·B,) from the draws z_K alone: ε by [`planar_inverse`], then the change of
+/// variables of [`planar_log_density`].
+pub fn planar_log_density_of_z(
+    q: &[f64],
+    z: &[f64],
+    b: usize,
+    d: usize,
+    flows: usize,
+    samples: usize,
+) -> Vec<f64> {
+    let eps = planar_inverse(q, z, b, d, flows, samples);
+    planar_log_density(q, &eps, b, d, flows, samples)
+}

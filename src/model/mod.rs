@@ -3,12 +3,14 @@
 
 pub mod condition;
 pub mod discriminator;
+pub mod flows;
 pub mod module;
 pub mod network;
 pub mod objective;
 pub mod posterior;
 pub mod vae;
 
+pub use flows::PlanarFlow;
 pub use module::{Conv, ConvKind, GradWrite, Init, Linear, Module, ParamDecl};
 pub use network::Sequential;
 pub use objective::{Elbo, MetricMeans, Objective, ParamGroup, Phase, Term};

@@ -17,8 +17,8 @@ use crate::ops::reparam::{RngStep, Stream, reparam_backward, reparam_forward};
 
 /// Which family of posteriors a model uses (`VaeConfig::posterior`, `--posterior`); written
 /// in lowercase in configurations and checkpoints. Older checkpoints, which do not name one,
-/// are [`PosteriorKind::Diagonal`]. (Normalising flows on top of these, planar or inverse
-/// autoregressive, would be further variants carrying their sizes.)
+/// are [`PosteriorKind::Diagonal`]. Flows are variants carrying their sizes
+/// ([`PosteriorKind::Planar`]); inverse autoregressive flows would be another.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PosteriorKind {
@@ -27,6 +27,16 @@ pub enum PosteriorKind {
     Diagonal,
     /// N(μ, L Lᵀ) with a lower-triangular L, [`FullCovariance`].
     Full,
+    /// `flows` planar flows on a diagonal base, [`crate::model::PlanarFlow`]; written
+    /// `{"planar": {"flows": K}}` (K = 8 when absent).
+    Planar {
+        #[serde(default = "default_flows")]
+        flows: usize,
+    },
+}
+
+fn default_flows() -> usize {
+    crate::model::flows::DEFAULT_FLOWS
 }
 
 impl PosteriorKind {
@@ -35,15 +45,22 @@ impl PosteriorKind {
         match self {
             PosteriorKind::Diagonal => "diagonal",
             PosteriorKind::Full => "full",
+            PosteriorKind::Planar { .. } => "planar",
         }
     }
 
-    /// Parses `diagonal` or `full`; the error names the value and what is accepted.
+    /// Parses `diagonal`, `full` or `planar` (with the default number of flows); the error
+    /// names the value and what is accepted.
     pub fn parse(text: &str) -> std::result::Result<Self, String> {
         match text.trim() {
             "diagonal" => Ok(PosteriorKind::Diagonal),
             "full" => Ok(PosteriorKind::Full),
-            other => Err(format!("posterior `{other}`: use diagonal or full")),
+            "planar" => Ok(PosteriorKind::Planar {
+                flows: default_flows(),
+            }),
+            other => Err(format!(
+                "posterior `{other}`: use diagonal or full (Gaussians) or planar (flows)"
+            )),
         }
     }
 
@@ -52,6 +69,9 @@ impl PosteriorKind {
         match self {
             PosteriorKind::Diagonal => latent.checked_mul(2),
             PosteriorKind::Full => full::param_dim(latent),
+            PosteriorKind::Planar { flows } => {
+                crate::ops::posterior_planar::param_dim(latent, flows)
+            }
         }
     }
 
@@ -60,6 +80,9 @@ impl PosteriorKind {
         match self {
             PosteriorKind::Diagonal => Ok(()),
             PosteriorKind::Full => full::check_latent(latent),
+            PosteriorKind::Planar { flows } => {
+                crate::ops::posterior_planar::check_sizes(latent, flows)
+            }
         }
     }
 
@@ -68,6 +91,7 @@ impl PosteriorKind {
         match self {
             PosteriorKind::Diagonal => Box::new(Diagonal { latent }),
             PosteriorKind::Full => Box::new(FullCovariance { latent }),
+            PosteriorKind::Planar { flows } => Box::new(crate::model::PlanarFlow { latent, flows }),
         }
     }
 }

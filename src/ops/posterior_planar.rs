@@ -71,7 +71,12 @@ pub struct PlanarParams {
     pub accumulate: u32,
     pub use_cw: u32,
     pub volume: u32,
-    pub _pad: [u32; 2],
+    pub write_ld: u32,
+    pub use_dz: u32,
+    pub cw_scale: f32,
+    pub recompute: u32,
+    pub write_grad: u32,
+    pub _pad: [u32; 5],
 }
 
 /// Checks q (B, P) for (latent, flows) and returns (B, P).
@@ -150,8 +155,8 @@ pub enum Noise<'a> {
     },
 }
 
-/// Prepares the forward: z_K (S, B, D) and Σ_k log|det_k| (S·B,) from q (B, P) and ε (S, B, D),
-/// draw s of row b in row s·B + b.
+/// Prepares the forward: z_K (S, B, D) and, when `logdet` is given, Σ_k log|det_k| (S·B,) from
+/// q (B, P) and ε (S, B, D), draw s of row b in row s·B + b.
 #[allow(clippy::too_many_arguments)] // one argument per kernel binding
 pub fn planar_forward(
     ctx: &GpuContext,
@@ -161,7 +166,7 @@ pub fn planar_forward(
     flows: usize,
     eps: &Tensor<f32>,
     z: &Tensor<f32>,
-    logdet: &Tensor<f32>,
+    logdet: Option<&Tensor<f32>>,
     samples: usize,
     noise: Noise<'_>,
 ) -> Result<Dispatch> {
@@ -170,8 +175,11 @@ pub fn planar_forward(
     let sb = check_samples(op, samples, b, latent)?;
     check_len(op, z, sb * latent, "S·B·D")?;
     check_len(op, eps, sb * latent, "S·B·D")?;
-    check_len(op, logdet, sb, "S·B")?;
+    if let Some(ld) = logdet {
+        check_len(op, ld, sb, "S·B")?;
+    }
     let mut params = base(b, latent, flows, p, samples);
+    params.write_ld = logdet.is_some() as u32;
     let mut state = None;
     if let Noise::Draw { seed, step, stream } = noise {
         params.draw = 1;
@@ -200,7 +208,14 @@ pub fn planar_forward(
             (2, eps.binding()),
             (3, state_binding),
             (4, z.binding()),
-            (5, logdet.binding()),
+            (
+                5,
+                match logdet {
+                    Some(ld) => ld.binding(),
+                    // Never written without the flag.
+                    None => ctx.dummy.as_entire_binding(),
+                },
+            ),
         ],
         Some((0, &params)),
         groups_for(sb, 64),
@@ -210,15 +225,19 @@ pub fn planar_forward(
 /// The weight of each draw's log-determinant term in [`planar_backward`].
 #[derive(Clone, Copy)]
 pub struct LogDetWeight<'a> {
-    /// c (S·B,): draw r's Σ_k log|det_k| enters the differentiated sum as c_r·Σ_k log|det_k|
+    /// c (S·B,): draw r's Σ_k log|det_k| enters the differentiated sum as
+    /// scale·c_r·Σ_k log|det_k|
     pub weights: &'a Tensor<f32>,
+    /// a factor on every weight (−1 turns the log-determinants into log q's share)
+    pub scale: f32,
     /// also weight Σ_i log σ_i by c_r, so that the term is c_r·(−log q(z_K|x)) up to a
     /// constant at fixed ε
     pub volume: bool,
 }
 
 /// Prepares the backward at fixed ε: dq (B, P) (+)= ∂/∂q Σ_sb [dz_K·z_K + c_sb Σ_k log|det_k|]
-/// (with `logdet = None`, only the dz path). The chain is recomputed from q and ε.
+/// (with `dz = None` only the log-determinant path, with `logdet = None` only the dz path).
+/// The chain is recomputed from q and ε.
 #[allow(clippy::too_many_arguments)] // one argument per kernel binding
 pub fn planar_backward(
     ctx: &GpuContext,
@@ -227,7 +246,7 @@ pub fn planar_backward(
     latent: usize,
     flows: usize,
     eps: &Tensor<f32>,
-    dz: &Tensor<f32>,
+    dz: Option<&Tensor<f32>>,
     logdet: Option<LogDetWeight<'_>>,
     dq: &Tensor<f32>,
     samples: usize,
@@ -236,7 +255,9 @@ pub fn planar_backward(
     let op = "planar_backward";
     let (b, p) = check_q(op, q, latent, flows)?;
     let sb = check_samples(op, samples, b, latent)?;
-    check_len(op, dz, sb * latent, "S·B·D")?;
+    if let Some(dz) = dz {
+        check_len(op, dz, sb * latent, "S·B·D")?;
+    }
     check_len(op, eps, sb * latent, "S·B·D")?;
     check_len(op, dq, b * p, "B·P, the shape of q")?;
     if let Some(w) = logdet {
@@ -245,7 +266,9 @@ pub fn planar_backward(
     let params = PlanarParams {
         accumulate: accumulate as u32,
         use_cw: logdet.is_some() as u32,
+        cw_scale: logdet.map_or(0.0, |w| w.scale),
         volume: logdet.is_some_and(|w| w.volume) as u32,
+        use_dz: dz.is_some() as u32,
         ..base(b, latent, flows, p, samples)
     };
     Dispatch::new(
@@ -255,7 +278,8 @@ pub fn planar_backward(
         &[
             (1, q.binding()),
             (6, eps.binding()),
-            (7, dz.binding()),
+            // Without dz the kernel never reads the slot; q stands in.
+            (7, dz.unwrap_or(q).binding()),
             // Without weights the kernel never reads the slot; q stands in.
             (8, logdet.map_or(q, |w| w.weights).binding()),
             (9, dq.binding()),
@@ -266,7 +290,8 @@ pub fn planar_backward(
 }
 
 /// Prepares the IWAE log-weights log w (S, B) = −nll + log N(z_K; 0, I) − log q(z_K|x) from q,
-/// nll (S·B,), and z_K, ε, Σ_k log|det_k| of [`planar_forward`].
+/// nll (S·B,), and z_K, ε, Σ_k log|det_k| of [`planar_forward`] (`logdet = None`: the kernel
+/// recomputes the log-determinants from q and ε).
 #[allow(clippy::too_many_arguments)] // one argument per kernel binding
 pub fn planar_log_weights(
     ctx: &GpuContext,
@@ -277,7 +302,7 @@ pub fn planar_log_weights(
     nll: &Tensor<f32>,
     z: &Tensor<f32>,
     eps: &Tensor<f32>,
-    logdet: &Tensor<f32>,
+    logdet: Option<&Tensor<f32>>,
     logw: &Tensor<f32>,
     samples: usize,
 ) -> Result<Dispatch> {
@@ -285,7 +310,9 @@ pub fn planar_log_weights(
     let (b, p) = check_q(op, q, latent, flows)?;
     let sb = check_samples(op, samples, b, latent)?;
     check_len(op, nll, sb, "S·B")?;
-    check_len(op, logdet, sb, "S·B")?;
+    if let Some(ld) = logdet {
+        check_len(op, ld, sb, "S·B")?;
+    }
     check_len(op, logw, sb, "S·B")?;
     check_len(op, z, sb * latent, "S·B·D")?;
     check_len(op, eps, sb * latent, "S·B·D")?;
@@ -298,10 +325,72 @@ pub fn planar_log_weights(
             (6, eps.binding()),
             (10, nll.binding()),
             (11, z.binding()),
-            (12, logdet.binding()),
+            // Recomputed without it; q stands in.
+            (12, logdet.unwrap_or(q).binding()),
             (13, logw.binding()),
         ],
-        Some((0, &base(b, latent, flows, p, samples))),
+        Some((
+            0,
+            &PlanarParams {
+                recompute: logdet.is_none() as u32,
+                ..base(b, latent, flows, p, samples)
+            },
+        )),
         groups_for(sb, 64),
+    )
+}
+
+/// The noise of the KL's Monte Carlo estimate: a fixed draw per row (seed, step, stream).
+pub const KL_NOISE: (u64, u32, Stream) = (0x6b6c_706c_616e_6172, 0, Stream::Eval);
+
+/// Prepares the KL per row (B,) as a single-draw Monte Carlo estimate log q(z_K) − log N(z_K;
+/// 0, I) at the fixed noise [`KL_NOISE`] (ε of row b: elements b·D.. of that stream), and the
+/// base Gaussian's KL per dimension (B, D). With `grad` the row's gradient is stored as 0:
+/// the flow's KL has no closed-form gradient, training takes it through the draw and log q.
+#[allow(clippy::too_many_arguments)] // one argument per kernel binding
+pub fn planar_kl(
+    ctx: &GpuContext,
+    label: &str,
+    q: &Tensor<f32>,
+    latent: usize,
+    flows: usize,
+    kl: &Tensor<f32>,
+    kl_elem: &Tensor<f32>,
+    grad: Option<&Tensor<f32>>,
+) -> Result<Dispatch> {
+    let op = "planar_kl";
+    let (b, p) = check_q(op, q, latent, flows)?;
+    check_len(op, kl, b, "B")?;
+    check_len(op, kl_elem, b * latent, "B·D")?;
+    if let Some(g) = grad {
+        check_len(op, g, b * p, "B·P, the shape of q")?;
+    }
+    let (seed, step, stream) = KL_NOISE;
+    let params = PlanarParams {
+        seed_lo: seed as u32,
+        seed_hi: (seed >> 32) as u32,
+        step,
+        stream: stream as u32,
+        write_grad: grad.is_some() as u32,
+        ..base(b, latent, flows, p, 1)
+    };
+    Dispatch::new(
+        ctx,
+        &KernelKey::new(Shader::PosteriorPlanar, "planar_kl"),
+        label,
+        &[
+            (1, q.binding()),
+            (
+                9,
+                match grad {
+                    Some(g) => g.binding(),
+                    None => ctx.dummy.as_entire_binding(),
+                },
+            ),
+            (14, kl.binding()),
+            (15, kl_elem.binding()),
+        ],
+        Some((0, &params)),
+        groups_for(b, 64),
     )
 }
