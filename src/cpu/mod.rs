@@ -7,8 +7,10 @@ pub mod data;
 pub mod factor;
 pub mod gemm;
 pub mod iwae;
+pub mod iwae_train;
 pub mod kernels;
 pub mod posterior_full;
+pub mod posterior_planar;
 pub mod tc;
 pub mod vae;
 

@@ -36,10 +36,12 @@ pub enum Shader {
     Tc,
     Condition,
     PosteriorFull,
+    IwaeTrain,
+    PosteriorPlanar,
 }
 
 impl Shader {
-    pub const ALL: [Shader; 21] = [
+    pub const ALL: [Shader; 23] = [
         Shader::GemmSubgroup8,
         Shader::GemmRegblock,
         Shader::GemmRegblockScalarC,
@@ -61,6 +63,8 @@ impl Shader {
         Shader::Tc,
         Shader::Condition,
         Shader::PosteriorFull,
+        Shader::IwaeTrain,
+        Shader::PosteriorPlanar,
     ];
 
     pub fn file_name(self) -> &'static str {
@@ -86,6 +90,8 @@ impl Shader {
             Shader::Tc => "tc.wgsl",
             Shader::PosteriorFull => "posterior_full.wgsl",
             Shader::Condition => "condition.wgsl",
+            Shader::IwaeTrain => "iwae_train.wgsl",
+            Shader::PosteriorPlanar => "posterior_planar.wgsl",
         }
     }
 
@@ -142,6 +148,8 @@ impl Shader {
             Shader::Tc => include_str!("../../shaders/tc.wgsl"),
             Shader::Condition => include_str!("../../shaders/condition.wgsl"),
             Shader::PosteriorFull => include_str!("../../shaders/posterior_full.wgsl"),
+            Shader::IwaeTrain => include_str!("../../shaders/iwae_train.wgsl"),
+            Shader::PosteriorPlanar => include_str!("../../shaders/posterior_planar.wgsl"),
         }
     }
 
