@@ -15,12 +15,13 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, Program, Tensor};
-use crate::model::vae::Vae;
+use crate::model::vae::{KlWeight, Vae};
 use crate::model::{GaussianSigma, Likelihood, PosteriorKind, VaeConfig};
 use crate::ops::adam::{AdamConfig, AdamScratch, adam};
 use crate::ops::data::StepState;
 use crate::ops::reparam::{RngStep, Stream};
 use crate::rng::HostRng;
+use crate::train::objective::IwaeTrain;
 
 /// Most latent dimensions (the full-covariance posterior's limit).
 pub const MAX_LATENT: usize = 64;
@@ -308,6 +309,10 @@ pub struct FitOptions {
     /// twenty-fifth at 80%.
     pub lr: f32,
     pub seed: u64,
+    /// Train the importance-weighted bound with this many draws per input instead of the ELBO
+    /// with its closed-form KL. A family without a closed-form KL (a planar flow) trains with 1
+    /// draw when this is `None`: the ELBO with a single-draw KL.
+    pub iwae_k: Option<usize>,
 }
 
 impl Default for FitOptions {
@@ -316,6 +321,7 @@ impl Default for FitOptions {
             steps: 1500,
             lr: 0.03,
             seed: 0,
+            iwae_k: None,
         }
     }
 }
@@ -353,7 +359,13 @@ pub fn fit_encoder(
             "the encoder's parameters are not a prefix of the flat buffer".into(),
         ));
     }
-    let act = vae.activations(ctx, n, 1)?;
+    let iwae_k = opts
+        .iwae_k
+        .or(matches!(posterior, PosteriorKind::Planar { .. }).then_some(1));
+    let iwae = iwae_k
+        .map(|k| IwaeTrain::new(ctx, cfg.posterior(), n, k))
+        .transpose()?;
+    let act = vae.activations(ctx, n, iwae_k.unwrap_or(1))?;
     act.x
         .write(ctx, &x.iter().map(|&v| v as f32).collect::<Vec<_>>())?;
     let g = vae.gradients(ctx, &act)?;
@@ -366,16 +378,24 @@ pub fn fit_encoder(
     state.set(ctx, 0, 0)?;
     let mut programs = Vec::new();
     for lr in [opts.lr, opts.lr / 5.0, opts.lr / 25.0] {
-        let mut p = vae.forward_program(
+        let kl = KlWeight::beta(if iwae.is_some() { 0.0 } else { 1.0 });
+        let mut p = vae.forward_program_with(
             ctx,
             &act,
             Some(&g),
-            1.0,
+            kl,
             opts.seed,
             RngStep::State(&state),
             Stream::Train,
         )?;
-        p.extend(vae.backward_program(ctx, &act, &g)?);
+        let latent_terms = match &iwae {
+            Some(t) => {
+                p.extend(t.after_forward(ctx, &act, &g)?);
+                t.latent_terms(ctx, &act, &g)?
+            }
+            None => Program::new(),
+        };
+        p.extend(vae.backward_program_with(ctx, &act, &g, latent_terms)?);
         let adam_cfg = AdamConfig {
             lr,
             ..AdamConfig::default()
