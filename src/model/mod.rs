@@ -344,7 +344,10 @@ impl VaeConfig {
         if classes > 0 {
             let widen = |f: usize, what: &str| {
                 condition::width(f, classes).ok_or_else(|| {
-                    format!("{what} {f} plus {classes} classes overflows {} bits", usize::BITS)
+                    format!(
+                        "{what} {f} plus {classes} classes overflows {} bits",
+                        usize::BITS
+                    )
                 })
             };
             enc.push(Box::new(condition::Concat::new(flat, classes)));

@@ -451,7 +451,11 @@ impl TrainConfig {
             objective::ObjectiveSpec::Iwae { k } => {
                 let max = objective::MAX_IWAE_TRAIN_K;
                 if *k == 0 || *k > max {
-                    return Err(Invalid::new("objective.k", k, format!("must be in 1..={max}")));
+                    return Err(Invalid::new(
+                        "objective.k",
+                        k,
+                        format!("must be in 1..={max}"),
+                    ));
                 }
                 if k.checked_mul(self.batch).is_none_or(|n| n > MAX_COUNT) {
                     return Err(Invalid::new(
