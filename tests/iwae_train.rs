@@ -511,19 +511,7 @@ fn iwae_training_lowers_the_loss_and_resumes_exactly() {
             "the checkpoint records the objective"
         );
         let sc = c.train().unwrap();
-        let last = |s: &wgvae::train::RunSummary| s.epochs.last().unwrap().train_loss;
-        assert_eq!(
-            last(&sa).to_bits(),
-            last(&sc).to_bits(),
-            "{tag}: epoch 2 loss"
-        );
-        let pa = a.vae.read_params(ctx).unwrap();
-        let pc = c.vae.read_params(ctx).unwrap();
-        assert!(
-            pa.iter().zip(&pc).all(|(x, y)| x.to_bits() == y.to_bits()),
-            "{tag}: parameters differ after resuming"
-        );
-        assert_eq!(a.optimizer_state().unwrap(), c.optimizer_state().unwrap());
+        common::assert_resumed_exactly(&a, &sa, &c, &sc, tag);
         let _ = std::fs::remove_dir_all(straight);
         let _ = std::fs::remove_dir_all(split);
     }

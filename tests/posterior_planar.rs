@@ -854,24 +854,7 @@ fn a_planar_flow_run_learns_resumes_exactly_and_records_its_posterior() {
     assert_eq!(c.vae.posterior.name(), "planar");
     let sc = c.train().unwrap();
     assert_eq!(sc.epochs.len(), 2);
-    let (x, y) = (&sa.epochs[1], &sc.epochs[1]);
-    assert_eq!(
-        x.train_loss.to_bits(),
-        y.train_loss.to_bits(),
-        "train loss, epoch 2"
-    );
-    assert_eq!(
-        x.test_neg_elbo.to_bits(),
-        y.test_neg_elbo.to_bits(),
-        "test -ELBO, epoch 2"
-    );
-    let pa = a.vae.read_params(ctx).unwrap();
-    let pc = c.vae.read_params(ctx).unwrap();
-    assert!(
-        pa.iter().zip(&pc).all(|(x, y)| x.to_bits() == y.to_bits()),
-        "parameters differ"
-    );
-    assert_eq!(a.optimizer_state().unwrap(), c.optimizer_state().unwrap());
+    common::assert_resumed_exactly(&a, &sa, &c, &sc, "planar flows");
     let ck = Checkpoint::load(&straight.join(checkpoint::FILE_NAME)).unwrap();
     assert_eq!(ck.model.posterior, PosteriorKind::Planar { flows: 4 });
     let _ = std::fs::remove_dir_all(straight);

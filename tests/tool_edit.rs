@@ -2,69 +2,10 @@
 //! first column, the edited codes against `wgvae encode`'s posterior means, and the errors.
 
 use std::path::Path;
-use std::process::Output;
 
 mod common;
 
-use common::tool::{mnist, npy_f32, scratch, text, train, wgvae};
-
-fn call(args: &[&str]) -> Output {
-    wgvae().args(args).output().unwrap()
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = call(args);
-    assert!(out.status.success(), "{args:?}: {}", text(&out));
-    text(&out)
-}
-
-/// Fails, without a panic, and the message holds every one of `needles`.
-fn fails(args: &[&str], needles: &[&str]) {
-    let out = call(args);
-    let t = text(&out);
-    assert!(!out.status.success(), "{args:?} succeeded: {t}");
-    assert!(!t.contains("panicked"), "{args:?} panicked: {t}");
-    for n in needles {
-        assert!(t.contains(n), "{args:?}: {n:?} not in {t}");
-    }
-}
-
-/// (width, height, channels, pixels) of a PNG, decoded with the png crate.
-fn png(path: &Path) -> (usize, usize, usize, Vec<u8>) {
-    let file = std::fs::File::open(path).unwrap();
-    let mut reader = png::Decoder::new(std::io::BufReader::new(file))
-        .read_info()
-        .unwrap();
-    let mut buf = vec![0u8; reader.output_buffer_size().unwrap()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    buf.truncate(info.buffer_size());
-    let ch = info.color_type.samples();
-    (info.width as usize, info.height as usize, ch, buf)
-}
-
-/// Width or height of a grid of `n` tiles of `side` pixels, padding 2.
-fn extent(n: usize, side: usize) -> usize {
-    n * side + (n + 1) * 2
-}
-
-/// The pixels of greyscale tile (r, c) of a grid of `h`-pixel images drawn at `scale`,
-/// sampled once per source pixel.
-fn tile(
-    img: &(usize, usize, usize, Vec<u8>),
-    r: usize,
-    c: usize,
-    h: usize,
-    scale: usize,
-) -> Vec<u8> {
-    let (w, _, ch, px) = img;
-    assert_eq!(*ch, 1);
-    let side = h * scale;
-    let (x0, y0) = (2 + c * (side + 2), 2 + r * (side + 2));
-    (0..h)
-        .flat_map(|y| (0..h).map(move |x| (y, x)))
-        .map(|(y, x)| px[(y0 + y * scale) * w + x0 + x * scale])
-        .collect()
-}
+use common::tool::{extent, fails, mnist, npy_f32, ok, png, scratch, tile, train};
 
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(|x| x.as_str()).collect()

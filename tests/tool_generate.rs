@@ -1,76 +1,13 @@
 //! `wgvae sample`, `reconstruct`, `decode` and `interpolate` on tiny trained models.
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 mod common;
 
-use common::tool::{mnist, npy_f32, text, train, wgvae};
+use common::tool::{extent, fails, mnist, npy_f32, ok, png, tile, train};
 
 fn scratch(name: &str) -> PathBuf {
     common::tool::scratch("generate", name)
-}
-
-/// Runs `wgvae` with `args` (paths as strings) and returns its output.
-fn call(args: &[&str]) -> Output {
-    wgvae().args(args).output().unwrap()
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = call(args);
-    assert!(out.status.success(), "{args:?}: {}", text(&out));
-    text(&out)
-}
-
-/// Fails, and the message holds every one of `needles`.
-fn fails(args: &[&str], needles: &[&str]) {
-    let out = call(args);
-    let t = text(&out);
-    assert!(!out.status.success(), "{args:?} succeeded: {t}");
-    assert!(!t.contains("panicked"), "{args:?} panicked: {t}");
-    for n in needles {
-        assert!(t.contains(n), "{args:?}: {n:?} not in {t}");
-    }
-}
-
-/// (width, height, channels, pixels) of a PNG, decoded with the png crate.
-fn png(path: &Path) -> (usize, usize, usize, Vec<u8>) {
-    let file = std::fs::File::open(path).unwrap();
-    let mut reader = png::Decoder::new(std::io::BufReader::new(file))
-        .read_info()
-        .unwrap();
-    let mut buf = vec![0u8; reader.output_buffer_size().unwrap()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    buf.truncate(info.buffer_size());
-    let ch = info.color_type.samples();
-    (info.width as usize, info.height as usize, ch, buf)
-}
-
-/// Width or height of a grid of `n` tiles of `side` pixels, padding 2.
-fn extent(n: usize, side: usize) -> usize {
-    n * side + (n + 1) * 2
-}
-
-/// The pixels of tile (r, c) (greyscale, tiles of `side` pixels, padding 2, scale `scale`),
-/// sampled once per source pixel.
-fn tile(
-    img: &(usize, usize, usize, Vec<u8>),
-    r: usize,
-    c: usize,
-    h: usize,
-    scale: usize,
-) -> Vec<u8> {
-    let (w, _, ch, px) = img;
-    assert_eq!(*ch, 1);
-    let side = h * scale;
-    let (x0, y0) = (2 + c * (side + 2), 2 + r * (side + 2));
-    let mut out = Vec::new();
-    for y in 0..h {
-        for x in 0..h {
-            out.push(px[(y0 + y * scale) * w + x0 + x * scale]);
-        }
-    }
-    out
 }
 
 /// An image of a data set as the PNG writers store it.

@@ -92,3 +92,40 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64)
         );
     }
 }
+
+/// Checks that run `c` (resumed) ended where run `a` (straight through) did, bit for bit: the
+/// last epoch's train loss and test −ELBO, every parameter and the optimizer's moments.
+pub fn assert_resumed_exactly(
+    a: &wgvae::train::Trainer<'_>,
+    sa: &wgvae::train::RunSummary,
+    c: &wgvae::train::Trainer<'_>,
+    sc: &wgvae::train::RunSummary,
+    tag: &str,
+) {
+    let ctx = ctx();
+    let (x, y) = (sa.epochs.last().unwrap(), sc.epochs.last().unwrap());
+    assert_eq!(x.epoch, y.epoch, "{tag}: last epoch");
+    assert_eq!(
+        x.train_loss.to_bits(),
+        y.train_loss.to_bits(),
+        "{tag}: train loss, epoch {}",
+        x.epoch
+    );
+    assert_eq!(
+        x.test_neg_elbo.to_bits(),
+        y.test_neg_elbo.to_bits(),
+        "{tag}: test -ELBO, epoch {}",
+        x.epoch
+    );
+    let pa = a.vae.read_params(ctx).unwrap();
+    let pc = c.vae.read_params(ctx).unwrap();
+    assert!(
+        pa.iter().zip(&pc).all(|(x, y)| x.to_bits() == y.to_bits()),
+        "{tag}: parameters differ after resuming"
+    );
+    assert_eq!(
+        a.optimizer_state().unwrap(),
+        c.optimizer_state().unwrap(),
+        "{tag}: optimizer state"
+    );
+}

@@ -82,3 +82,61 @@ pub fn npy_f32(path: &Path) -> (String, String, Vec<f32>) {
     let (shape, descr, bytes) = npy(path);
     (shape, descr, f32s(&bytes))
 }
+
+/// Runs `wgvae` with `args` and returns its output.
+pub fn call(args: &[&str]) -> Output {
+    wgvae().args(args).output().unwrap()
+}
+
+/// Runs `wgvae` with `args`, which must succeed; returns stdout and stderr together.
+pub fn ok(args: &[&str]) -> String {
+    let out = call(args);
+    assert!(out.status.success(), "{args:?}: {}", text(&out));
+    text(&out)
+}
+
+/// Runs `wgvae` with `args`, which must fail without a panic, with a message holding every
+/// one of `needles`.
+pub fn fails(args: &[&str], needles: &[&str]) {
+    let out = call(args);
+    let t = text(&out);
+    assert!(!out.status.success(), "{args:?} succeeded: {t}");
+    assert!(!t.contains("panicked"), "{args:?} panicked: {t}");
+    for n in needles {
+        assert!(t.contains(n), "{args:?}: {n:?} not in {t}");
+    }
+}
+
+/// A decoded PNG: (width, height, channels, pixels).
+pub type Png = (usize, usize, usize, Vec<u8>);
+
+/// (width, height, channels, pixels) of a PNG, decoded with the png crate.
+pub fn png(path: &Path) -> Png {
+    let file = std::fs::File::open(path).unwrap();
+    let mut reader = png::Decoder::new(std::io::BufReader::new(file))
+        .read_info()
+        .unwrap();
+    let mut buf = vec![0u8; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    buf.truncate(info.buffer_size());
+    let ch = info.color_type.samples();
+    (info.width as usize, info.height as usize, ch, buf)
+}
+
+/// Width or height of a grid of `n` tiles of `side` pixels, padding 2.
+pub fn extent(n: usize, side: usize) -> usize {
+    n * side + (n + 1) * 2
+}
+
+/// The pixels of greyscale tile (r, c) of a grid of `h`-pixel images drawn at `scale`
+/// (padding 2), sampled once per source pixel.
+pub fn tile(img: &Png, r: usize, c: usize, h: usize, scale: usize) -> Vec<u8> {
+    let (w, _, ch, px) = img;
+    assert_eq!(*ch, 1);
+    let side = h * scale;
+    let (x0, y0) = (2 + c * (side + 2), 2 + r * (side + 2));
+    (0..h)
+        .flat_map(|y| (0..h).map(move |x| (y, x)))
+        .map(|(y, x)| px[(y0 + y * scale) * w + x0 + x * scale])
+        .collect()
+}
