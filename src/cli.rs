@@ -544,6 +544,15 @@ pub fn train(args: &TrainArgs) -> Result<RunSummary> {
             trainer.dispatches_per_step(),
             trainer.cfg.out.display()
         );
+        if !s.classes.is_empty() {
+            let names: Vec<String> = s
+                .classes
+                .iter()
+                .enumerate()
+                .map(|(i, c)| format!("{i} {c}"))
+                .collect();
+            println!("labels from class folders: {}", names.join(", "));
+        }
     }
     let summary = trainer.train()?;
     if !args.quiet {

@@ -183,6 +183,7 @@ fn class_folders_give_labels_sorted_by_name() {
     grey_png(&d.join("test/ant/1.png"), 5);
     let f = folder::load_folder(&d).unwrap();
     assert_eq!(f.classes, ["ant", "cat", "dog"]);
+    assert_eq!(f.split.classes, f.classes);
     assert_eq!(f.split.train.labels, Some(vec![1, 1, 2]));
     assert_eq!(f.split.train.pixels, [grey(2), grey(3), grey(1)].concat());
     assert_eq!(f.split.test.labels, Some(vec![0, 2]));
@@ -393,15 +394,20 @@ fn wgvae_trains_on_a_folder() {
         grey_png(&d.join("data").join(class).join(format!("{i}.png")), i);
     }
     let out = common::tool::wgvae()
-        .args(["train", "--quiet", "--no-pictures", "--epochs", "1"])
+        .args(["train", "--no-pictures", "--epochs", "1"])
         .args(["--hidden", "8", "--latent", "2", "--batch", "4", "--data"])
         .arg(d.join("data"))
         .arg("--out")
         .arg(d.join("run"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", common::tool::text(&out));
+    let text = common::tool::text(&out);
+    assert!(out.status.success(), "{text}");
     assert!(d.join("run/checkpoint.safetensors").is_file());
+    assert!(
+        text.contains("labels from class folders: 0 even, 1 odd"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -613,6 +613,7 @@ pub fn load_folder(dir: &Path) -> Result<FolderSet, DataError> {
     let split = Split {
         train: decode_set(&name, &train, &h)?,
         test: decode_set(&name, &test, &h)?,
+        classes: classes.clone(),
     };
     Ok(FolderSet { split, classes })
 }

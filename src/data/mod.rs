@@ -392,6 +392,9 @@ impl Dataset {
 pub struct Split {
     pub train: Dataset,
     pub test: Dataset,
+    /// The name of each label, label i at index i, where the source names them (an image
+    /// folder's class folders); empty otherwise.
+    pub classes: Vec<String>,
 }
 
 /// File names of the standard MNIST layout (also used by Fashion-MNIST and KMNIST).
@@ -484,7 +487,11 @@ pub fn load_idx_dir(dir: &Path) -> Result<Split, DataError> {
     let name = dir_name(dir);
     let train = load_split(dir, &name, TRAIN_IMAGES, TRAIN_LABELS)?;
     let test = load_split(dir, &name, TEST_IMAGES, TEST_LABELS)?;
-    Ok(Split { train, test })
+    Ok(Split {
+        train,
+        test,
+        classes: Vec::new(),
+    })
 }
 
 /// Reads one split (`images` required, `labels` optional) of a NumPy directory.
@@ -570,7 +577,11 @@ pub fn load_npy_dir(dir: &Path) -> Result<Split, DataError> {
             test_shape: test.shape().to_string(),
         });
     }
-    Ok(Split { train, test })
+    Ok(Split {
+        train,
+        test,
+        classes: Vec::new(),
+    })
 }
 
 /// Loads a data directory of either layout: NumPy ([`load_npy_dir`]) when it holds

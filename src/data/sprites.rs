@@ -334,6 +334,7 @@ pub fn generate(cfg: &SpritesConfig) -> Result<Split, DataError> {
     Ok(Split {
         train: build(train),
         test: build(test),
+        classes: Vec::new(),
     })
 }
 
