@@ -598,6 +598,7 @@ pub fn print_report(what: &str, r: &EvalReport) {
 pub fn eval(
     run: &Path,
     images: &Path,
+    labels: Option<&Path>,
     iwae_k: usize,
     json: Option<&Path>,
     seed: u64,
@@ -610,7 +611,10 @@ pub fn eval(
     }
     let ck_path = run.join(checkpoint::FILE_NAME);
     let ck = Checkpoint::load(&ck_path)?;
-    let (set, binarize) = images_for_run(&ck, &ck_path, images)?;
+    let (mut set, binarize) = images_for_run(&ck, &ck_path, images)?;
+    if let Some(path) = labels {
+        crate::tool::attach_labels(&mut set, path, "--labels")?;
+    }
     let ctx = open_context()?;
     let vae = Vae::new(&ctx, &ck.model, &ck.params)?;
     let ev = Evaluator::new(&ctx, &vae, &set, 500, iwae_k, seed)?;

@@ -536,7 +536,7 @@ fn eval_labels(ctx: &GpuContext, vae: &Vae, data: &Dataset) -> Result<Option<Ten
     let Some(labels) = &data.labels else {
         return Err(Error::Config(format!(
             "this is a conditional model ({} classes): evaluating `{}` needs the images' labels, \
-             and the data set has none (`wgvae anomaly --labels FILE` scores labelled images)",
+             and the data set has none (give them with `--labels FILE` to `wgvae eval` or `wgvae anomaly`)",
             c.classes, data.name
         )));
     };

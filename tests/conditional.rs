@@ -560,6 +560,33 @@ fn conditional_run_records_classes_and_samples_each_class() {
         "{err}"
     );
 
+    // `wgvae eval` takes the labels with --labels, and refuses without them.
+    let images = mnist().join("t10k-images-idx3-ubyte.gz");
+    let labels = mnist().join("t10k-labels-idx1-ubyte.gz");
+    let out = wgvae()
+        .args(["eval", "--run"])
+        .arg(&run)
+        .arg("--images")
+        .arg(&images)
+        .arg("--labels")
+        .arg(&labels)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("-ELBO"), "{}", text(&out));
+    let out = wgvae()
+        .args(["eval", "--run"])
+        .arg(&run)
+        .arg("--images")
+        .arg(&images)
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(
+        !out.status.success() && t.contains("--labels") && !t.contains("panicked"),
+        "{t}"
+    );
+
     // Tools that would encode or decode without labels refuse.
     let lat = dir.join("one.npy");
     std::fs::copy(&npy, &lat).unwrap();

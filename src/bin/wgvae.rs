@@ -27,6 +27,10 @@ enum Command {
         /// IDX image file (.gz or raw), or a .npy array of images
         #[arg(long)]
         images: PathBuf,
+        /// Labels of the images (IDX labels file, .gz or raw, or a .npy array): a conditional
+        /// model needs them
+        #[arg(long)]
+        labels: Option<PathBuf>,
         /// Importance samples for the IWAE bound (0: off)
         #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
         iwae_k: usize,
@@ -91,11 +95,19 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         Command::Eval {
             run,
             images,
+            labels,
             iwae_k,
             json,
             seed,
         } => {
-            wgvae::cli::eval(&run, &images, iwae_k, json.as_deref(), seed)?;
+            wgvae::cli::eval(
+                &run,
+                &images,
+                labels.as_deref(),
+                iwae_k,
+                json.as_deref(),
+                seed,
+            )?;
         }
         Command::Metrics(args) => {
             wgvae::metrics::cli::run(&args)?;

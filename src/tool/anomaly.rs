@@ -197,24 +197,6 @@ pub fn auroc(scores: &[f32], positive: &[bool]) -> Option<f64> {
     Some((rank_sum - p * (p + 1.0) / 2.0) / (p * n))
 }
 
-/// Reads a labels file: a .npy array when it starts with the NumPy magic, IDX otherwise.
-fn read_labels(path: &Path) -> Result<Vec<u8>> {
-    let mut head = [0u8; 6];
-    let got = {
-        use std::io::Read;
-        let mut f =
-            std::fs::File::open(path).with_context(|| format!("--labels {}", path.display()))?;
-        f.read(&mut head)
-            .with_context(|| format!("--labels {}", path.display()))?
-    };
-    let labels = if head[..got] == crate::data::npy::MAGIC[..] {
-        crate::data::npy::read_npy_labels(path)?
-    } else {
-        crate::data::idx::read_idx_labels(path)?
-    };
-    Ok(labels)
-}
-
 /// Refuses to replace `path` unless `force`; creates its directory.
 fn prepare(path: &Path, flag: &str, force: bool) -> Result<()> {
     if path.exists() && !force {
@@ -243,7 +225,7 @@ pub fn run(args: &AnomalyArgs) -> Result<AnomalyReport> {
     let (mut set, _) = images_for_run(&ck, &ck_path, &args.images)?;
     let labels = match &args.labels {
         Some(path) => {
-            let labels = read_labels(path)?;
+            let labels = super::read_labels(path, "--labels")?;
             if labels.len() != set.n {
                 bail!(
                     "--labels {}: {} labels, but --images {} has {} images; the counts must match",

@@ -5,7 +5,7 @@
 //! `.npy`.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use anyhow::{Context, Result, bail};
@@ -215,29 +215,6 @@ impl fmt::Display for Edit {
     }
 }
 
-/// Reads a labels file: a .npy array when it starts with the NumPy magic, IDX otherwise.
-fn read_labels(path: &Path) -> Result<Vec<u8>> {
-    use std::io::Read;
-    let what = || format!("--labels {}", path.display());
-    let mut head = [0u8; 6];
-    let mut f = std::fs::File::open(path).with_context(what)?;
-    let mut got = 0;
-    while got < head.len() {
-        match f.read(&mut head[got..]) {
-            Ok(0) => break,
-            Ok(k) => got += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e).with_context(what),
-        }
-    }
-    let labels = if head[..got] == crate::data::npy::MAGIC[..] {
-        crate::data::npy::read_npy_labels(path)
-    } else {
-        crate::data::idx::read_idx_labels(path)
-    };
-    labels.with_context(what)
-}
-
 /// The members of groups A and B (sorted, without repeats) and how each was chosen.
 fn groups(args: &EditArgs, set: &crate::data::Dataset) -> Result<[(Vec<usize>, String); 2]> {
     let sorted = |mut v: Vec<usize>| {
@@ -249,7 +226,7 @@ fn groups(args: &EditArgs, set: &crate::data::Dataset) -> Result<[(Vec<usize>, S
         (Some(from), Some(to), None, None) => {
             let labels = match (&args.labels, &set.labels) {
                 (Some(path), _) => {
-                    let labels = read_labels(path)?;
+                    let labels = super::read_labels(path, "--labels")?;
                     if labels.len() != set.n {
                         bail!(
                             "--labels {}: {} labels, but the inputs are {} images; the counts \

@@ -52,6 +52,47 @@ impl RunInput {
     }
 }
 
+/// Reads a labels file given with `flag`: a .npy array when it starts with the NumPy magic,
+/// IDX (plain or gzip) otherwise. Errors name the flag and the file.
+pub fn read_labels(path: &Path, flag: &str) -> Result<Vec<u8>> {
+    use anyhow::Context;
+    use std::io::Read;
+    let what = || format!("{flag} {}", path.display());
+    let mut head = [0u8; 6];
+    let mut f = std::fs::File::open(path).with_context(what)?;
+    let mut got = 0;
+    while got < head.len() {
+        match f.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e).with_context(what),
+        }
+    }
+    let labels = if head[..got] == crate::data::npy::MAGIC[..] {
+        crate::data::npy::read_npy_labels(path)
+    } else {
+        crate::data::idx::read_idx_labels(path)
+    };
+    labels.with_context(what)
+}
+
+/// Gives `set` the labels in `path` (read by [`read_labels`]), which must be one per image.
+pub fn attach_labels(set: &mut Dataset, path: &Path, flag: &str) -> Result<()> {
+    let labels = read_labels(path, flag)?;
+    if labels.len() != set.n {
+        bail!(
+            "{flag} {}: {} labels for {} images in `{}`",
+            path.display(),
+            labels.len(),
+            set.n,
+            set.name
+        );
+    }
+    set.labels = Some(labels);
+    Ok(())
+}
+
 /// Refuses to replace existing `files` in `dir` unless `force`; creates `dir`. Returns the
 /// full paths of the files.
 pub fn prepare_outputs(dir: &Path, files: &[&str], force: bool) -> Result<Vec<PathBuf>> {
