@@ -100,12 +100,20 @@ impl Inference {
         vae: &Vae,
         images: &[f32],
     ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let q = self.encode_params(ctx, vae, images)?;
+        let n = q.len() / vae.posterior.param_dim().max(1);
+        Ok((vae.posterior.location(&q, n), vae.posterior.scale(&q, n)))
+    }
+
+    /// The posterior's parameters (n, param_dim) of up to `batch` images (n, P): what
+    /// [`crate::model::Posterior::cpu_sample`] draws from, for any family.
+    pub fn encode_params(&self, ctx: &GpuContext, vae: &Vae, images: &[f32]) -> Result<Vec<f32>> {
         self.check_labels(vae, "encoding")?;
-        let posterior = &vae.posterior;
         let n = self.fill_x(ctx, images)?;
         self.encode.run(ctx)?;
-        let q = self.act.posterior_params().read(ctx)?;
-        Ok((posterior.location(&q, n), posterior.scale(&q, n)))
+        let mut q = self.act.posterior_params().read(ctx)?;
+        q.truncate(n * vae.posterior.param_dim());
+        Ok(q)
     }
 
     /// Like [`Inference::encode`], and also one draw z ~ q(z|x) per image (n, D); `step`

@@ -789,6 +789,65 @@ fn the_cli_trains_a_full_posterior_and_evaluates_its_iwae_bound() {
         iwae.is_finite() && iwae > 0.0 && iwae < elbo + 0.5,
         "{iwae} vs {elbo}"
     );
+    // The aggregated posterior draws from q(z|x) itself, correlations included: from one
+    // input, the codes' covariance is that input's L Lᵀ.
+    let set = wgvae::data::load_dir(&mnist512())
+        .unwrap()
+        .test
+        .subset(&[0]);
+    let one = dir.join("one.npy");
+    wgvae::data::npy::write_npy_u8(&one, &[1, 28, 28], &set.pixels).unwrap();
+    let agg = dir.join("agg.npy");
+    let n = 4000;
+    let out = wgvae()
+        .args([
+            "sample",
+            "--from",
+            "aggregate",
+            "--n",
+            &n.to_string(),
+            "--run",
+        ])
+        .arg(&run_dir)
+        .arg("--images")
+        .arg(&one)
+        .arg("--out-npy")
+        .arg(&agg)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let z = common::tool::npy_f32(&agg).2;
+    let d = 4;
+    assert_eq!(z.len(), n * d);
+    let ctx = ctx();
+    let vae = Vae::new(ctx, &ck.model, &ck.params).unwrap();
+    let q = wgvae::tool::encode::encode_params_set(ctx, &vae, &set).unwrap();
+    let l = twin::cholesky_factor(&f64s(&q), 0, d);
+    let mean: Vec<f64> = (0..d)
+        .map(|j| (0..n).map(|r| z[r * d + j] as f64).sum::<f64>() / n as f64)
+        .collect();
+    let mut worst: f64 = 0.0;
+    let mut strongest: f64 = 0.0;
+    for i in 0..d {
+        for j in 0..d {
+            let want: f64 = (0..d).map(|t| l[i * d + t] * l[j * d + t]).sum();
+            let got = (0..n)
+                .map(|r| (z[r * d + i] as f64 - mean[i]) * (z[r * d + j] as f64 - mean[j]))
+                .sum::<f64>()
+                / (n - 1) as f64;
+            let scale = (0..d).map(|t| l[i * d + t].powi(2)).sum::<f64>().sqrt()
+                * (0..d).map(|t| l[j * d + t].powi(2)).sum::<f64>().sqrt();
+            worst = worst.max((got - want).abs() / scale);
+            if i != j {
+                strongest = strongest.max(want.abs() / scale);
+            }
+        }
+    }
+    eprintln!(
+        "aggregate draws from one input: covariance within {worst:.3} (relative) of L Lᵀ, \
+         strongest correlation {strongest:.3}"
+    );
+    assert!(worst < 0.1, "aggregate covariance off by {worst}");
     // A bad value names the flag.
     let out = wgvae()
         .args(["train", "--posterior", "banana", "--out"])

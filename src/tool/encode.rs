@@ -87,8 +87,41 @@ pub fn encode_set(
     set: &Dataset,
     seed: u64,
 ) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
-    let inf = Inference::new(ctx, vae, BATCH.min(set.n.max(1)), seed)?;
     let (mut mu, mut sigma, mut z) = (Vec::new(), Vec::new(), Vec::new());
+    in_batches(ctx, vae, set, seed, |inf, images, step| {
+        let (m, s, zz) = inf.encode_draw(ctx, vae, images, step)?;
+        mu.extend(m);
+        sigma.extend(s);
+        z.extend(zz);
+        Ok(())
+    })?;
+    Ok((mu, sigma, z))
+}
+
+/// The posterior's parameters of every input of `set`, (n, param_dim).
+pub fn encode_params_set(
+    ctx: &crate::gpu::GpuContext,
+    vae: &Vae,
+    set: &Dataset,
+) -> Result<Vec<f32>> {
+    let mut q = Vec::new();
+    in_batches(ctx, vae, set, 0, |inf, images, _| {
+        q.extend(inf.encode_params(ctx, vae, images)?);
+        Ok(())
+    })?;
+    Ok(q)
+}
+
+/// Calls `f` with an [`Inference`] and each batch of `set`'s images (and the batch's index),
+/// in order; a conditional model gets each batch's labels first.
+fn in_batches(
+    ctx: &crate::gpu::GpuContext,
+    vae: &Vae,
+    set: &Dataset,
+    seed: u64,
+    mut f: impl FnMut(&Inference, &[f32], u32) -> Result<()>,
+) -> Result<()> {
+    let inf = Inference::new(ctx, vae, BATCH.min(set.n.max(1)), seed)?;
     for (step, start) in (0..set.n).step_by(inf.batch()).enumerate() {
         let end = (start + inf.batch()).min(set.n);
         let images: Vec<f32> = (start..end).flat_map(|i| set.to_f32(i)).collect();
@@ -100,12 +133,9 @@ pub fn encode_set(
             let l: Vec<u32> = labels[start..end].iter().map(|&v| v as u32).collect();
             inf.set_labels(ctx, vae, &l)?;
         }
-        let (m, s, zz) = inf.encode_draw(ctx, vae, &images, step as u32)?;
-        mu.extend(m);
-        sigma.extend(s);
-        z.extend(zz);
+        f(&inf, &images, step as u32)?;
     }
-    Ok((mu, sigma, z))
+    Ok(())
 }
 
 /// `n` built-in sprites with their factors, for a model of sprites' size.

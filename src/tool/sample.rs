@@ -21,7 +21,7 @@ use super::decode::{self, MAX_CODES};
 use crate::cli::open_context;
 use crate::model::Vae;
 use crate::rng::HostRng;
-use crate::tool::encode::encode_set;
+use crate::tool::encode::{encode_params_set, encode_set};
 
 /// The host random stream of `sample` (ASCII "SAMPLE").
 pub const SAMPLE_STREAM: u64 = 0x5341_4D50_4C45;
@@ -31,7 +31,8 @@ pub const SAMPLE_STREAM: u64 = 0x5341_4D50_4C45;
 pub enum Source {
     /// The prior N(0, T²I)
     Prior,
-    /// The aggregated posterior (1/M) Σᵢ q(z|xᵢ): z = μᵢ + T·σᵢ·ε, i uniform
+    /// The aggregated posterior (1/M) Σᵢ q(z|xᵢ): a draw of q(z|xᵢ) with its noise scaled by
+    /// T (z = μᵢ + T·σᵢ·ε for the diagonal family), i uniform
     Aggregate,
     /// A full-covariance Gaussian fitted to the posterior means: mean + T·L·ε
     Gaussian,
@@ -212,13 +213,21 @@ pub fn run(args: &SampleArgs) -> Result<Sampled> {
     let mut z = Vec::with_capacity(len);
     match (args.from, &set) {
         (Source::Aggregate, Some(set)) => {
-            let (mu, sigma, _) = encode_set(&ctx, &vae, set, 0)?;
+            // Each code is a draw of q(z|xᵢ) of the model's own family (a full covariance's
+            // correlations, a flow's shape), its base noise scaled by T.
+            let q = encode_params_set(&ctx, &vae, set)?;
+            let p = vae.posterior.param_dim();
+            let mut eps = vec![0.0f64; d];
             for _ in 0..n {
                 let i = rng.below(set.n as u64) as usize;
-                for k in 0..d {
-                    let (m, s) = (mu[i * d + k] as f64, sigma[i * d + k] as f64);
-                    z.push((m + t * s * rng.normal()) as f32);
-                }
+                let row: Vec<f64> = q[i * p..(i + 1) * p].iter().map(|&v| v as f64).collect();
+                eps.iter_mut().for_each(|e| *e = t * rng.normal());
+                z.extend(
+                    vae.posterior
+                        .cpu_sample(&row, &eps, 1, 1)
+                        .into_iter()
+                        .map(|v| v as f32),
+                );
             }
         }
         (Source::Gaussian, Some(set)) => {
