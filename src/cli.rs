@@ -277,12 +277,13 @@ impl TrainArgs {
             (_, Some(_)) => bail!("--flows applies to --posterior planar only"),
             (p, None) => p,
         };
-        if matches!(posterior, crate::model::PosteriorKind::Planar { .. })
-            && self.objective != ObjectiveKind::Iwae
+        if !posterior.closed_form_kl()
+            && !matches!(self.objective, ObjectiveKind::Iwae | ObjectiveKind::Elbo)
         {
             bail!(
-                "--posterior planar has no closed-form KL: train it with --objective iwae \
-                 (--iwae-train-k 1 is the ELBO with a single-draw KL)"
+                "--posterior {} has no closed-form KL: train it with --objective elbo (through \
+                 its single-draw estimate) or --objective iwae",
+                posterior.name()
             );
         }
         let latent = self

@@ -359,9 +359,7 @@ pub fn fit_encoder(
             "the encoder's parameters are not a prefix of the flat buffer".into(),
         ));
     }
-    let iwae_k = opts
-        .iwae_k
-        .or(matches!(posterior, PosteriorKind::Planar { .. }).then_some(1));
+    let iwae_k = opts.iwae_k.or((!posterior.closed_form_kl()).then_some(1));
     let iwae = iwae_k
         .map(|k| IwaeTrain::new(ctx, cfg.posterior(), n, k))
         .transpose()?;

@@ -749,7 +749,7 @@ fn the_posterior_trait_matches_the_twins() {
 }
 
 #[test]
-fn configurations_name_the_flows_and_closed_form_objectives_refuse_them() {
+fn configurations_name_the_flows_and_the_elbo_trains_them_through_a_single_draw() {
     assert_eq!(
         PosteriorKind::parse("planar").unwrap(),
         PosteriorKind::Planar { flows: 8 }
@@ -778,19 +778,42 @@ fn configurations_name_the_flows_and_closed_form_objectives_refuse_them() {
     cfg.latent = 65;
     let e = cfg.validate().unwrap_err().to_string();
     assert!(e.contains("latent size 65") && e.contains("planar"), "{e}");
-    // The ELBO (closed-form KL) refuses the flow, naming what to use instead.
-    let out = tmp("elbo");
-    let mut c = planar_cfg(&out, 1);
+    // The ELBO trains a flow through its single-draw estimate: the same steps as the IWAE
+    // bound with K = 1, bit for bit.
+    let ctx = ctx();
+    let (out_e, out_i) = (tmp("elbo"), tmp("iwae1"));
+    let mut c = planar_cfg(&out_e, 1);
     c.objective = ObjectiveSpec::Elbo;
-    let e = Trainer::new(ctx(), c)
+    let mut e = Trainer::new(ctx, c.clone()).unwrap();
+    let se = e.train().unwrap();
+    let mut i = Trainer::new(ctx, planar_cfg(&out_i, 1)).unwrap();
+    i.train().unwrap();
+    let (pe, pi) = (
+        e.vae.read_params(ctx).unwrap(),
+        i.vae.read_params(ctx).unwrap(),
+    );
+    assert!(
+        pe.iter().zip(&pi).all(|(x, y)| x.to_bits() == y.to_bits()),
+        "the ELBO of a flow and IWAE(1) trained apart"
+    );
+    let terms = &se.epochs[0].train_terms;
+    assert!(
+        terms.contains_key("train_recon") && terms.contains_key("train_kl"),
+        "{terms:?}"
+    );
+    // Without a closed-form KL there is no KL weight to set or schedule.
+    c.beta = 2.0;
+    c.out = tmp("beta2");
+    let err = Trainer::new(ctx, c)
         .err()
-        .expect("the ELBO refuses a planar flow")
+        .expect("β = 2 refused")
         .to_string();
     assert!(
-        e.contains("--objective iwae") && e.contains("--iwae-train-k 1"),
-        "{e}"
+        err.contains("no closed-form KL") && err.contains("--beta 1"),
+        "{err}"
     );
-    let _ = std::fs::remove_dir_all(out);
+    let _ = std::fs::remove_dir_all(out_e);
+    let _ = std::fs::remove_dir_all(out_i);
 }
 
 fn mnist512() -> PathBuf {
@@ -901,9 +924,10 @@ fn the_cli_takes_planar_flows_and_refuses_them_where_they_do_not_apply() {
     );
     for (args, want) in [
         (
-            &["--posterior", "planar"][..],
-            "--objective iwae (--iwae-train-k 1",
+            &["--posterior", "planar", "--objective", "capacity"][..],
+            "--posterior planar has no closed-form KL",
         ),
+        (&["--posterior", "planar", "--beta", "4"][..], "--beta 1"),
         (
             &["--flows", "3"][..],
             "--flows applies to --posterior planar only",
@@ -921,7 +945,8 @@ fn the_cli_takes_planar_flows_and_refuses_them_where_they_do_not_apply() {
         ),
     ] {
         let out = wgvae()
-            .args(["train", "--quiet", "--no-pictures"])
+            .args(["train", "--quiet", "--no-pictures", "--data"])
+            .arg(mnist512())
             .args(args)
             .arg("--out")
             .arg(dir.join("bad"))

@@ -5,8 +5,9 @@
 //! Monte Carlo estimate at a fixed noise and stores a zero gradient; a training gradient comes
 //! through the draw ([`Posterior::sample_backward`]) and the fixed-noise log density
 //! ([`Posterior::log_q_backward`]), which is how the importance-weighted objective trains any
-//! posterior. So a planar flow trains with `--objective iwae` (`--iwae-train-k 1` is the ELBO
-//! with a single-draw KL); the closed-form-KL objectives refuse it with that advice.
+//! posterior. So a planar flow trains with `--objective iwae`, or with `--objective elbo`,
+//! which for a flow is that objective's K = 1 (the ELBO's single-draw estimate, β = 1); the
+//! objectives that need the KL in closed form (capacity, tc-vae, factor-vae) refuse it.
 
 use crate::cpu::posterior_planar as twin;
 use crate::error::{Error, Result};
@@ -119,8 +120,8 @@ impl Posterior for PlanarFlow {
         if let Some(g) = grad {
             if g.beta != 0.0 || g.capacity.is_some() {
                 return Err(Error::Config(
-                    "--posterior planar has no closed-form KL: train it with --objective iwae \
-                     (--iwae-train-k 1 is the ELBO with a single-draw KL)"
+                    "--posterior planar has no closed-form KL to weigh: train it with \
+                     --objective elbo (its single-draw estimate) or --objective iwae"
                         .into(),
                 ));
             }

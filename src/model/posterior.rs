@@ -64,6 +64,12 @@ impl PosteriorKind {
         }
     }
 
+    /// Whether the family's KL to the prior has a closed form (a flow's has not: it trains
+    /// through the single-draw estimate of the ELBO, or the IWAE bound).
+    pub fn closed_form_kl(self) -> bool {
+        !matches!(self, PosteriorKind::Planar { .. })
+    }
+
     /// Encoder outputs per row for `latent` dimensions, or `None` when that overflows.
     pub fn param_dim(self, latent: usize) -> Option<usize> {
         match self {

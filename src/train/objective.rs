@@ -401,7 +401,29 @@ impl TrainObjective {
         let mut tc = None;
         let mut iwae = None;
         let objective: Box<dyn Objective> = match spec {
-            ObjectiveSpec::Elbo => Box::new(crate::model::Elbo { beta }),
+            ObjectiveSpec::Elbo if cfg.model.posterior.closed_form_kl() => {
+                Box::new(crate::model::Elbo { beta })
+            }
+            // A flow's KL has no closed form: the ELBO trains through its single-draw
+            // estimate log p(x|z) + log p(z) − log q(z|x), the IWAE bound's K = 1 (the terms
+            // reported are still the reconstruction and the flow's KL estimate).
+            ObjectiveSpec::Elbo => {
+                if beta != 1.0 || ramp != (0, 0) {
+                    return Err(crate::Error::Config(format!(
+                        "--posterior {} has no closed-form KL: the ELBO trains through its \
+                         single-draw estimate, which takes no KL weight (--beta 1, no \
+                         --kl-warmup or --kl-cycles)",
+                        cfg.model.posterior.name()
+                    )));
+                }
+                iwae = Some(IwaeTrain::new(
+                    ctx,
+                    cfg.model.posterior.build(latent),
+                    batch,
+                    1,
+                )?);
+                Box::new(crate::model::Elbo { beta })
+            }
             ObjectiveSpec::Capacity { .. } => {
                 penalty = Some(Tensor::zeros(ctx, "capacity penalty", &[batch])?);
                 Box::new(CapacityObjective)
@@ -608,7 +630,7 @@ impl TrainObjective {
 
     /// The per-row buffers of the objective's terms, in its order.
     pub fn rows<'a>(&'a self, act: &'a Activations) -> Vec<&'a Tensor<f32>> {
-        if let Some(t) = &self.iwae {
+        if let (Some(t), ObjectiveSpec::Iwae { .. }) = (&self.iwae, &self.spec) {
             return vec![&t.loss, &t.recon, &act.kl];
         }
         let mut rows = vec![&act.nll, &act.kl];
