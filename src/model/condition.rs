@@ -17,9 +17,9 @@
 use std::sync::Arc;
 
 use crate::cpu;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::gpu::{GpuContext, Program, Tensor};
-use crate::model::module::{GradWrite, InputGrad, Module, ParamDecl};
+use crate::model::module::{GradWrite, InputGrad, Module, ParamDecl, check_params};
 use crate::ops::Activation;
 use crate::ops::condition::{concat_backward, concat_forward};
 
@@ -95,7 +95,7 @@ impl Module for Concat {
         x: &Tensor<f32>,
         y: &Tensor<f32>,
     ) -> Result<Program> {
-        no_params(&self.name, p.len())?;
+        check_params(&self.name, p.len(), 0)?;
         let mut prog = Program::new();
         prog.push(concat_forward(ctx, &self.name, x, y)?);
         Ok(prog)
@@ -111,8 +111,8 @@ impl Module for Concat {
         du: &Tensor<f32>,
         dx: Option<InputGrad<'_>>,
     ) -> Result<Program> {
-        no_params(&self.name, p.len())?;
-        no_params(&self.name, dp.len())?;
+        check_params(&self.name, p.len(), 0)?;
+        check_params(&self.name, dp.len(), 0)?;
         let mut prog = Program::new();
         if let Some(g) = dx {
             prog.push(concat_backward(
@@ -156,14 +156,4 @@ impl Module for Concat {
         );
         (Vec::new(), dx)
     }
-}
-
-fn no_params(name: &str, got: usize) -> Result<()> {
-    if got != 0 {
-        return Err(Error::Shape {
-            op: "module",
-            detail: format!("{name}: {got} parameter tensors given, it has none"),
-        });
-    }
-    Ok(())
 }

@@ -108,7 +108,7 @@ pub trait Module: Debug + Send + Sync {
     ) -> (Vec<Vec<f64>>, Vec<f64>);
 }
 
-fn check_params(name: &str, got: usize, want: usize) -> Result<()> {
+pub(crate) fn check_params(name: &str, got: usize, want: usize) -> Result<()> {
     if got != want {
         return Err(Error::Shape {
             op: "module",
