@@ -12,6 +12,7 @@ pub mod fsio;
 pub mod gpu;
 pub mod image;
 pub mod latent;
+pub mod linalg;
 pub mod linear_gaussian;
 pub mod metrics;
 pub mod model;

@@ -15,6 +15,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, Program, Tensor};
+use crate::linalg::{cholesky, cholesky_solve, forward_solve};
 use crate::model::vae::{KlWeight, Vae};
 use crate::model::{GaussianSigma, Likelihood, PosteriorKind, VaeConfig};
 use crate::ops::adam::{AdamConfig, AdamScratch, adam};
@@ -44,43 +45,6 @@ pub struct LinearGaussian {
 
 fn config_err(detail: String) -> Error {
     Error::Config(detail)
-}
-
-/// Lower Cholesky factor of the symmetric positive definite (n, n) `a`, or `None`.
-pub fn cholesky(a: &[f64], n: usize) -> Option<Vec<f64>> {
-    let mut l = vec![0.0; n * n];
-    for i in 0..n {
-        for j in 0..=i {
-            let s: f64 = a[i * n + j] - (0..j).map(|k| l[i * n + k] * l[j * n + k]).sum::<f64>();
-            if i == j {
-                if s <= 0.0 || !s.is_finite() {
-                    return None;
-                }
-                l[i * n + i] = s.sqrt();
-            } else {
-                l[i * n + j] = s / l[j * n + j];
-            }
-        }
-    }
-    Some(l)
-}
-
-/// Solves L y = v (forward substitution) for a lower-triangular (n, n) L.
-fn forward_solve(l: &[f64], n: usize, v: &[f64]) -> Vec<f64> {
-    let mut y = vec![0.0; n];
-    for i in 0..n {
-        y[i] = (v[i] - (0..i).map(|k| l[i * n + k] * y[k]).sum::<f64>()) / l[i * n + i];
-    }
-    y
-}
-
-/// Solves Lᵀ y = v (back substitution) for a lower-triangular (n, n) L.
-fn back_solve(l: &[f64], n: usize, v: &[f64]) -> Vec<f64> {
-    let mut y = vec![0.0; n];
-    for i in (0..n).rev() {
-        y[i] = (v[i] - (i + 1..n).map(|k| l[k * n + i] * y[k]).sum::<f64>()) / l[i * n + i];
-    }
-    y
 }
 
 impl LinearGaussian {
@@ -186,8 +150,8 @@ impl LinearGaussian {
         let ln2pi = (2.0 * std::f64::consts::PI).ln();
         Ok((0..n)
             .map(|r| {
-                let d: Vec<f64> = (0..dx).map(|o| x[r * dx + o] - self.b[o]).collect();
-                let y = forward_solve(&lc, dx, &d);
+                let mut y: Vec<f64> = (0..dx).map(|o| x[r * dx + o] - self.b[o]).collect();
+                forward_solve(&lc, dx, &mut y);
                 -0.5 * (dx as f64 * ln2pi + log_det + y.iter().map(|v| v * v).sum::<f64>())
             })
             .collect())
@@ -225,7 +189,11 @@ impl LinearGaussian {
         let (dx, dz) = (self.dx, self.dz);
         let s2 = self.sigma * self.sigma;
         let ll = cholesky(&self.precision(), dz).unwrap_or_else(|| vec![1.0; dz * dz]);
-        let solve = |v: &[f64]| back_solve(&ll, dz, &forward_solve(&ll, dz, v));
+        let solve = |v: &[f64]| {
+            let mut x = v.to_vec();
+            cholesky_solve(&ll, dz, &mut x);
+            x
+        };
         let rhs: Vec<f64> = (0..dz)
             .map(|i| {
                 (0..dx)

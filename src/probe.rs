@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Factors;
 use crate::error::{Error, Result};
+use crate::linalg::{cholesky, cholesky_solve};
 use crate::rng::HostRng;
 
 /// Neighbours of the k-NN probes.
@@ -518,46 +519,6 @@ impl Standardiser {
     }
 }
 
-/// Cholesky factor `L` (lower, row-major `m × m`) of `a`, or `None` if a pivot is not positive.
-fn cholesky(a: &[f64], m: usize) -> Option<Vec<f64>> {
-    let mut l = vec![0.0; m * m];
-    for i in 0..m {
-        for j in 0..=i {
-            let mut s = a[i * m + j];
-            for p in 0..j {
-                s -= l[i * m + p] * l[j * m + p];
-            }
-            if i == j {
-                if s <= 0.0 || !s.is_finite() {
-                    return None;
-                }
-                l[i * m + i] = s.sqrt();
-            } else {
-                l[i * m + j] = s / l[j * m + j];
-            }
-        }
-    }
-    Some(l)
-}
-
-/// Solves `L Lᵀ x = b` in place.
-fn cholesky_solve(l: &[f64], m: usize, b: &mut [f64]) {
-    for i in 0..m {
-        let mut s = b[i];
-        for p in 0..i {
-            s -= l[i * m + p] * b[p];
-        }
-        b[i] = s / l[i * m + i];
-    }
-    for i in (0..m).rev() {
-        let mut s = b[i];
-        for p in i + 1..m {
-            s -= l[p * m + i] * b[p];
-        }
-        b[i] = s / l[i * m + i];
-    }
-}
-
 /// Least squares with intercept of every target column on the (centred, standardised) fit codes,
 /// ridge `1e-8·trace(ZᵀZ)`; returns the `(n_score, nt)` predictions.
 fn linear_predict(z_fit: &[f64], y_fit: &[f64], z_score: &[f64], d: usize, nt: usize) -> Vec<f64> {
@@ -839,16 +800,6 @@ fn r2(y: &[f64], pred: &[f64], nt: usize, t: usize) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cholesky_solves_a_small_system() {
-        // A = [[4, 2], [2, 3]], b = [2, 1] → x = [0.5, 0].
-        let l = cholesky(&[4.0, 2.0, 2.0, 3.0], 2).unwrap();
-        let mut b = [2.0, 1.0];
-        cholesky_solve(&l, 2, &mut b);
-        assert!((b[0] - 0.5).abs() < 1e-12 && b[1].abs() < 1e-12, "{b:?}");
-        assert!(cholesky(&[1.0, 2.0, 2.0, 1.0], 2).is_none());
-    }
 
     #[test]
     fn r2_known_values() {

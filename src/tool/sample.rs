@@ -376,34 +376,14 @@ pub fn fit_gaussian(mu: &[f32], d: usize) -> Result<(Vec<f64>, Vec<f64>)> {
     let scale = ((0..d).map(|k| cov[k * d + k]).sum::<f64>() / d as f64).max(1e-12);
     let mut jitter = JITTER * scale;
     for _ in 0..8 {
-        if let Some(l) = cholesky(&cov, d, jitter) {
+        let mut a = cov.clone();
+        (0..d).for_each(|k| a[k * d + k] += jitter);
+        if let Some(l) = crate::linalg::cholesky(&a, d) {
             return Ok((mean, l));
         }
         jitter *= 10.0;
     }
     bail!("the covariance of the posterior means is not positive definite (even with jitter)")
-}
-
-/// Lower Cholesky factor of `a + jitter·I` (D×D, symmetric), or None if not positive definite.
-fn cholesky(a: &[f64], d: usize, jitter: f64) -> Option<Vec<f64>> {
-    let mut l = vec![0.0f64; d * d];
-    for r in 0..d {
-        for c in 0..=r {
-            let mut s = a[r * d + c] + if r == c { jitter } else { 0.0 };
-            for k in 0..c {
-                s -= l[r * d + k] * l[c * d + k];
-            }
-            if r == c {
-                if !(s > 0.0 && s.is_finite()) {
-                    return None;
-                }
-                l[r * d + r] = s.sqrt();
-            } else {
-                l[r * d + c] = s / l[c * d + c];
-            }
-        }
-    }
-    Some(l)
 }
 
 #[cfg(test)]
