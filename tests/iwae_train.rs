@@ -447,10 +447,6 @@ fn iwae_with_one_draw_averages_to_the_elbo_gradient() {
     }
 }
 
-fn mnist512() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/mnist-512")
-}
-
 fn tmp(name: &str) -> PathBuf {
     let p = std::env::temp_dir().join(format!("wgvae-iwae-train-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&p);
@@ -459,7 +455,9 @@ fn tmp(name: &str) -> PathBuf {
 
 fn run_cfg(out: &Path, objective: ObjectiveSpec, posterior: PosteriorKind) -> TrainConfig {
     TrainConfig {
-        data: DataSource::Idx { dir: mnist512() },
+        data: DataSource::Idx {
+            dir: common::tool::mnist(),
+        },
         batch: 40,
         epochs: 2,
         out: out.to_path_buf(),

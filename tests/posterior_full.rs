@@ -678,10 +678,6 @@ fn configurations_name_the_posterior_and_older_ones_are_diagonal() {
     assert_eq!(bias.shape, vec![9], "{enc:?}");
 }
 
-fn mnist512() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/mnist-512")
-}
-
 fn tmp(name: &str) -> PathBuf {
     let p = std::env::temp_dir().join(format!("wgvae-full-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&p);
@@ -690,7 +686,9 @@ fn tmp(name: &str) -> PathBuf {
 
 fn full_cfg(out: &Path, epochs: usize) -> TrainConfig {
     TrainConfig {
-        data: DataSource::Idx { dir: mnist512() },
+        data: DataSource::Idx {
+            dir: common::tool::mnist(),
+        },
         model: ModelSpec {
             enc_hidden: vec![64],
             dec_hidden: vec![64],
@@ -759,7 +757,7 @@ fn the_cli_trains_a_full_posterior_and_evaluates_its_iwae_bound() {
             "full",
         ])
         .args(["--hidden", "32", "--latent", "4", "--batch", "32", "--data"])
-        .arg(mnist512())
+        .arg(common::tool::mnist())
         .arg("--out")
         .arg(&run_dir)
         .output()
@@ -767,20 +765,8 @@ fn the_cli_trains_a_full_posterior_and_evaluates_its_iwae_bound() {
     assert!(out.status.success(), "{}", text(&out));
     let ck = Checkpoint::load(&run_dir.join(checkpoint::FILE_NAME)).unwrap();
     assert_eq!(ck.model.posterior, PosteriorKind::Full);
-    let json = dir.join("eval.json");
-    let out = wgvae()
-        .args(["eval", "--iwae-k", "16", "--run"])
-        .arg(&run_dir)
-        .arg("--images")
-        .arg(mnist512().join("t10k-images-idx3-ubyte.gz"))
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-    let elbo = v["report"]["neg_elbo"].as_f64().unwrap();
-    let iwae = v["report"]["neg_iwae"].as_f64().unwrap();
+    let images = common::tool::mnist().join("t10k-images-idx3-ubyte.gz");
+    let (elbo, iwae) = common::tool::eval_bounds(&run_dir, &images, 16);
     eprintln!("full posterior eval: -ELBO {elbo:.2}, -IWAE(16) {iwae:.2}");
     // The IWAE bound is finite, positive and at least as tight as the ELBO (Monte Carlo noise
     // aside); its value is checked against the twin in
@@ -791,7 +777,7 @@ fn the_cli_trains_a_full_posterior_and_evaluates_its_iwae_bound() {
     );
     // The aggregated posterior draws from q(z|x) itself, correlations included: from one
     // input, the codes' covariance is that input's L Lᵀ.
-    let set = wgvae::data::load_dir(&mnist512())
+    let set = wgvae::data::load_dir(&common::tool::mnist())
         .unwrap()
         .test
         .subset(&[0]);

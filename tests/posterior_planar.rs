@@ -816,10 +816,6 @@ fn configurations_name_the_flows_and_the_elbo_trains_them_through_a_single_draw(
     let _ = std::fs::remove_dir_all(out_i);
 }
 
-fn mnist512() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/mnist-512")
-}
-
 fn tmp(name: &str) -> PathBuf {
     let p = std::env::temp_dir().join(format!("wgvae-planar-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&p);
@@ -828,7 +824,9 @@ fn tmp(name: &str) -> PathBuf {
 
 fn planar_cfg(out: &Path, epochs: usize) -> TrainConfig {
     TrainConfig {
-        data: DataSource::Idx { dir: mnist512() },
+        data: DataSource::Idx {
+            dir: common::tool::mnist(),
+        },
         model: ModelSpec {
             enc_hidden: vec![64],
             dec_hidden: vec![64],
@@ -893,7 +891,7 @@ fn the_cli_takes_planar_flows_and_refuses_them_where_they_do_not_apply() {
         .args(["--posterior", "planar", "--flows", "3"])
         .args(["--objective", "iwae", "--iwae-train-k", "1"])
         .args(["--hidden", "32", "--latent", "4", "--batch", "32", "--data"])
-        .arg(mnist512())
+        .arg(common::tool::mnist())
         .arg("--out")
         .arg(&run_dir)
         .output()
@@ -901,20 +899,8 @@ fn the_cli_takes_planar_flows_and_refuses_them_where_they_do_not_apply() {
     assert!(out.status.success(), "{}", text(&out));
     let ck = Checkpoint::load(&run_dir.join(checkpoint::FILE_NAME)).unwrap();
     assert_eq!(ck.model.posterior, PosteriorKind::Planar { flows: 3 });
-    let json = dir.join("eval.json");
-    let out = wgvae()
-        .args(["eval", "--iwae-k", "16", "--run"])
-        .arg(&run_dir)
-        .arg("--images")
-        .arg(mnist512().join("t10k-images-idx3-ubyte.gz"))
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-    let elbo = v["report"]["neg_elbo"].as_f64().unwrap();
-    let iwae = v["report"]["neg_iwae"].as_f64().unwrap();
+    let images = common::tool::mnist().join("t10k-images-idx3-ubyte.gz");
+    let (elbo, iwae) = common::tool::eval_bounds(&run_dir, &images, 16);
     eprintln!("planar flows eval: -ELBO {elbo:.2}, -IWAE(16) {iwae:.2}");
     // The ELBO's KL is a single draw, the IWAE bound 16: finite, positive, and the IWAE bound
     // at least as tight (Monte Carlo noise aside).
@@ -946,7 +932,7 @@ fn the_cli_takes_planar_flows_and_refuses_them_where_they_do_not_apply() {
     ] {
         let out = wgvae()
             .args(["train", "--quiet", "--no-pictures", "--data"])
-            .arg(mnist512())
+            .arg(common::tool::mnist())
             .args(args)
             .arg("--out")
             .arg(dir.join("bad"))

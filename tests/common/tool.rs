@@ -140,3 +140,22 @@ pub fn tile(img: &Png, r: usize, c: usize, h: usize, scale: usize) -> Vec<u8> {
         .map(|(y, x)| px[(y0 + y * scale) * w + x0 + x * scale])
         .collect()
 }
+
+/// `wgvae eval --iwae-k k` of `run` on `images`, read back from its `--json` file:
+/// (−ELBO, −IWAE).
+pub fn eval_bounds(run: &Path, images: &Path, k: usize) -> (f64, f64) {
+    let json = run.join("eval-bounds.json");
+    let out = wgvae()
+        .args(["eval", "--iwae-k", &k.to_string(), "--run"])
+        .arg(run)
+        .arg("--images")
+        .arg(images)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let get = |key: &str| v["report"][key].as_f64().unwrap();
+    (get("neg_elbo"), get("neg_iwae"))
+}
