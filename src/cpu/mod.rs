@@ -10,6 +10,7 @@ pub mod iwae;
 pub mod iwae_train;
 pub mod kernels;
 pub mod posterior_full;
+pub mod posterior_iaf;
 pub mod posterior_planar;
 pub mod tc;
 pub mod vae;

@@ -38,10 +38,11 @@ pub enum Shader {
     PosteriorFull,
     IwaeTrain,
     PosteriorPlanar,
+    PosteriorIaf,
 }
 
 impl Shader {
-    pub const ALL: [Shader; 23] = [
+    pub const ALL: [Shader; 24] = [
         Shader::GemmSubgroup8,
         Shader::GemmRegblock,
         Shader::GemmRegblockScalarC,
@@ -65,6 +66,7 @@ impl Shader {
         Shader::PosteriorFull,
         Shader::IwaeTrain,
         Shader::PosteriorPlanar,
+        Shader::PosteriorIaf,
     ];
 
     pub fn file_name(self) -> &'static str {
@@ -92,6 +94,7 @@ impl Shader {
             Shader::Condition => "condition.wgsl",
             Shader::IwaeTrain => "iwae_train.wgsl",
             Shader::PosteriorPlanar => "posterior_planar.wgsl",
+            Shader::PosteriorIaf => "posterior_iaf.wgsl",
         }
     }
 
@@ -150,6 +153,7 @@ impl Shader {
             Shader::PosteriorFull => include_str!("../../shaders/posterior_full.wgsl"),
             Shader::IwaeTrain => include_str!("../../shaders/iwae_train.wgsl"),
             Shader::PosteriorPlanar => include_str!("../../shaders/posterior_planar.wgsl"),
+            Shader::PosteriorIaf => include_str!("../../shaders/posterior_iaf.wgsl"),
         }
     }
 

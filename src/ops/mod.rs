@@ -12,6 +12,7 @@ pub mod iwae_train;
 pub mod kl;
 pub mod likelihood;
 pub mod posterior_full;
+pub mod posterior_iaf;
 pub mod posterior_planar;
 pub mod reduce;
 pub mod reparam;
