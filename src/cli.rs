@@ -120,13 +120,19 @@ pub struct TrainArgs {
     #[arg(long, allow_negative_numbers = true)]
     pub latent: Option<usize>,
     /// Posterior family q(z|x): diagonal (N(mu, diag sigma^2)), full (N(mu, L L^T), a
-    /// lower-triangular L; at most 64 latent dimensions) or planar (planar flows on a diagonal
-    /// base; at most 64 latent dimensions; trains with --objective iwae)
+    /// lower-triangular L; at most 64 latent dimensions), planar (planar flows on a diagonal
+    /// base) or iaf (an inverse autoregressive flow on a diagonal base); the flows take at most
+    /// 64 latent dimensions and train with --objective elbo or iwae
     #[arg(long, default_value = "diagonal")]
     pub posterior: crate::model::PosteriorKind,
-    /// --posterior planar: the number of planar flows (default 8, at most 32)
+    /// --posterior planar: the number of planar flows (default 8, at most 32); --posterior
+    /// iaf: the number of autoregressive steps (default 4, at most 16)
     #[arg(long, allow_negative_numbers = true)]
     pub flows: Option<usize>,
+    /// --posterior iaf: hidden units of each step's masked network, also the size of the
+    /// context the encoder gives it (default 64, at most 256)
+    #[arg(long, allow_negative_numbers = true)]
+    pub iaf_hidden: Option<usize>,
     /// Architecture: mlp (fully connected) or conv (4x4 stride-2 convolutions, then fully
     /// connected layers; the decoder mirrors them with transposed convolutions)
     #[arg(long, value_enum, default_value_t = crate::train::ArchKind::Mlp)]
@@ -270,12 +276,16 @@ impl TrainArgs {
         if self.iwae_train_k.is_some() && self.objective != ObjectiveKind::Iwae {
             bail!("--iwae-train-k applies to --objective iwae only");
         }
-        let posterior = match (self.posterior, self.flows) {
-            (crate::model::PosteriorKind::Planar { .. }, Some(flows)) => {
-                crate::model::PosteriorKind::Planar { flows }
-            }
-            (_, Some(_)) => bail!("--flows applies to --posterior planar only"),
-            (p, None) => p,
+        use crate::model::PosteriorKind;
+        let posterior = match (self.posterior, self.flows, self.iaf_hidden) {
+            (PosteriorKind::Planar { .. }, Some(flows), None) => PosteriorKind::Planar { flows },
+            (PosteriorKind::Iaf { flows, hidden }, f, h) => PosteriorKind::Iaf {
+                flows: f.unwrap_or(flows),
+                hidden: h.unwrap_or(hidden),
+            },
+            (_, _, Some(_)) => bail!("--iaf-hidden applies to --posterior iaf only"),
+            (_, Some(_), _) => bail!("--flows applies to --posterior planar or iaf only"),
+            (p, None, None) => p,
         };
         if !posterior.closed_form_kl()
             && !matches!(self.objective, ObjectiveKind::Iwae | ObjectiveKind::Elbo)

@@ -210,7 +210,7 @@ pub struct Evaluator {
     program: Program,
     readback: Readback,
     iwae: Option<IwaeRun>,
-    posterior: Box<dyn Posterior>,
+    posterior: std::sync::Arc<dyn Posterior>,
 }
 
 impl Evaluator {
@@ -351,7 +351,7 @@ impl Evaluator {
             program,
             readback,
             iwae,
-            posterior: vae.cfg.posterior(),
+            posterior: vae.posterior.clone(),
         })
     }
 

@@ -278,7 +278,7 @@ pub struct FitOptions {
     pub lr: f32,
     pub seed: u64,
     /// Train the importance-weighted bound with this many draws per input instead of the ELBO
-    /// with its closed-form KL. A family without a closed-form KL (a planar flow) trains with 1
+    /// with its closed-form KL. A family without a closed-form KL (a flow) trains with 1
     /// draw when this is `None`: the ELBO with a single-draw KL.
     pub iwae_k: Option<usize>,
 }
@@ -310,18 +310,20 @@ pub fn fit_encoder(
     let params = model.params(&cfg, opts.seed)?;
     let vae = Vae::new(ctx, &cfg, &params)?;
     let layout = &vae.layout;
-    // The encoder's parameters come first in the flat buffer: Adam updates that prefix only.
+    // The encoder's parameters, then the posterior family's own (an IAF's), come first in the
+    // flat buffer: Adam updates that prefix only.
+    let trained = |name: &str| name.starts_with("encoder.") || name.starts_with("posterior.");
     let enc_end = layout
         .tensors
         .iter()
-        .filter(|t| t.name.starts_with("encoder."))
+        .filter(|t| trained(&t.name))
         .map(|t| t.offset + t.len())
         .max()
         .ok_or_else(|| config_err("the model has no encoder parameters".into()))?;
     if layout
         .tensors
         .iter()
-        .any(|t| !t.name.starts_with("encoder.") && t.offset < enc_end)
+        .any(|t| !trained(&t.name) && t.offset < enc_end)
     {
         return Err(config_err(
             "the encoder's parameters are not a prefix of the flat buffer".into(),
@@ -329,7 +331,7 @@ pub fn fit_encoder(
     }
     let iwae_k = opts.iwae_k.or((!posterior.closed_form_kl()).then_some(1));
     let iwae = iwae_k
-        .map(|k| IwaeTrain::new(ctx, cfg.posterior(), n, k))
+        .map(|k| IwaeTrain::new(ctx, vae.posterior.clone(), n, k))
         .transpose()?;
     let act = vae.activations(ctx, n, iwae_k.unwrap_or(1))?;
     act.x

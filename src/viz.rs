@@ -5,10 +5,10 @@ use std::path::Path;
 
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::gpu::{GpuContext, Program};
+use crate::gpu::{GpuContext, Program, Tensor};
 use crate::image::{ImageShape, save_grid_png_chw, save_rows_png_chw};
 use crate::latent::slerp;
-use crate::model::{Activations, Likelihood, Vae};
+use crate::model::{Activations, Likelihood, Posterior, Vae};
 use crate::ops::data::StepState;
 use crate::ops::reparam::{RngStep, Stream};
 
@@ -30,11 +30,14 @@ impl Inference {
         let act = vae.activations(ctx, batch, 1)?;
         let encode = vae.encode_program(ctx, &act)?;
         let decode = vae.decode_program(ctx, &act)?;
-        // Prior samples: the reparameterization kernel on mu = 0, log sigma^2 = 0.
+        // Prior samples: the diagonal reparameterization on mu = 0, log sigma^2 = 0, whatever
+        // the model's family (z = ε, the draw every family makes from its prior parameters).
+        let latent = vae.cfg.latent;
+        let prior_q = Tensor::zeros(ctx, "prior params", &[batch, 2 * latent])?;
         let mut sample = Program::new();
-        sample.extend(vae.posterior.sample(
+        sample.extend(crate::model::Diagonal { latent }.sample(
             ctx,
-            act.posterior_params(),
+            &prior_q,
             &act.z,
             &act.eps,
             1,
@@ -157,9 +160,6 @@ impl Inference {
     /// `n` images decoded from z ~ N(0, I) drawn in-shader.
     pub fn sample_prior(&self, ctx: &GpuContext, vae: &Vae, n: usize) -> Result<Vec<f32>> {
         self.check_labels(vae, "sampling")?;
-        let q = self.act.posterior_params();
-        let prior = vae.posterior.prior_params();
-        q.write(ctx, &prior.repeat(self.batch()))?;
         self.sample.run(ctx)?;
         self.decode.run(ctx)?;
         self.read_images(ctx, vae, n.min(self.batch()))

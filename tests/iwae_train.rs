@@ -217,7 +217,7 @@ fn gradient(
     let step = RngStep::Fixed(3);
     let (p, loss) = match iwae {
         Some(k) => {
-            let t = IwaeTrain::new(ctx, cfg.posterior(), batch, k).unwrap();
+            let t = IwaeTrain::new(ctx, vae.posterior.clone(), batch, k).unwrap();
             let mut p = vae
                 .forward_program(ctx, &act, Some(&g), 0.0, seed, step, Stream::Train)
                 .unwrap();
@@ -299,7 +299,14 @@ fn likelihoods() -> [Likelihood; 2] {
 fn iwae_gradient_matches_the_f64_twin_of_the_bound() {
     // K = 3, B = 7 with the last 2 rows padded (weight 0, junk inputs).
     let ctx = ctx();
-    for posterior in [PosteriorKind::Diagonal, PosteriorKind::Full] {
+    for posterior in [
+        PosteriorKind::Diagonal,
+        PosteriorKind::Full,
+        PosteriorKind::Iaf {
+            flows: 2,
+            hidden: 5,
+        },
+    ] {
         for likelihood in likelihoods() {
             let cfg = tiny(posterior, likelihood);
             let params = init(&cfg);
@@ -479,7 +486,14 @@ fn run_cfg(out: &Path, objective: ObjectiveSpec, posterior: PosteriorKind) -> Tr
 #[test]
 fn iwae_training_lowers_the_loss_and_resumes_exactly() {
     let ctx = ctx();
-    for posterior in [PosteriorKind::Diagonal, PosteriorKind::Full] {
+    for posterior in [
+        PosteriorKind::Diagonal,
+        PosteriorKind::Full,
+        PosteriorKind::Iaf {
+            flows: 2,
+            hidden: 16,
+        },
+    ] {
         let iwae = ObjectiveSpec::Iwae { k: 5 };
         let tag = posterior.name();
         let straight = tmp(&format!("straight-{tag}"));

@@ -53,7 +53,9 @@ pub fn iwae(
     let kb = samples * batch;
     let half_log_2pi = 0.5 * (2.0 * std::f64::consts::PI).ln();
     // z from the posterior's twin; log q(z | x) written out from z (not from ε).
-    let q = cfg.posterior();
+    let mut q = cfg.posterior();
+    q.bind(&cfg.layout(), None, Some(params))
+        .expect("the layout of the configuration");
     let eps64: Vec<f64> = eps.iter().map(|&v| v as f64).collect();
     let z = q.cpu_sample(&enc_out, &eps64, batch, samples);
     let log_q = q.cpu_log_density(&enc_out, &z, batch, samples);

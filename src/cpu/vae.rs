@@ -19,7 +19,9 @@ pub fn vae_forward(
         &params[s.offset..s.offset + s.len()]
     };
     let (enc, dec) = cfg.networks().expect("a valid configuration");
-    let q = cfg.posterior();
+    let mut q = cfg.posterior();
+    q.bind(&layout, None, Some(params))
+        .expect("the layout of the configuration");
     let pdim = cfg.input_dim();
     // Forward in f64 throughout: weights are read from `params` (f64) so finite differences
     // of size 1e-6 are seen exactly.

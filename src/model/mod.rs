@@ -10,11 +10,11 @@ pub mod objective;
 pub mod posterior;
 pub mod vae;
 
-pub use flows::PlanarFlow;
+pub use flows::{Iaf, PlanarFlow};
 pub use module::{Conv, ConvKind, GradWrite, Init, Linear, Module, ParamDecl};
 pub use network::Sequential;
 pub use objective::{Elbo, MetricMeans, Objective, ParamGroup, Phase, Term};
-pub use posterior::{Diagonal, FullCovariance, Posterior, PosteriorKind};
+pub use posterior::{Diagonal, FullCovariance, OwnParam, Posterior, PosteriorKind};
 pub use vae::{Activations, Condition, GpuParams, Gradients, Vae};
 
 use serde::{Deserialize, Serialize};
@@ -415,12 +415,20 @@ impl VaeConfig {
                 .ok_or_else(overflow)?;
             Ok::<(), String>(())
         };
-        for net in [&enc, &dec] {
+        for (i, net) in [&enc, &dec].into_iter().enumerate() {
             for m in &net.modules {
                 for d in m.params() {
                     push(
                         &|| format!("layer {}.{} {} {:?}", net.name, m.name(), d.name, d.shape),
                         d.shape.iter().try_fold(1usize, |a, &v| a.checked_mul(v)),
+                    )?;
+                }
+            }
+            if i == 0 {
+                for t in self.posterior.own_params(self.latent) {
+                    push(
+                        &|| format!("posterior.{} {:?}", t.name, t.shape),
+                        t.shape.iter().try_fold(1usize, |a, &v| a.checked_mul(v)),
                     )?;
                 }
             }
@@ -542,7 +550,8 @@ impl VaeConfig {
     }
 
     /// Where each parameter lives in the flat parameter buffer: the encoder's modules', the
-    /// decoder's, then a learned log σ. Sizes saturate instead of wrapping: call
+    /// posterior family's own (`posterior.*`, an inverse autoregressive flow's), the decoder's,
+    /// then a learned log σ. Sizes saturate instead of wrapping: call
     /// [`VaeConfig::validate`] first on a configuration from a file or flag; an impossible
     /// configuration gives an empty layout.
     pub fn layout(&self) -> ParamLayout {
@@ -550,10 +559,15 @@ impl VaeConfig {
         let Ok((enc, dec)) = self.networks() else {
             return l;
         };
-        for net in [&enc, &dec] {
+        for (i, net) in [&enc, &dec].into_iter().enumerate() {
             for m in &net.modules {
                 for d in m.params() {
                     l.push(&net.param_name(m.as_ref(), d.name), &d.shape);
+                }
+            }
+            if i == 0 {
+                for t in self.posterior.own_params(self.latent) {
+                    l.push(&format!("posterior.{}", t.name), &t.shape);
                 }
             }
         }
@@ -598,24 +612,33 @@ impl VaeConfig {
         let Ok((enc, dec)) = self.networks() else {
             return;
         };
-        for net in [&enc, &dec] {
+        let mut fill = |name: &str, init: Init| {
+            if let Some(spec) = layout.get(name) {
+                let values = &mut flat[spec.offset..spec.offset + spec.len()];
+                match init {
+                    Init::Uniform(bound) => {
+                        for v in values {
+                            *v = bound * (2.0 * rng.uniform() as f32 - 1.0);
+                        }
+                    }
+                    Init::Constant(c) => values.fill(c),
+                }
+            }
+        };
+        for (i, net) in [&enc, &dec].into_iter().enumerate() {
             for m in &net.modules {
                 for d in m.params() {
-                    let Some(spec) = layout.get(&net.param_name(m.as_ref(), d.name)) else {
-                        continue;
-                    };
-                    let values = &mut flat[spec.offset..spec.offset + spec.len()];
-                    match d.init {
-                        Init::Uniform(bound) => {
-                            for v in values {
-                                *v = bound * (2.0 * rng.uniform() as f32 - 1.0);
-                            }
-                        }
-                        Init::Constant(c) => values.fill(c),
-                    }
+                    fill(&net.param_name(m.as_ref(), d.name), d.init);
+                }
+            }
+            if i == 0 {
+                for t in self.posterior.own_params(self.latent) {
+                    fill(&format!("posterior.{}", t.name), t.init);
                 }
             }
         }
+        // e.g. an autoregressive flow's weights are zero where its masks cut a connection.
+        self.posterior().init_own(layout, flat);
     }
 }
 

@@ -7,6 +7,7 @@ use std::fmt::Debug;
 use crate::cpu::posterior_full as twin;
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, Program, Tensor};
+use crate::model::ParamLayout;
 use crate::model::module::GradWrite;
 use crate::ops::iwae_train::iwae_logdet_backward;
 use crate::ops::kl::{Capacity, KlRamp, iwae_log_weights, kl_capacity, kl_scheduled};
@@ -33,6 +34,22 @@ pub enum PosteriorKind {
         #[serde(default = "default_flows")]
         flows: usize,
     },
+    /// `flows` steps of an inverse autoregressive flow on a diagonal base, each a MADE with
+    /// `hidden` units, [`crate::model::Iaf`]; written `{"iaf": {"flows": K, "hidden": H}}`.
+    Iaf {
+        #[serde(default = "default_iaf_flows")]
+        flows: usize,
+        #[serde(default = "default_iaf_hidden")]
+        hidden: usize,
+    },
+}
+
+fn default_iaf_flows() -> usize {
+    crate::model::flows::DEFAULT_IAF_FLOWS
+}
+
+fn default_iaf_hidden() -> usize {
+    crate::model::flows::DEFAULT_IAF_HIDDEN
 }
 
 fn default_flows() -> usize {
@@ -46,6 +63,7 @@ impl PosteriorKind {
             PosteriorKind::Diagonal => "diagonal",
             PosteriorKind::Full => "full",
             PosteriorKind::Planar { .. } => "planar",
+            PosteriorKind::Iaf { .. } => "iaf",
         }
     }
 
@@ -58,8 +76,12 @@ impl PosteriorKind {
             "planar" => Ok(PosteriorKind::Planar {
                 flows: default_flows(),
             }),
+            "iaf" => Ok(PosteriorKind::Iaf {
+                flows: default_iaf_flows(),
+                hidden: default_iaf_hidden(),
+            }),
             other => Err(format!(
-                "posterior `{other}`: use diagonal or full (Gaussians) or planar (flows)"
+                "posterior `{other}`: use diagonal or full (Gaussians), planar or iaf (flows)"
             )),
         }
     }
@@ -67,7 +89,10 @@ impl PosteriorKind {
     /// Whether the family's KL to the prior has a closed form (a flow's has not: it trains
     /// through the single-draw estimate of the ELBO, or the IWAE bound).
     pub fn closed_form_kl(self) -> bool {
-        !matches!(self, PosteriorKind::Planar { .. })
+        !matches!(
+            self,
+            PosteriorKind::Planar { .. } | PosteriorKind::Iaf { .. }
+        )
     }
 
     /// Encoder outputs per row for `latent` dimensions, or `None` when that overflows.
@@ -78,6 +103,12 @@ impl PosteriorKind {
             PosteriorKind::Planar { flows } => {
                 crate::ops::posterior_planar::param_dim(latent, flows)
             }
+            PosteriorKind::Iaf { flows, hidden } => crate::ops::posterior_iaf::IafSizes {
+                latent,
+                flows,
+                hidden,
+            }
+            .param_dim(),
         }
     }
 
@@ -89,6 +120,21 @@ impl PosteriorKind {
             PosteriorKind::Planar { flows } => {
                 crate::ops::posterior_planar::check_sizes(latent, flows)
             }
+            PosteriorKind::Iaf { flows, hidden } => crate::ops::posterior_iaf::IafSizes {
+                latent,
+                flows,
+                hidden,
+            }
+            .check(),
+        }
+    }
+
+    /// The parameters of the family itself for `latent` dimensions, shared by every row (an
+    /// inverse autoregressive flow's networks), as [`Posterior::own_params`] declares them.
+    pub fn own_params(self, latent: usize) -> Vec<OwnParam> {
+        match self {
+            PosteriorKind::Iaf { .. } => self.build(latent).own_params(),
+            _ => Vec::new(),
         }
     }
 
@@ -98,6 +144,13 @@ impl PosteriorKind {
             PosteriorKind::Diagonal => Box::new(Diagonal { latent }),
             PosteriorKind::Full => Box::new(FullCovariance { latent }),
             PosteriorKind::Planar { flows } => Box::new(crate::model::PlanarFlow { latent, flows }),
+            PosteriorKind::Iaf { flows, hidden } => Box::new(crate::model::Iaf::new(
+                crate::ops::posterior_iaf::IafSizes {
+                    latent,
+                    flows,
+                    hidden,
+                },
+            )),
         }
     }
 }
@@ -121,8 +174,34 @@ pub trait Posterior: Debug + Send + Sync {
     fn location(&self, params: &[f32], rows: usize) -> Vec<f32>;
     /// The per-dimension standard deviation of q for each row: (rows, D).
     fn scale(&self, params: &[f32], rows: usize) -> Vec<f32>;
-    /// The parameters of one row for which q is the prior.
-    fn prior_params(&self) -> Vec<f32>;
+    /// The parameters of one row for which q is the prior, or `None` when no row's are (a
+    /// flow with parameters of its own): draw from the prior N(0, I) directly.
+    fn prior_params(&self) -> Option<Vec<f32>>;
+
+    /// Parameters of the family itself, shared by every row (an inverse autoregressive flow's
+    /// autoregressive networks): none for a family parameterised by the encoder alone. They
+    /// live in the model's flat parameter buffer after the encoder's, named `posterior.<name>`,
+    /// and train with the rest.
+    fn own_params(&self) -> Vec<OwnParam> {
+        Vec::new()
+    }
+
+    /// Finishes the initialisation of the own parameters in `flat` (laid out as `layout`)
+    /// after each was filled from its [`OwnParam::init`]: an autoregressive flow zeroes the
+    /// weights its masks cut.
+    fn init_own(&self, _layout: &ParamLayout, _flat: &mut [f32]) {}
+
+    /// Gives a family with [`Posterior::own_params`] their place in `layout` and their values:
+    /// `gpu` the model's flat parameter buffer (read by its programs), `host` the flat values
+    /// (read by its `cpu_` methods). A family without own parameters has nothing to bind.
+    fn bind(
+        &mut self,
+        _layout: &ParamLayout,
+        _gpu: Option<&Tensor<f32>>,
+        _host: Option<&[f64]>,
+    ) -> Result<()> {
+        Ok(())
+    }
 
     /// `samples` draws z (K·B, D) per row, sample s of row b in row s·B + b, with the noise
     /// behind them in `eps`.
@@ -153,7 +232,9 @@ pub trait Posterior: Debug + Send + Sync {
         weights: Option<&Tensor<f32>>,
     ) -> Result<Program>;
 
-    /// d params (per `write`) of the loss through z, from dz.
+    /// d params (per `write`) of the loss through z, from dz; a family with parameters of its
+    /// own writes theirs, per `write` too, into their place in `own` (the flat gradient
+    /// buffer).
     #[allow(clippy::too_many_arguments)]
     fn sample_backward(
         &self,
@@ -162,6 +243,7 @@ pub trait Posterior: Debug + Send + Sync {
         dz: &Tensor<f32>,
         eps: &Tensor<f32>,
         dparams: &Tensor<f32>,
+        own: Option<&Tensor<f32>>,
         samples: usize,
         write: GradWrite,
     ) -> Result<Program>;
@@ -185,7 +267,8 @@ pub trait Posterior: Debug + Send + Sync {
     /// (K·B,), the loss's derivative with respect to that log density (the IWAE objective's
     /// w_b·ω_sb). For a Gaussian z = μ + L ε this is the log-determinant's alone, −Σ_i log L_ii;
     /// the draw's path through z is [`Posterior::sample_backward`]'s. A family without it
-    /// refuses the IWAE objective with an error naming itself.
+    /// refuses the IWAE objective with an error naming itself. A family with parameters of its
+    /// own accumulates theirs into their place in `own` (the flat gradient buffer).
     #[allow(clippy::too_many_arguments)]
     fn log_q_backward(
         &self,
@@ -194,6 +277,7 @@ pub trait Posterior: Debug + Send + Sync {
         _eps: &Tensor<f32>,
         _coef: &Tensor<f32>,
         _dparams: &Tensor<f32>,
+        _own: Option<&Tensor<f32>>,
         _samples: usize,
     ) -> Result<Program> {
         Err(Error::Config(format!(
@@ -224,6 +308,19 @@ pub struct KlGrad<'a> {
     /// with its per-row value written into the tensor (B,)
     pub capacity: Option<(Capacity<'a>, &'a Tensor<f32>)>,
     pub write: GradWrite,
+    /// the flat gradient buffer, where a family with parameters of its own writes the KL's
+    /// gradient of those (per `write`)
+    pub own: Option<&'a Tensor<f32>>,
+}
+
+/// A parameter tensor of a posterior family itself ([`Posterior::own_params`]): its name
+/// under `posterior.` in the layout and checkpoints, its shape (PyTorch's `(out, in)` for a
+/// weight) and its initialiser.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OwnParam {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub init: crate::model::module::Init,
 }
 
 /// The mean-field Gaussian q(z|x) = N(μ, diag σ²), parameterised as [μ | log σ²] (B, 2D):
@@ -259,8 +356,8 @@ impl Posterior for Diagonal {
             })
             .collect()
     }
-    fn prior_params(&self) -> Vec<f32> {
-        vec![0.0; 2 * self.latent]
+    fn prior_params(&self) -> Option<Vec<f32>> {
+        Some(vec![0.0; 2 * self.latent])
     }
 
     fn sample(
@@ -335,6 +432,7 @@ impl Posterior for Diagonal {
         dz: &Tensor<f32>,
         eps: &Tensor<f32>,
         dparams: &Tensor<f32>,
+        _own: Option<&Tensor<f32>>,
         samples: usize,
         write: GradWrite,
     ) -> Result<Program> {
@@ -376,6 +474,7 @@ impl Posterior for Diagonal {
         _eps: &Tensor<f32>,
         coef: &Tensor<f32>,
         dparams: &Tensor<f32>,
+        _own: Option<&Tensor<f32>>,
         samples: usize,
     ) -> Result<Program> {
         // log q(μ + σ ε) = log N(ε; 0, I) − Σ_i ½ log σ²_i.
@@ -487,8 +586,8 @@ impl Posterior for FullCovariance {
             .map(|v| v as f32)
             .collect()
     }
-    fn prior_params(&self) -> Vec<f32> {
-        vec![0.0; self.p()]
+    fn prior_params(&self) -> Option<Vec<f32>> {
+        Some(vec![0.0; self.p()])
     }
 
     fn sample(
@@ -585,6 +684,7 @@ impl Posterior for FullCovariance {
         dz: &Tensor<f32>,
         eps: &Tensor<f32>,
         dparams: &Tensor<f32>,
+        _own: Option<&Tensor<f32>>,
         samples: usize,
         write: GradWrite,
     ) -> Result<Program> {
@@ -635,6 +735,7 @@ impl Posterior for FullCovariance {
         _eps: &Tensor<f32>,
         coef: &Tensor<f32>,
         dparams: &Tensor<f32>,
+        _own: Option<&Tensor<f32>>,
         samples: usize,
     ) -> Result<Program> {
         // log q(μ + L ε) = log N(ε; 0, I) − Σ_i log L_ii = … − Σ_i ½ v_i; the lower entries

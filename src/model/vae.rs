@@ -1,6 +1,8 @@
 //! The VAE on the GPU: parameters, activation and gradient buffers for a fixed batch, and the
 //! prepared programs of the forward pass, the backward pass and the optimizer step.
 
+use std::sync::Arc;
+
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, Program, Tensor};
 use crate::model::posterior::KlGrad;
@@ -152,7 +154,9 @@ pub struct Vae {
     pub cfg: VaeConfig,
     pub layout: ParamLayout,
     pub encoder: Sequential,
-    pub posterior: Box<dyn Posterior>,
+    /// The posterior family, bound to its own parameters in `params` if it has any (shared
+    /// with the objectives and evaluators that build programs around it).
+    pub posterior: Arc<dyn Posterior>,
     pub decoder: Sequential,
     pub params: GpuParams,
     /// A conditional model's label inputs: the position of the conditioning module in the
@@ -185,7 +189,12 @@ impl Vae {
         let params = GpuParams::zeros(ctx, &layout, "params")?;
         params.flat.write(ctx, flat)?;
         let (encoder, decoder) = cfg.networks().map_err(Error::Config)?;
-        let posterior = cfg.posterior();
+        let mut posterior = cfg.posterior();
+        if !posterior.own_params().is_empty() {
+            let host: Vec<f64> = flat.iter().map(|&v| v as f64).collect();
+            posterior.bind(&layout, Some(&params.flat), Some(&host))?;
+        }
+        let posterior: Arc<dyn Posterior> = Arc::from(posterior);
         let find = |net: &Sequential| {
             net.modules
                 .iter()
@@ -433,6 +442,7 @@ impl Vae {
                 ramp: kl.ramp,
                 capacity: kl.capacity,
                 write: GradWrite::Store,
+                own: Some(&g.params.flat),
             }),
             weights,
         )?);
@@ -500,6 +510,7 @@ impl Vae {
             &g.z,
             &act.eps,
             g.enc.last().expect("a network has at least one module"),
+            Some(&g.params.flat),
             act.samples,
             GradWrite::Accumulate,
         )?);

@@ -991,7 +991,7 @@ impl<'c> Trainer<'c> {
             ctx,
             &cfg,
             (to_u32(ramp.0), to_u32(ramp.1)),
-            model.latent,
+            &vae.posterior,
             split.train.n,
             groups.first(),
         )?;

@@ -21,6 +21,8 @@
 //!   the prior's and the posterior's log-determinant's added at z and at the posterior's
 //!   parameters, the closed-form KL's left out (weight 0).
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
@@ -199,7 +201,7 @@ impl Objective for IwaeObjective {
 /// gradient is that of the single-draw estimate log p(x|z) + log p(z) − log q(z|x).
 pub struct IwaeTrain {
     k: usize,
-    posterior: Box<dyn crate::model::Posterior>,
+    posterior: Arc<dyn crate::model::Posterior>,
     /// (K·B,) log-weights
     logw: Tensor<f32>,
     /// (K·B,) ω
@@ -217,7 +219,7 @@ impl IwaeTrain {
     /// checked against [`super::MAX_COUNT`] before anything is allocated.
     pub fn new(
         ctx: &GpuContext,
-        posterior: Box<dyn crate::model::Posterior>,
+        posterior: Arc<dyn crate::model::Posterior>,
         batch: usize,
         k: usize,
     ) -> Result<Self> {
@@ -341,6 +343,7 @@ impl IwaeTrain {
             &act.eps,
             &self.weighted,
             dparams,
+            Some(&grads.params.flat),
             self.k,
         )?);
         Ok(p)
@@ -382,11 +385,12 @@ impl TrainObjective {
         ctx: &GpuContext,
         cfg: &super::TrainConfig,
         ramp: (u32, u32),
-        latent: usize,
+        posterior: &Arc<dyn crate::model::Posterior>,
         dataset_size: usize,
         disc_state: Option<&GroupState>,
     ) -> Result<Self> {
         let (spec, beta, batch, seed) = (&cfg.objective, cfg.beta, cfg.batch, cfg.seed);
+        let latent = posterior.latent();
         // The β-TCVAE estimators evaluate q(z_i | x) of a diagonal Gaussian, [μ | log σ²].
         if matches!(spec, ObjectiveSpec::TcVae { .. })
             && cfg.model.posterior != crate::model::PosteriorKind::Diagonal
@@ -416,12 +420,7 @@ impl TrainObjective {
                         cfg.model.posterior.name()
                     )));
                 }
-                iwae = Some(IwaeTrain::new(
-                    ctx,
-                    cfg.model.posterior.build(latent),
-                    batch,
-                    1,
-                )?);
+                iwae = Some(IwaeTrain::new(ctx, posterior.clone(), batch, 1)?);
                 Box::new(crate::model::Elbo { beta })
             }
             ObjectiveSpec::Capacity { .. } => {
@@ -468,12 +467,7 @@ impl TrainObjective {
             }
             ObjectiveSpec::Iwae { k } => {
                 let k = *k;
-                iwae = Some(IwaeTrain::new(
-                    ctx,
-                    cfg.model.posterior.build(latent),
-                    batch,
-                    k,
-                )?);
+                iwae = Some(IwaeTrain::new(ctx, posterior.clone(), batch, k)?);
                 Box::new(IwaeObjective { k })
             }
         };

@@ -129,3 +129,53 @@ pub fn assert_resumed_exactly(
         "{tag}: optimizer state"
     );
 }
+
+/// Checks the evaluator's IWAE bound of `cfg` with `params` (a 3×4-pixel model) against the f64
+/// twin of the whole estimate (`cpu::iwae`: z through the posterior's twin, log q from z alone):
+/// 11 random images, 4 per evaluation batch (a partial last batch), k = 5, per batch and in
+/// the report's mean.
+pub fn evaluator_iwae_matches_the_twin(cfg: &wgvae::model::VaeConfig, params: &[f32]) {
+    let ctx = ctx();
+    assert_eq!((cfg.height, cfg.width, cfg.channels), (3, 4, 1));
+    let (n, batch, k) = (11, 4, 5);
+    let vae = wgvae::model::Vae::new(ctx, cfg, params).unwrap();
+    let params64: Vec<f64> = params.iter().map(|&v| v as f64).collect();
+    let mut rng = wgvae::rng::HostRng::new(8);
+    let set = wgvae::data::Dataset {
+        name: "iwae-twin".into(),
+        n,
+        channels: 1,
+        height: 3,
+        width: 4,
+        pixels: (0..n * 12).map(|_| rng.below(256) as u8).collect(),
+        labels: None,
+        factors: None,
+    };
+    let ev = wgvae::eval::Evaluator::new(ctx, &vae, &set, batch, k, 5).unwrap();
+    let e = ev.iwae_batch_images().unwrap();
+    let mut all = Vec::new();
+    for bi in 0..n.div_ceil(e) {
+        let got = ev.iwae_batch(ctx, bi).unwrap();
+        let valid = (n - bi * e).min(e);
+        let eps = ev.iwae_eps().unwrap().read(ctx).unwrap();
+        let mut x = vec![0.0f32; e * 12];
+        for r in 0..valid {
+            for (j, &v) in set.image(bi * e + r).iter().enumerate() {
+                x[r * 12 + j] = v as f32 / 255.0;
+            }
+        }
+        let twin = wgvae::cpu::iwae(cfg, &params64, &x, e, k, &eps);
+        assert_close(
+            &format!("IWAE batch {bi}"),
+            &got,
+            &twin.bound[..valid],
+            5e-5,
+            1e-6,
+        );
+        all.extend_from_slice(&twin.bound[..valid]);
+    }
+    let report = ev.run_with(ctx, 3, true).unwrap();
+    let want = -all.iter().sum::<f64>() / n as f64;
+    let got = report.neg_iwae.unwrap();
+    assert!((got - want).abs() < 1e-4, "-IWAE {got} vs twin {want}");
+}
