@@ -2,7 +2,8 @@
 //! group of inputs minus that of another (groups by class label, or by index); each chosen
 //! input's code is moved along it, z = μᵢ + s·v for every strength s, and decoded into a PNG
 //! grid (one row per input, one column per strength), optionally with the edited codes as
-//! `.npy`.
+//! `.npy`. A conditional model encodes each input under its class label and decodes its
+//! edits under the same label.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -28,12 +29,15 @@ use crate::model::Vae;
     of --strengths (default -2,-1,0,1,2); --originals puts the input itself first. --npy \
     writes the edited codes as an (inputs × strengths, D) float32 array in the grid's \
     row-major order, which `wgvae decode --latents` reads. Index lists are written 0,3,5-9 \
-    (ranges inclusive).")]
+    (ranges inclusive). A conditional model (train --conditional) encodes every input under \
+    its label (--labels, or the labels the inputs carry), also with --group-a/--group-b, and \
+    decodes each row under the label of its input.")]
 pub struct EditArgs {
     #[command(flatten)]
     pub input: super::RunInput,
-    /// Class labels of the inputs (IDX labels file, .gz or raw, or a .npy array); default:
-    /// the labels the inputs carry, if any
+    /// Class labels of the inputs (IDX labels file, .gz or raw, or a .npy array): the groups
+    /// of --from/--to, and a conditional model's class of each input; default: the labels the
+    /// inputs carry, if any
     #[arg(long)]
     pub labels: Option<PathBuf>,
     /// Label of group B (the vector points away from it)
@@ -43,7 +47,7 @@ pub struct EditArgs {
     #[arg(long, requires = "from")]
     pub to: Option<u8>,
     /// Indices of group A (e.g. 0,3,5-9); the vector points towards it
-    #[arg(long, requires = "group_b", conflicts_with_all = ["from", "to", "labels"])]
+    #[arg(long, requires = "group_b", conflicts_with_all = ["from", "to"])]
     pub group_a: Option<IndexList>,
     /// Indices of group B; the vector points away from it
     #[arg(long, requires = "group_a")]
@@ -224,22 +228,10 @@ fn groups(args: &EditArgs, set: &crate::data::Dataset) -> Result<[(Vec<usize>, S
     };
     let [a, b] = match (args.from, args.to, &args.group_a, &args.group_b) {
         (Some(from), Some(to), None, None) => {
-            let labels = match (&args.labels, &set.labels) {
-                (Some(path), _) => {
-                    let labels = super::read_labels(path, "--labels")?;
-                    if labels.len() != set.n {
-                        bail!(
-                            "--labels {}: {} labels, but the inputs are {} images; the counts \
-                             must match",
-                            path.display(),
-                            labels.len(),
-                            set.n
-                        );
-                    }
-                    labels
-                }
-                (None, Some(l)) => l.clone(),
-                (None, None) => bail!(
+            // `run` gave the set the labels of --labels, if any.
+            let labels = match &set.labels {
+                Some(l) => l.clone(),
+                None => bail!(
                     "--from/--to: the inputs carry no labels; give --labels FILE, or pick the \
                      groups by index with --group-a and --group-b"
                 ),
@@ -304,9 +296,39 @@ pub fn run(args: &EditArgs) -> Result<Edit> {
             bail!("--npy {}: the same file as --out", npy.display());
         }
     }
-    let (ck, set) = args.input.load()?;
+    let (ck, mut set) = args.input.load()?;
     if set.n == 0 {
         bail!("the inputs hold no images");
+    }
+    // The labels of --labels replace those the inputs carry: a conditional model encodes and
+    // decodes under them; --from/--to pick the groups by them.
+    match ck.model.classes {
+        Some(_) => decode::input_labels(
+            ck.model.classes,
+            &mut set,
+            args.labels.as_deref(),
+            &args.input.run,
+            "edit",
+        )?,
+        None => {
+            if let Some(path) = &args.labels {
+                if args.from.is_none() {
+                    bail!(
+                        "--labels {}: the run in {} is not a conditional model (it was trained \
+                         without --conditional), and --group-a/--group-b pick the groups by \
+                         index; --labels is only for --from/--to or a conditional model",
+                        path.display(),
+                        args.input.run.display()
+                    );
+                }
+                set.labels = Some(decode::read_counted_labels(
+                    path,
+                    set.n,
+                    "images",
+                    "the inputs are",
+                )?);
+            }
+        }
     }
     let [(a, name_a), (b, name_b)] = groups(args, &set)?;
     for (flag, g) in [("--group-a", &a), ("--group-b", &b)] {
@@ -348,7 +370,17 @@ pub fn run(args: &EditArgs) -> Result<Edit> {
             codes.extend(m.iter().zip(&vector).map(|(&x, &v)| x + s * v));
         }
     }
-    let decoded = decode::decode_latents(&ctx, &vae, &codes)?;
+    // A conditional model decodes each row under the label of its input.
+    let row_labels: Option<Vec<u32>> = match (&vae.condition, &set.labels) {
+        (Some(_), Some(l)) => Some(
+            inputs
+                .iter()
+                .flat_map(|&i| std::iter::repeat_n(u32::from(l[i]), strengths.len()))
+                .collect(),
+        ),
+        _ => None,
+    };
+    let decoded = decode::decode_codes(&ctx, &vae, &codes, row_labels.as_deref())?;
 
     // The grid, row by row: the input (with --originals), then its edits.
     let cols = strengths.len() + usize::from(args.originals);

@@ -1,7 +1,8 @@
 //! `wgvae encode`: the posterior of every input of a data set as `.npy` arrays — means μ,
 //! standard deviations σ and one draw z ~ q(z|x) — and, for the built-in sprites, their
 //! ground-truth factors, so that any tool can score a representation from the same arrays
-//! (`wgvae metrics --latents mu.npy --factors factors.npy`).
+//! (`wgvae metrics --latents mu.npy --factors factors.npy`). A conditional model encodes each
+//! input under its class label (`--labels FILE`, or the labels the inputs carry).
 
 use std::path::{Path, PathBuf};
 
@@ -18,13 +19,21 @@ use crate::viz::Inference;
 #[derive(Args, Debug, Clone)]
 #[command(after_help = "Examples:\n  \
     wgvae encode --run runs/sprites --sprites 10000 --out latents/\n  \
-    wgvae encode --run runs/mnist --images t10k-images-idx3-ubyte.gz --out latents/\n\n\
+    wgvae encode --run runs/mnist --images t10k-images-idx3-ubyte.gz --out latents/\n  \
+    wgvae encode --run runs/cvae --images t10k-images-idx3-ubyte.gz \
+    --labels t10k-labels-idx1-ubyte.gz --out latents/\n\n\
     Writes mu.npy, sigma.npy and z.npy ((n, latent) float32); with --sprites also \
     factors.npy ((n, 5) int64 class indices of shape, scale, orientation, pos_x, pos_y) and \
-    factor_values.npy ((n, 5) float32).")]
+    factor_values.npy ((n, 5) float32). A conditional model (train --conditional) encodes \
+    each input under its class: --labels, or the labels the inputs carry (the sprites' \
+    shapes).")]
 pub struct EncodeArgs {
     #[command(flatten)]
     pub input: super::RunInput,
+    /// A conditional model: the class label of each input (IDX labels file, .gz or raw, or a
+    /// .npy array; one per input); default: the labels the inputs carry
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
     /// Output directory
     #[arg(long)]
     pub out: PathBuf,
@@ -48,7 +57,14 @@ pub struct Encoded {
 }
 
 pub fn run(args: &EncodeArgs) -> Result<Encoded> {
-    let (ck, set) = args.input.load()?;
+    let (ck, mut set) = args.input.load()?;
+    super::decode::input_labels(
+        ck.model.classes,
+        &mut set,
+        args.labels.as_deref(),
+        &args.input.run,
+        "encode",
+    )?;
     let mut names = vec!["mu.npy", "sigma.npy", "z.npy"];
     if set.factors.is_some() {
         names.extend(["factors.npy", "factor_values.npy"]);

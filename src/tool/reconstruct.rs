@@ -1,5 +1,7 @@
 //! `wgvae reconstruct`: inputs and their reconstructions (the decoded posterior means) as a
-//! PNG, rows of up to 16 inputs each above the row of their reconstructions.
+//! PNG, rows of up to 16 inputs each above the row of their reconstructions. A conditional
+//! model encodes each input under its class label and decodes it under the same label, or
+//! under `--class C` (the same style drawn as another class).
 
 use std::path::PathBuf;
 
@@ -16,12 +18,23 @@ use crate::viz::Inference;
 #[derive(Args, Debug, Clone)]
 #[command(after_help = "Examples:\n  \
     wgvae reconstruct --run runs/mnist --images t10k-images-idx3-ubyte.gz --n 32 --out rec.png\n  \
-    wgvae reconstruct --run runs/sprites --sprites 100 --start 40 --n 16 --out rec.png\n\n\
+    wgvae reconstruct --run runs/sprites --sprites 100 --start 40 --n 16 --out rec.png\n  \
+    wgvae reconstruct --run runs/cvae --images t10k-images-idx3-ubyte.gz \
+    --labels t10k-labels-idx1-ubyte.gz --class 3 --out threes.png\n\n\
     Rows of up to 16 inputs, each followed by the row of their reconstructions (the decoded \
-    posterior means).")]
+    posterior means). A conditional model (train --conditional) encodes each input under its \
+    label (--labels, or the labels the inputs carry) and decodes it under the same label, or \
+    under --class C.")]
 pub struct ReconstructArgs {
     #[command(flatten)]
     pub input: super::RunInput,
+    /// A conditional model: the class label of each input (IDX labels file, .gz or raw, or a
+    /// .npy array; one per input); default: the labels the inputs carry
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// A conditional model: decode every input under this class (default: its own label)
+    #[arg(long = "class", allow_negative_numbers = true)]
+    pub class: Option<i64>,
     /// Number of inputs (1..=1024)
     #[arg(long, default_value_t = 16, allow_negative_numbers = true)]
     pub n: usize,
@@ -48,7 +61,20 @@ pub fn run(args: &ReconstructArgs) -> Result<usize> {
         bail!("--n {}: must be between 1 and {MAX_INPUTS}", args.n);
     }
     decode::prepare_file(&args.out, "--out", args.force)?;
-    let (ck, set) = args.input.load()?;
+    let (ck, mut set) = args.input.load()?;
+    let run = &args.input.run;
+    let class = match args.class {
+        Some(c) => Some(decode::class_flag(c, ck.model.classes, run)?),
+        None => None,
+    };
+    decode::input_labels(
+        ck.model.classes,
+        &mut set,
+        args.labels.as_deref(),
+        run,
+        "reconstruct",
+    )?;
+    let labels = decode::labels_u32(&set);
     let end = args.start.checked_add(args.n).filter(|&e| e <= set.n);
     let Some(end) = end else {
         bail!(
@@ -62,11 +88,19 @@ pub fn run(args: &ReconstructArgs) -> Result<usize> {
     let ctx = open_context()?;
     let vae = Vae::new(&ctx, &ck.model, &ck.params)?;
     let inf = Inference::new(&ctx, &vae, ROW.min(args.n), 0)?;
+    let class_row = class.map(|c| vec![c; ROW]);
     let mut rows = Vec::new();
     for first in (args.start..end).step_by(ROW) {
         let last = (first + ROW).min(end);
         let inputs: Vec<f32> = (first..last).flat_map(|i| set.to_f32(i)).collect();
+        // A conditional model: encoded under each input's label, decoded under it or --class.
+        if vae.condition.is_some() {
+            inf.set_labels(&ctx, &vae, &labels[first..last])?;
+        }
         let (mu, _) = inf.encode(&ctx, &vae, &inputs)?;
+        if let Some(row) = &class_row {
+            inf.set_labels(&ctx, &vae, &row[..last - first])?;
+        }
         let recon = inf.decode(&ctx, &vae, &mu)?;
         rows.push(inputs);
         rows.push(recon);

@@ -1,11 +1,14 @@
 //! `wgvae traverse`: one row per latent dimension, by decreasing KL, each sweeping that
-//! dimension over [−3, 3] around one input's posterior mean, as a PNG grid.
+//! dimension over [−3, 3] around one input's posterior mean, as a PNG grid. A conditional
+//! model encodes each input under its class label and decodes the traversal under the
+//! traversed input's label, or under `--class C`.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
+use super::decode;
 use crate::cli::open_context;
 use crate::image::{ImageShape, save_rows_png_chw};
 use crate::model::Vae;
@@ -16,10 +19,21 @@ use crate::viz::{Inference, dims_by_kl, traversal_rows};
 #[derive(Args, Debug, Clone)]
 #[command(after_help = "Example:\n  \
     wgvae traverse --run runs/sprites --sprites 1000 --index 3 --out traversals.png\n\n\
-    The KL of each dimension is its mean over the inputs; rows are printed in order with it.")]
+    The KL of each dimension is its mean over the inputs; rows are printed in order with it. \
+    A conditional model (train --conditional) encodes each input under its label (--labels, \
+    or the labels the inputs carry) and decodes the traversal under the label of input \
+    --index, or under --class C.")]
 pub struct TraverseArgs {
     #[command(flatten)]
     pub input: super::RunInput,
+    /// A conditional model: the class label of each input (IDX labels file, .gz or raw, or a
+    /// .npy array; one per input); default: the labels the inputs carry
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// A conditional model: decode the traversal under this class (default: the label of
+    /// input --index)
+    #[arg(long = "class", allow_negative_numbers = true)]
+    pub class: Option<i64>,
     /// The input whose code is traversed (its row in the set)
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub index: usize,
@@ -45,7 +59,7 @@ pub fn run(args: &TraverseArgs) -> Result<Vec<(usize, f64)>> {
             args.out.display()
         );
     }
-    let (ck, set) = args.input.load()?;
+    let (ck, mut set) = args.input.load()?;
     if args.index >= set.n {
         bail!(
             "--index {}: the set has {} inputs (0..{})",
@@ -54,12 +68,29 @@ pub fn run(args: &TraverseArgs) -> Result<Vec<(usize, f64)>> {
             set.n
         );
     }
+    let run = &args.input.run;
+    let class = match args.class {
+        Some(c) => Some(decode::class_flag(c, ck.model.classes, run)?),
+        None => None,
+    };
+    decode::input_labels(
+        ck.model.classes,
+        &mut set,
+        args.labels.as_deref(),
+        run,
+        "traverse",
+    )?;
+    // A conditional model: the class the traversal is decoded under.
+    let decode_class = class.or_else(|| decode::labels_u32(&set).get(args.index).copied());
     let ctx = open_context()?;
     let vae = Vae::new(&ctx, &ck.model, &ck.params)?;
     let d = vae.cfg.latent;
     let (mu, sigma, _) = encode_set(&ctx, &vae, &set, 0)?;
     let order = dims_by_kl(&mu, &sigma, d);
     let inf = Inference::new(&ctx, &vae, args.steps, 0)?;
+    if let (Some(_), Some(c)) = (&vae.condition, decode_class) {
+        inf.set_labels(&ctx, &vae, &vec![c; inf.batch()])?;
+    }
     let base = &mu[args.index * d..(args.index + 1) * d];
     let rows = traversal_rows(&ctx, &vae, &inf, base, &order, args.steps)?;
     let shape = ImageShape {
