@@ -796,3 +796,39 @@ fn conditional_flag_errors() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_conditional_mlp_encoder_computes_no_unused_input_gradient() {
+    // The label concatenation comes first in an MLP encoder; nothing upstream takes a
+    // gradient, so its backward and fc1's input gradient are skipped: the encoder's backward is
+    // as long as an unconditional one's.
+    let ctx = ctx();
+    let lengths: Vec<usize> = [Some(10), None]
+        .into_iter()
+        .map(|classes| {
+            let cfg = VaeConfig {
+                classes,
+                ..VaeConfig::classic(7, 7)
+            };
+            let vae = Vae::new(ctx, &cfg, &cfg.init_params(1)).unwrap();
+            let act = vae.activations(ctx, 3, 1).unwrap();
+            let g = vae.gradients(ctx, &act).unwrap();
+            let p = vae
+                .encoder
+                .backward(
+                    ctx,
+                    &vae.params,
+                    &g.params,
+                    &vae.layout,
+                    GradWrite::Store,
+                    &act.x,
+                    &act.enc,
+                    &g.enc,
+                    None,
+                )
+                .unwrap();
+            p.len()
+        })
+        .collect();
+    assert_eq!(lengths[0], lengths[1], "conditional vs unconditional");
+}

@@ -92,7 +92,8 @@ impl Sequential {
     /// From `gouts.last()` (the gradient at the network's output, before its last activation,
     /// written by the loss term that consumes it) back through every module: parameter gradients
     /// into `grads` (stored or accumulated per `dp_write`), each module's pre-activation output
-    /// gradient into `gouts[i]`, and, with `dx`, the input gradient.
+    /// gradient into `gouts[i]`, and, with `dx`, the input gradient. Without `dx`, the modules
+    /// before the first one with parameters are skipped (their `gouts` are left as they are).
     #[allow(clippy::too_many_arguments)]
     pub fn backward(
         &self,
@@ -107,9 +108,23 @@ impl Sequential {
         dx: Option<(&Tensor<f32>, GradWrite)>,
     ) -> Result<Program> {
         let mut p = Program::new();
+        // Without an input gradient, the leading parameter-free modules (a conditional MLP
+        // encoder's label concatenation) need no gradient, and the first module with
+        // parameters no input gradient.
+        let first = match dx {
+            Some(_) => 0,
+            None => self
+                .modules
+                .iter()
+                .position(|m| !m.params().is_empty())
+                .unwrap_or(self.modules.len()),
+        };
         for (i, m) in self.modules.iter().enumerate().rev() {
+            if i < first {
+                break;
+            }
             let input = if i == 0 { x } else { &outs[i - 1] };
-            let input_grad = if i > 0 {
+            let input_grad = if i > first {
                 Some(InputGrad {
                     dx: &gouts[i - 1],
                     write: GradWrite::Store,
