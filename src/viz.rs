@@ -84,8 +84,8 @@ impl Inference {
         {
             return Err(Error::Config(format!(
                 "this is a conditional model ({} classes): {what} needs the class of every \
-                 image, which this command does not take (`wgvae sample --class` draws a \
-                 conditional model's classes; `wgvae anomaly --labels` scores labelled images)",
+                 image or code; give --labels FILE (one label per input or code) or, to decode, \
+                 --class C (`wgvae sample --class` draws a conditional model's classes)",
                 c.classes
             )));
         }

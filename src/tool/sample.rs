@@ -53,7 +53,7 @@ pub enum Source {
     A conditional model (train --conditional) draws one row per class of --class (every class \
     without it), --n images a row; every row decodes the same --n codes, so the rows differ by \
     their class alone. --out-npy then holds the codes row by row, (classes·n, D); `decode` \
-    refuses a conditional model, which needs a class for every code.")]
+    needs a class for every code (--class C, or --labels FILE with one label per code).")]
 pub struct SampleArgs {
     /// Run directory holding checkpoint.safetensors
     #[arg(long)]
