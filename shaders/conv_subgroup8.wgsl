@@ -4,7 +4,10 @@
 // Defines: OP (OP_FWD, OP_DGRAD, OP_WGRAD); EPILOGUE, ACT (EPI_*, ACT_*); TM: rows of C per
 //   workgroup (16, 32, or 64 for OP_WGRAD with TNV = 1); TNV: vec4 column groups per lane;
 //   VEC_G (OP_WGRAD): GH·GW is a multiple of 4, so g is read as vec4; SPLIT (OP_WGRAD): write
-//   partial sums (splits, M, N) instead of dW.
+//   partial sums (splits, M, N) instead of dW; VEC_OUT (OP_FWD): GH·GW is a multiple of 4, so
+//   every 4 rows from a multiple of 4 are 4 consecutive pixels of one image and the epilogue
+//   reads aux and writes out as vec4 (a quarter of the memory operations; with a depth of 16 —
+//   one input channel, 4x4 taps — the scalar stores cost more than the multiply-adds).
 // Grid: x = row tiles, y = column tiles, z = phase (OP_DGRAD) or split (OP_WGRAD).
 //
 // A workgroup is one subgroup of 8 lanes and computes a TM x (32·TNV) tile of C. Lane l owns the
@@ -27,6 +30,8 @@
 @group(0) @binding(4) var<storage, read> aux: array<f32>;         // activation output, like out
 @group(0) @binding(6) var<storage, read> g: array<f32>;           // WGRAD: (B, N, GH, GW)
 @group(0) @binding(7) var<storage, read> g4: array<vec4<f32>>;    // g again, as vec4
+@group(0) @binding(8) var<storage, read_write> out4: array<vec4<f32>>; // VEC_OUT: out as vec4
+@group(0) @binding(9) var<storage, read> aux4: array<vec4<f32>>;       // VEC_OUT: aux as vec4
 
 @compute @workgroup_size(8)
 fn conv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
@@ -155,6 +160,34 @@ fn conv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                             }
                             out[idx] = x;
                         }
+                    }
+                }
+            }
+        }
+    } else if (VEC_OUT) {
+        // Rows 4q .. 4q + 3 of channel n: out4[(obase[4q] + n·plane) / 4]. M and row0 are
+        // multiples of 4, so the 4 rows are valid together.
+        for (var q = 0u; q < TM / 4u; q++) {
+            let o = obase[4u * q];
+            let ok = row0 + 4u * q < M;
+            for (var j = 0u; j < TNV; j++) {
+                let gi = wg.y * 8u * TNV + 8u * j + lane;
+                for (var i = 0u; i < 4u; i++) {
+                    let n = 4u * gi + i;
+                    let v = vec4<f32>(
+                        acc[4u * q][j][i],
+                        acc[4u * q + 1u][j][i],
+                        acc[4u * q + 2u][j][i],
+                        acc[4u * q + 3u][j][i],
+                    );
+                    let idx = (o + min(n, N - 1u) * plane) / 4u;
+                    var aux_v: vec4<f32>;
+                    if (EPILOGUE == EPI_ACT_GRAD && ok) {
+                        aux_v = aux4[idx];
+                    }
+                    let y = epilogue4(EPILOGUE, ACT, v, vec4<f32>(bias_v[j][i]), aux_v);
+                    if (ok && n < N) {
+                        out4[idx] = y;
                     }
                 }
             }

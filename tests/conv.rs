@@ -335,6 +335,13 @@ fn awkward() -> Vec<Shape> {
         (convt(3, 37, (4, 4), (2, 2), (1, 1), (0, 0)), 1, (16, 16)),
         (conv(2, 3, (3, 3), (3, 3), (1, 1)), 2, (13, 13)),
         (convt(2, 1, (5, 5), (3, 3), (2, 2), (2, 1)), 2, (5, 7)),
+        // Output planes that are multiples of 4 (the vec4 epilogue of OP_FWD on 8-lane
+        // subgroups) with row counts no tile divides: 4x6 planes in 7 images, and input
+        // gradients into 5 and 7 channels of 6x6 and 4x4 planes, with stride 1 and 2 and
+        // padding 0 and 1.
+        (conv(3, 5, (3, 3), (1, 1), (0, 0)), 7, (6, 8)),
+        (convt(5, 3, (3, 3), (1, 1), (1, 1), (0, 0)), 7, (6, 6)),
+        (convt(7, 3, (4, 4), (2, 2), (0, 0), (0, 0)), 7, (4, 4)),
     ]
 }
 

@@ -35,7 +35,11 @@
 //! - `conv_subgroup8.wgsl` ([`GemmVariant::Subgroup8`]): one 8-lane subgroup computes a
 //!   TM×32·TNV tile (TM 16 or 32 rows, 64 for a weight gradient with one column group; TNV 1–2
 //!   vec4 column groups per lane); each gathered element is loaded by one lane and broadcast by
-//!   `subgroupShuffle`.
+//!   `subgroupShuffle`. When an `OP_FWD` output plane is a multiple of 4 (and one column group
+//!   per lane), the epilogue transposes 4 rows in registers and reads the producer's output and
+//!   writes the result as vec4: with one input channel the depth is only 16, and the scalar
+//!   epilogue cost as much as the multiply-adds (the fused input gradient of a 32 -> 1 channel
+//!   transposed layer measured ~1.15x faster on lavapipe).
 //! - `conv_regblock.wgsl` ([`GemmVariant::Regblock`]): 8 invocations share TM (8/16) rows and
 //!   each owns TNV (1/2/4) vec4 column groups.
 //! - `conv_tiled.wgsl` ([`GemmVariant::Tiled`]): 64×64 workgroup-memory tiles, 16 deep, 4×4 per
@@ -868,6 +872,13 @@ fn product(
     .u32("ACT", main_params.act)
     .flag("VEC_G", kind == Product::Wgrad && vec_g)
     .flag("SPLIT", split);
+    // Subgroup8's OP_FWD epilogue reads aux and writes out as vec4 when the plane allows.
+    let key = if tile.variant == GemmVariant::Subgroup8 {
+        key.flag("VEC_OUT", kind == Product::Fwd && vec_g && tile.tnv == 1)
+    } else {
+        key
+    };
+    let aux4 = aux.clone();
     let mut bindings = vec![
         (0, src.binding()),
         (1, b_bind),
@@ -878,6 +889,10 @@ fn product(
     ];
     if tile.variant != GemmVariant::Tiled {
         bindings.push((7, g4_bind));
+    }
+    if tile.variant == GemmVariant::Subgroup8 {
+        bindings.push((8, target.binding()));
+        bindings.push((9, aux4));
     }
     program.push(Dispatch::new(
         ctx,
