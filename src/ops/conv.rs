@@ -592,8 +592,19 @@ fn narrow_tile(kind: Product, g: &Geometry) -> Option<NarrowTile> {
     // stopped keeping them in registers (the 32 -> 1 channel 4x4 stride-2 layer ran 7x slower
     // with 8x8 quads than with the 4x8 quads it gets here, and compiled 5x longer).
     let cells = sh * sw * g.n;
-    let tqx = if cells <= 4 { 8 } else { 4 };
-    let tqy = (128 / (cells * tqx)).clamp(1, 8);
+    let mut tqx = if cells <= 4 { 8 } else { 4 };
+    let mut tqy = (128 / (cells * tqx)).clamp(1, 8);
+    // A block of at least 24 quads that pads the phase grid less, when there is one (28 x 28
+    // outputs at stride 2: 14 x 14 quads fill 4 x 7-quad blocks exactly, not 8 x 4).
+    let (qh, qw) = (g.grid_h.div_ceil(sh), g.grid_w.div_ceil(sw));
+    let padded = |ty: usize, tx: usize| qh.div_ceil(ty) * ty * qw.div_ceil(tx) * tx;
+    for tx in [8, 4] {
+        for ty in 1..=8 {
+            if tx * ty >= 24 && cells * tx * ty <= 128 && padded(ty, tx) < padded(tqy, tqx) {
+                (tqy, tqx) = (ty, tx);
+            }
+        }
+    }
     // Patch rows: QH(rh) + j − th over the phases rh, their taps th and the block's rows j.
     let axis = |tq: usize, k: usize, s: usize, pad: usize| {
         let rp = pad % s;
