@@ -345,6 +345,34 @@ fn awkward() -> Vec<Shape> {
     ]
 }
 
+/// Gather products (OP_FWD) from one channel, which take conv_single.wgsl when the output width
+/// is a multiple of 4 and the channel count has a divisor in 4..=8 or is at most 8: Conv2d forwards from one channel (bias and every
+/// activation) and input gradients of transposed layers into one channel (stored, and times the
+/// producer's activation derivative); kernels 1, 3, 4 and 5x3, stride 1, 2 and 3, padding 0 and
+/// 1, channels 1, 3, 5, 12, 32 and 11 (no such divisor: the implicit GEMM), batch 1, 2 and 7,
+/// output grids no block divides (and narrower than one block); and three it does not take.
+fn single() -> Vec<Shape> {
+    vec![
+        (conv(1, 3, (3, 3), (2, 2), (0, 0)), 7, (13, 17)),
+        (conv(1, 5, (1, 1), (1, 1), (0, 0)), 1, (5, 8)),
+        (conv(1, 32, (4, 4), (2, 2), (1, 1)), 7, (13, 8)),
+        (conv(1, 1, (4, 4), (1, 1), (1, 1)), 1, (9, 13)),
+        (conv(1, 12, (3, 3), (1, 1), (1, 1)), 2, (3, 4)),
+        (conv(1, 5, (5, 3), (3, 2), (1, 0)), 2, (17, 17)),
+        (conv(1, 5, (3, 3), (1, 1), (1, 1)), 7, (5, 12)),
+        (conv(1, 3, (4, 4), (2, 2), (1, 1)), 2, (10, 24)),
+        (convt(32, 1, (4, 4), (2, 2), (1, 1), (0, 0)), 7, (7, 12)),
+        (convt(5, 1, (3, 3), (1, 1), (0, 0), (0, 0)), 2, (5, 8)),
+        (convt(3, 1, (1, 1), (2, 2), (0, 0), (1, 1)), 7, (5, 4)),
+        (convt(32, 1, (4, 4), (2, 2), (1, 1), (0, 0)), 7, (3, 4)),
+        (convt(32, 1, (4, 4), (2, 2), (1, 1), (0, 0)), 1, (32, 32)),
+        // Not taken: 11 channels (no divisor in 4..=8), widths 5 and 9 (not multiples of 4).
+        (conv(1, 11, (3, 3), (1, 1), (1, 1)), 2, (5, 8)),
+        (conv(1, 5, (3, 3), (2, 2), (1, 1)), 2, (9, 9)),
+        (convt(32, 1, (4, 4), (2, 2), (1, 1), (0, 0)), 3, (7, 9)),
+    ]
+}
+
 /// The standard 64x64 architecture (grey images): four 4x4 stride-2 pad-1 convolutions with
 /// 32, 32, 64, 64 channels (64 -> 32 -> 16 -> 8 -> 4) and the transposed mirror, at batch 1
 /// (other batches: the awkward and 28x28 cases).
@@ -382,10 +410,12 @@ fn cases(list: &'static str) -> &'static [Case] {
     static AWKWARD: OnceLock<Vec<Case>> = OnceLock::new();
     static STANDARD64: OnceLock<Vec<Case>> = OnceLock::new();
     static STANDARD28: OnceLock<Vec<Case>> = OnceLock::new();
+    static SINGLE: OnceLock<Vec<Case>> = OnceLock::new();
     let (cell, layers, seed): (_, fn() -> Vec<Shape>, u64) = match list {
         "awkward" => (&AWKWARD, awkward, 100),
         "standard64" => (&STANDARD64, standard64, 400),
         "standard28" => (&STANDARD28, standard28, 700),
+        "single" => (&SINGLE, single, 1000),
         _ => unreachable!("no case list {list}"),
     };
     cell.get_or_init(|| {
@@ -577,6 +607,7 @@ family_tests! {
     awkward: |v| check_all(v, "awkward");
     standard64: |v| check_all(v, "standard64");
     standard28: |v| check_all(v, "standard28");
+    single: |v| check_all(v, "single");
     finite_differences: gradcheck;
 }
 

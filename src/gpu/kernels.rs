@@ -32,6 +32,8 @@ pub enum Shader {
     ConvAux,
     ConvNarrow,
     ConvNarrowSubgroup8,
+    ConvSingle,
+    ConvSingleSubgroup8,
     Factor,
     Tc,
     Condition,
@@ -42,7 +44,7 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 24] = [
+    pub const ALL: [Shader; 26] = [
         Shader::GemmSubgroup8,
         Shader::GemmRegblock,
         Shader::GemmRegblockScalarC,
@@ -60,6 +62,8 @@ impl Shader {
         Shader::ConvAux,
         Shader::ConvNarrow,
         Shader::ConvNarrowSubgroup8,
+        Shader::ConvSingle,
+        Shader::ConvSingleSubgroup8,
         Shader::Factor,
         Shader::Tc,
         Shader::Condition,
@@ -88,6 +92,8 @@ impl Shader {
             Shader::ConvAux => "conv_aux.wgsl",
             Shader::ConvNarrow => "conv_narrow.wgsl",
             Shader::ConvNarrowSubgroup8 => "conv_narrow.wgsl+sg8",
+            Shader::ConvSingle => "conv_single.wgsl",
+            Shader::ConvSingleSubgroup8 => "conv_single.wgsl+sg8",
             Shader::Factor => "factor.wgsl",
             Shader::Tc => "tc.wgsl",
             Shader::PosteriorFull => "posterior_full.wgsl",
@@ -147,6 +153,16 @@ impl Shader {
                 include_str!("../../shaders/conv_narrow_load8.wgsl"),
                 include_str!("../../shaders/conv_narrow.wgsl")
             ),
+            Shader::ConvSingle => concat!(
+                include_str!("../../shaders/conv_common.wgsl"),
+                include_str!("../../shaders/conv_narrow_load.wgsl"),
+                include_str!("../../shaders/conv_single.wgsl")
+            ),
+            Shader::ConvSingleSubgroup8 => concat!(
+                include_str!("../../shaders/conv_common.wgsl"),
+                include_str!("../../shaders/conv_narrow_load8.wgsl"),
+                include_str!("../../shaders/conv_single.wgsl")
+            ),
             Shader::Factor => include_str!("../../shaders/factor.wgsl"),
             Shader::Tc => include_str!("../../shaders/tc.wgsl"),
             Shader::Condition => include_str!("../../shaders/condition.wgsl"),
@@ -161,7 +177,10 @@ impl Shader {
     pub fn needs_subgroups(self) -> bool {
         matches!(
             self,
-            Shader::GemmSubgroup8 | Shader::ConvSubgroup8 | Shader::ConvNarrowSubgroup8
+            Shader::GemmSubgroup8
+                | Shader::ConvSubgroup8
+                | Shader::ConvNarrowSubgroup8
+                | Shader::ConvSingleSubgroup8
         )
     }
 
