@@ -1,6 +1,7 @@
 // ---- conv_narrow_load8.wgsl: the weights of one input channel, shared by an 8-lane subgroup --
 //
-// Prepended to conv_narrow.wgsl on adapters with 8-lane subgroups. The NN·KH·KW weights of
+// Prepended to conv_narrow.wgsl (and conv_single.wgsl, where c is a group of output channels)
+// on adapters with 8-lane subgroups. The NN·KH·KW weights of
 // channel c are the same for every invocation; on CPU adapters each loaded element costs one
 // iteration of a scalar loop per lane, so the 8 lanes load them together, ⌈NN·KH·KW / 8⌉ each,
 // and subgroupShuffle hands every lane all of them (for one output channel and a 4x4 kernel: 2
