@@ -183,6 +183,22 @@ pub fn read_counted_labels(path: &Path, n: usize, what: &str, of: &str) -> Resul
     Ok(labels)
 }
 
+/// The `--class` and `--labels` flags of a tool that encodes inputs and decodes them
+/// (reconstruct, traverse, interpolate): the class to decode under, if given (checked by
+/// [`class_flag`]), with the inputs' labels attached by [`input_labels`].
+pub fn class_and_labels(
+    class: Option<i64>,
+    classes: Option<usize>,
+    set: &mut Dataset,
+    labels: Option<&Path>,
+    run: &Path,
+    tool: &str,
+) -> Result<Option<u32>> {
+    let class = class.map(|c| class_flag(c, classes, run)).transpose()?;
+    input_labels(classes, set, labels, run, tool)?;
+    Ok(class)
+}
+
 /// Gives the inputs `set` of a conditional model (`classes`, `None` if unconditional) the
 /// labels each is encoded under: those of `--labels FILE` (`labels`), else the ones the inputs
 /// carry (the built-in sprites' shapes). An unconditional model refuses `--labels`; a

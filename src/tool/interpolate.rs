@@ -73,11 +73,8 @@ pub fn run(args: &InterpolateArgs) -> Result<Vec<f32>> {
         }
     }
     let run = &args.input.run;
-    let class = match args.class {
-        Some(c) => Some(decode::class_flag(c, ck.model.classes, run)?),
-        None => None,
-    };
-    decode::input_labels(
+    let class = decode::class_and_labels(
+        args.class,
         ck.model.classes,
         &mut set,
         args.labels.as_deref(),

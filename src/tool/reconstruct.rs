@@ -63,11 +63,8 @@ pub fn run(args: &ReconstructArgs) -> Result<usize> {
     decode::prepare_file(&args.out, "--out", args.force)?;
     let (ck, mut set) = args.input.load()?;
     let run = &args.input.run;
-    let class = match args.class {
-        Some(c) => Some(decode::class_flag(c, ck.model.classes, run)?),
-        None => None,
-    };
-    decode::input_labels(
+    let class = decode::class_and_labels(
+        args.class,
         ck.model.classes,
         &mut set,
         args.labels.as_deref(),
