@@ -24,7 +24,6 @@
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, GpuContext, KernelKey, Program, Shader, Tensor, groups_for};
 use crate::ops::posterior_planar::{KL_NOISE, LogDetWeight, Noise};
-use crate::ops::reparam::RngStep;
 use crate::ops::shape_err;
 
 /// Most latent dimensions the kernels take: one invocation keeps a draw's z in registers.
@@ -347,21 +346,10 @@ pub fn iaf_forward(
     let sb = samples * b;
     check_len(op, z, sb * sizes.latent, "S·B·D")?;
     check_len(op, eps, sb * sizes.latent, "S·B·D")?;
-    let mut state = None;
-    if let Noise::Draw { seed, step, stream } = noise {
-        params.draw = 1;
-        params.seed_lo = seed as u32;
-        params.seed_hi = (seed >> 32) as u32;
-        params.stream = stream as u32;
-        match step {
-            RngStep::Fixed(s) => params.step = s,
-            RngStep::State(st) => {
-                params.use_state = 1;
-                state = Some(st);
-            }
-        }
-    }
-    let state_binding = match state {
+    let n = noise.fields();
+    (params.draw, params.seed_lo, params.seed_hi) = (n.draw, n.seed_lo, n.seed_hi);
+    (params.step, params.stream, params.use_state) = (n.step, n.stream, n.use_state);
+    let state_binding = match n.state {
         Some(s) => s.tensor.binding(),
         // Never read without the step state; q (read-only here too) stands in.
         None => q.binding(),

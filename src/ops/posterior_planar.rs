@@ -155,6 +155,46 @@ pub enum Noise<'a> {
     },
 }
 
+/// The uniform fields of a [`Noise`] and the step state a kernel binds for it.
+pub(crate) struct NoiseFields<'a> {
+    pub draw: u32,
+    pub seed_lo: u32,
+    pub seed_hi: u32,
+    pub step: u32,
+    pub stream: u32,
+    pub use_state: u32,
+    pub state: Option<&'a crate::ops::data::StepState>,
+}
+
+impl<'a> Noise<'a> {
+    /// The uniform fields that select the noise (all 0 for [`Noise::Given`]).
+    pub(crate) fn fields(self) -> NoiseFields<'a> {
+        let mut f = NoiseFields {
+            draw: 0,
+            seed_lo: 0,
+            seed_hi: 0,
+            step: 0,
+            stream: 0,
+            use_state: 0,
+            state: None,
+        };
+        if let Noise::Draw { seed, step, stream } = self {
+            f.draw = 1;
+            f.seed_lo = seed as u32;
+            f.seed_hi = (seed >> 32) as u32;
+            f.stream = stream as u32;
+            match step {
+                RngStep::Fixed(s) => f.step = s,
+                RngStep::State(st) => {
+                    f.use_state = 1;
+                    f.state = Some(st);
+                }
+            }
+        }
+        f
+    }
+}
+
 /// Prepares the forward: z_K (S, B, D) and, when `logdet` is given, Σ_k log|det_k| (S·B,) from
 /// q (B, P) and ε (S, B, D), draw s of row b in row s·B + b.
 #[allow(clippy::too_many_arguments)] // one argument per kernel binding
@@ -180,21 +220,10 @@ pub fn planar_forward(
     }
     let mut params = base(b, latent, flows, p, samples);
     params.write_ld = logdet.is_some() as u32;
-    let mut state = None;
-    if let Noise::Draw { seed, step, stream } = noise {
-        params.draw = 1;
-        params.seed_lo = seed as u32;
-        params.seed_hi = (seed >> 32) as u32;
-        params.stream = stream as u32;
-        match step {
-            RngStep::Fixed(s) => params.step = s,
-            RngStep::State(st) => {
-                params.use_state = 1;
-                state = Some(st);
-            }
-        }
-    }
-    let state_binding = match state {
+    let n = noise.fields();
+    (params.draw, params.seed_lo, params.seed_hi) = (n.draw, n.seed_lo, n.seed_hi);
+    (params.step, params.stream, params.use_state) = (n.step, n.stream, n.use_state);
+    let state_binding = match n.state {
         Some(s) => s.tensor.binding(),
         // Never read without the step state; q (read-only here too) stands in.
         None => q.binding(),
