@@ -351,6 +351,9 @@ fn awkward() -> Vec<Shape> {
 /// producer's activation derivative); kernels 1, 3, 4 and 5x3, stride 1, 2 and 3, padding 0 and
 /// 1, channels 1, 3, 5, 12, 32 and 11 (no such divisor: the implicit GEMM), batch 1, 2 and 7,
 /// output grids no block divides (and narrower than one block); and three it does not take.
+/// On 8-lane subgroups the weight gradients of all of these gather from one channel and take
+/// conv_wsingle.wgsl (channels 1 to 32 per 4-channel lanes, 8- and 7-pixel blocks, ragged
+/// grids, several images per split).
 fn single() -> Vec<Shape> {
     vec![
         (conv(1, 3, (3, 3), (2, 2), (0, 0)), 7, (13, 17)),

@@ -34,6 +34,7 @@ pub enum Shader {
     ConvNarrowSubgroup8,
     ConvSingle,
     ConvSingleSubgroup8,
+    ConvWsingleSubgroup8,
     Factor,
     Tc,
     Condition,
@@ -44,7 +45,7 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 26] = [
+    pub const ALL: [Shader; 27] = [
         Shader::GemmSubgroup8,
         Shader::GemmRegblock,
         Shader::GemmRegblockScalarC,
@@ -64,6 +65,7 @@ impl Shader {
         Shader::ConvNarrowSubgroup8,
         Shader::ConvSingle,
         Shader::ConvSingleSubgroup8,
+        Shader::ConvWsingleSubgroup8,
         Shader::Factor,
         Shader::Tc,
         Shader::Condition,
@@ -94,6 +96,7 @@ impl Shader {
             Shader::ConvNarrowSubgroup8 => "conv_narrow.wgsl+sg8",
             Shader::ConvSingle => "conv_single.wgsl",
             Shader::ConvSingleSubgroup8 => "conv_single.wgsl+sg8",
+            Shader::ConvWsingleSubgroup8 => "conv_wsingle.wgsl",
             Shader::Factor => "factor.wgsl",
             Shader::Tc => "tc.wgsl",
             Shader::PosteriorFull => "posterior_full.wgsl",
@@ -163,6 +166,10 @@ impl Shader {
                 include_str!("../../shaders/conv_narrow_load8.wgsl"),
                 include_str!("../../shaders/conv_single.wgsl")
             ),
+            Shader::ConvWsingleSubgroup8 => concat!(
+                include_str!("../../shaders/conv_common.wgsl"),
+                include_str!("../../shaders/conv_wsingle.wgsl")
+            ),
             Shader::Factor => include_str!("../../shaders/factor.wgsl"),
             Shader::Tc => include_str!("../../shaders/tc.wgsl"),
             Shader::Condition => include_str!("../../shaders/condition.wgsl"),
@@ -181,6 +188,7 @@ impl Shader {
                 | Shader::ConvSubgroup8
                 | Shader::ConvNarrowSubgroup8
                 | Shader::ConvSingleSubgroup8
+                | Shader::ConvWsingleSubgroup8
         )
     }
 

@@ -50,6 +50,15 @@
 //!   every phase in registers and applies all taps to one loaded patch of the input (direct
 //!   convolution, weights read in PyTorch's layout; on 8-lane subgroups the lanes load a
 //!   channel's weights together and share them by `subgroupShuffle`).
+//! - `conv_single.wgsl` (every family, `OP_FWD` from one input channel into output grids whose
+//!   width is a multiple of 4: an encoder's first convolution, a decoder's last input
+//!   gradient): direct convolution, each input patch loaded once for a group of output channels.
+//! - `conv_wsingle.wgsl` (8-lane subgroups, `OP_WGRAD` from one gathered channel: the weight
+//!   gradients of those two layers): each lane keeps the sums of 4 channels' taps in
+//!   registers; the lanes walk the same 8-pixel blocks, load the input patch together and share
+//!   it by `subgroupShuffle`, so each gathered element costs an eighth of a load per lane
+//!   (1.3-1.6x the implicit GEMM's rate on lavapipe, whose 16 rows left each gathered element
+//!   one row's worth of multiply-adds).
 //!
 //! On lavapipe every element a kernel loads costs far more than a multiply-add, so the tiles
 //! are chosen to load few elements per multiply-add; each distinct tile, product and layer
@@ -682,6 +691,93 @@ fn single_tile(kind: Product, g: &Geometry) -> Option<SingleTile> {
     })
 }
 
+/// Block of `conv_wsingle.wgsl`: channels per lane, pixels of g's grid per block, and the patch
+/// of src they reach.
+#[derive(Clone, Copy, Debug)]
+struct WsingleTile {
+    nl: usize,
+    ty: usize,
+    tx: usize,
+    py: usize,
+    px: usize,
+}
+
+/// The one-channel weight-gradient kernel's block when it takes the product: OP_WGRAD from one
+/// gathered channel on 8-lane subgroups (the lanes share the patch by `subgroupShuffle`),
+/// kernels up to 8 and strides up to 4. Its loops are unrolled at compile time, and on lavapipe
+/// the kernel ran 4-7x slower once the unrolled body (NL·TY·TX·KH·KW multiply-adds) passed
+/// 512 or the patch passed about 64 elements (2 channels per lane x 4 x 4 pixels, 4 x 8 x 2):
+/// so blocks are 8 pixels (7 where that pads the grid less: 14-wide grids), NL at most 4.
+fn wsingle_tile(variant: GemmVariant, kind: Product, g: &Geometry) -> Option<WsingleTile> {
+    let (kh, kw) = g.kernel;
+    let (sh, sw) = g.stride;
+    if variant != GemmVariant::Subgroup8
+        || kind != Product::Wgrad
+        || g.src_c != 1
+        || kh > 8
+        || kw > 8
+        || sh > 4
+        || sw > 4
+    {
+        return None;
+    }
+    let padded = |ty: usize, tx: usize| g.grid_h.div_ceil(ty) * ty * g.grid_w.div_ceil(tx) * tx;
+    let (ty, tx) = [(4, 2), (2, 4), (1, 8), (1, 7)]
+        .into_iter()
+        .filter(|&(ty, tx)| ((ty - 1) * sh + kh) * ((tx - 1) * sw + kw) <= 72)
+        .min_by_key(|&(ty, tx)| padded(ty, tx))?;
+    let nl = g.n.div_ceil(8).min(4).min(512 / (ty * tx * kh * kw));
+    if nl == 0 {
+        return None;
+    }
+    Some(WsingleTile {
+        nl,
+        ty,
+        tx,
+        py: (ty - 1) * sh + kh,
+        px: (tx - 1) * sw + kw,
+    })
+}
+
+/// The scratch buffer of a split weight gradient: partial sums (splits, M, N).
+fn partial_sums(
+    ctx: &GpuContext,
+    op: &'static str,
+    label: &str,
+    (splits, m, n): (usize, usize, usize),
+) -> Result<Tensor<f32>> {
+    let len = mul(op, "partial sums", &[splits, m, n])?;
+    to_u32(op, "partial sums", len)?;
+    Tensor::zeros(ctx, &format!("{label} partial sums"), &[splits, m, n])
+}
+
+/// The dispatch adding partial sums (splits, M, N) in split order into dW (N, M)
+/// (`conv_aux.wgsl::wgrad_reduce`; `params` carries M, N, the splits and the epilogue).
+fn split_sum(
+    ctx: &GpuContext,
+    label: &str,
+    partials: &Tensor<f32>,
+    out: &Tensor<f32>,
+    params: &ConvParams,
+) -> Result<Dispatch> {
+    Dispatch::new(
+        ctx,
+        &KernelKey::new(Shader::ConvAux, "wgrad_reduce"),
+        &format!("{label} split sum"),
+        &[(0, partials.binding()), (2, out.binding())],
+        Some((5, params)),
+        crate::gpu::groups_for(params.m as usize * params.n as usize, 64),
+    )
+}
+
+/// A direct kernel's key with the layer's kernel size and stride as defines.
+fn with_window(key: KernelKey, (kh, kw): (usize, usize), (sh, sw): (usize, usize)) -> KernelKey {
+    key.u32("KH", kh as u32)
+        .u32("KW", kw as u32)
+        .u32("SH", sh as u32)
+        .u32("SW", sw as u32)
+}
+
 /// Prepares one product: weight packing when B is a weight tensor, the product, and the split
 /// reduction when OP_WGRAD splits its depth.
 #[allow(clippy::too_many_arguments)]
@@ -831,14 +927,10 @@ fn product(
         } else {
             Shader::ConvNarrow
         };
-        let key = KernelKey::new(shader, "narrow")
+        let key = with_window(KernelKey::new(shader, "narrow"), geo.kernel, geo.stride)
             .u32("EPILOGUE", params.epilogue)
             .u32("ACT", params.act)
             .u32("WG", wg as u32)
-            .u32("KH", kh as u32)
-            .u32("KW", kw as u32)
-            .u32("SH", sh as u32)
-            .u32("SW", sw as u32)
             .u32("RPH", (geo.padding.0 % sh) as u32)
             .u32("RPW", (geo.padding.1 % sw) as u32)
             .u32("NN", n as u32)
@@ -891,14 +983,10 @@ fn product(
         } else {
             Shader::ConvSingle
         };
-        let key = KernelKey::new(shader, "single")
+        let key = with_window(KernelKey::new(shader, "single"), geo.kernel, geo.stride)
             .u32("EPILOGUE", params.epilogue)
             .u32("ACT", params.act)
             .u32("WG", wg as u32)
-            .u32("KH", kh as u32)
-            .u32("KW", kw as u32)
-            .u32("SH", sh as u32)
-            .u32("SW", sw as u32)
             .u32("NN", st.nn as u32)
             .u32("TY", st.ty as u32)
             .u32("TX", st.tx as u32)
@@ -918,6 +1006,55 @@ fn product(
             Some((5, &params)),
             [gx as u32, groups as u32, geo.batch as u32],
         )?);
+        return Ok(ConvProgram { program, workspace });
+    }
+
+    if let (Some(wt), Operand::Image(gimg)) = (wsingle_tile(ctx.gemm_variant, kind, geo), &operand)
+    {
+        let blocks = geo.grid_h.div_ceil(wt.ty) * geo.grid_w.div_ceil(wt.tx);
+        let units = mul(op, "pixel blocks", &[geo.batch, blocks])?;
+        let groups = n.div_ceil(8 * wt.nl);
+        // About 32 workgroups, as for the implicit GEMM's split.
+        let want = 32usize.div_ceil(groups).clamp(1, units.max(1));
+        let per = units.max(1).div_ceil(want);
+        let splits = units.max(1).div_ceil(per);
+        if splits > MAX_GROUPS || groups > MAX_GROUPS {
+            return Err(shape_err(
+                op,
+                format!(
+                    "{label}: {splits} splits x {groups} channel groups exceed {MAX_GROUPS} \
+                     workgroups along one axis"
+                ),
+            ));
+        }
+        let partials = partial_sums(ctx, op, label, (splits, m, n))?;
+        let (_, _) = epilogue_bindings(ctx, &mut params, &epi)?;
+        params.k_split = to_u32(op, "split depth", per)?;
+        params.splits = to_u32(op, "splits", splits)?;
+        let key = with_window(
+            KernelKey::new(Shader::ConvWsingleSubgroup8, "wsingle"),
+            geo.kernel,
+            geo.stride,
+        )
+        .u32("NL", wt.nl as u32)
+        .u32("TY", wt.ty as u32)
+        .u32("TX", wt.tx as u32)
+        .u32("PY", wt.py as u32)
+        .u32("PX", wt.px as u32);
+        program.push(Dispatch::new(
+            ctx,
+            &key,
+            label,
+            &[
+                (0, src.binding()),
+                (2, partials.binding()),
+                (6, gimg.binding()),
+            ],
+            Some((5, &params)),
+            [splits as u32, groups as u32, 1],
+        )?);
+        program.push(split_sum(ctx, label, &partials, out, &params)?);
+        workspace.push(partials);
         return Ok(ConvProgram { program, workspace });
     }
 
@@ -941,13 +1078,7 @@ fn product(
 
     // Where the product writes: OP_WGRAD with splits writes partial sums.
     let partials = if split {
-        let len = mul(op, "partial sums", &[splits, m, n])?;
-        to_u32(op, "partial sums", len)?;
-        Some(Tensor::zeros(
-            ctx,
-            &format!("{label} partial sums"),
-            &[splits, m, n],
-        )?)
+        Some(partial_sums(ctx, op, label, (splits, m, n))?)
     } else {
         None
     };
@@ -1017,14 +1148,7 @@ fn product(
         [gx as u32, gy as u32, phases.max(splits) as u32],
     )?);
     if let Some(partials) = partials {
-        program.push(Dispatch::new(
-            ctx,
-            &KernelKey::new(Shader::ConvAux, "wgrad_reduce"),
-            &format!("{label} split sum"),
-            &[(0, partials.binding()), (2, out.binding())],
-            Some((5, &params)),
-            crate::gpu::groups_for(m * n, 64),
-        )?);
+        program.push(split_sum(ctx, label, &partials, out, &params)?);
         workspace.push(partials);
     }
     Ok(ConvProgram { program, workspace })
