@@ -74,6 +74,12 @@ struct ConvParams {
 @group(0) @binding(0) var<storage, read> src: array<f32>; // the gathered image (B, C, SH, SW)
 @group(0) @binding(5) var<uniform> p: ConvParams;
 
+// src[base + sy·SW + sx], or 0 outside the image (the direct kernels' patch loads).
+fn src_or_zero(base: u32, sy: i32, sx: i32) -> f32 {
+    let ok = u32(sy) < p.src_h && u32(sx) < p.src_w;
+    return select(0.0, src[select(0u, base + u32(sy) * p.src_w + u32(sx), ok)], ok);
+}
+
 // One output phase of OP_DGRAD.
 struct Phase {
     rows: u32,   // B·nh·nw

@@ -16,15 +16,20 @@
 // tap kh = rh + th·SH at src row ph/SH + QH(rh) + j − th, where ih0 and QH depend only on
 // RPH = ph mod SH: every register index below is a compile-time constant once Mesa unrolls.
 //
+// SHARE (8-lane subgroups, patches no more than twice a block along each axis): the lanes are
+// a 2 x 4 group of neighbouring blocks, which share the overlaps of their patches (load_patch,
+// conv_narrow_load8.wgsl; OWN_Y = TQY, OWN_X = TQX). A patch holds ~1.9x the elements of its
+// block for the 4x4 stride-2 layers.
+//
 // The weights of channel c come from narrow_weights (conv_narrow_load.wgsl, or on 8-lane
 // subgroups conv_narrow_load8.wgsl, prepended).
 // Defines: EPILOGUE, ACT; KH, KW, SH, SW (kernel, stride); RPH, RPW (padding mod stride); NN
 //   (N); TQY, TQX (quads per invocation; TQX a multiple of 4); PY, PX (patch size); DYB, DXB
-//   (1024 + the smallest QH + j − th over the block, per axis).
+//   (1024 + the smallest QH + j − th over the block, per axis); SHARE (see above).
 //   WG: invocations per workgroup (8 on CPU adapters, where conv_narrow_load8.wgsl needs one
 //   8-lane subgroup per workgroup; 64 on GPUs).
-// Grid: x = groups of WG blocks (one per invocation, numbered row-major over the image),
-//   z = image.
+// Grid: x = groups of WG blocks (one per invocation, numbered row-major over the image; with
+//   SHARE 2 x 4 groups of blocks, row-major), z = image.
 
 const NQ4: u32 = TQX / 4u;
 const DYMIN: i32 = i32(DYB) - 1024;
@@ -51,9 +56,16 @@ fn narrow(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     let N = p.n;
     let quads_w = (p.grid_w + SW - 1u) / SW;
     let blocks_x = (quads_w + TQX - 1u) / TQX;
+    // Block (by, bx). SHARE: the 8 lanes are a 2 x 4 group of neighbouring blocks
+    // (lane = 4·ly + lx); otherwise blocks are numbered row-major over the image.
+    let ly = lane / 4u;
+    let lx = lane % 4u;
     let t = wg.x * WG + lane;
-    let j0 = (t / blocks_x) * TQY;
-    let i0 = (t % blocks_x) * TQX;
+    let groups_x = (blocks_x + 3u) / 4u;
+    let by = select(t / blocks_x, (wg.x / groups_x) * 2u + ly, SHARE);
+    let bx = select(t % blocks_x, (wg.x % groups_x) * 4u + lx, SHARE);
+    let j0 = by * TQY;
+    let i0 = bx * TQX;
     // Patch origin in src.
     let sy0 = i32(j0 + p.ph / SH) + DYMIN;
     let sx0 = i32(i0 + p.pw / SW) + DXMIN;
@@ -64,15 +76,7 @@ fn narrow(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     for (var c = 0u; c < p.src_c; c++) {
         let cbase = (b * p.src_c + c) * p.src_h * p.src_w;
         var pt: array<array<f32, PX>, PY>;
-        for (var i = 0u; i < PY; i++) {
-            for (var j = 0u; j < PX; j++) {
-                let sy = sy0 + i32(i);
-                let sx = sx0 + i32(j);
-                let ok = u32(sy) < p.src_h && u32(sx) < p.src_w;
-                let v = src[select(0u, cbase + u32(sy) * p.src_w + u32(sx), ok)];
-                pt[i][j] = select(0.0, v, ok);
-            }
-        }
+        load_patch(&pt, cbase, sy0, sx0, lane);
         let wr = narrow_weights(c, lane);
         for (var rh = 0u; rh < SH; rh++) {
             for (var rw = 0u; rw < SW; rw++) {

@@ -15,11 +15,12 @@
 // prepended), called with the group index as its channel: w (N, 1, KH, KW) read as
 // (N / NN, NN, KH, KW). NN divides N, so no group reads past the end of w.
 // Defines: EPILOGUE, ACT; KH, KW, SH, SW (kernel, stride); NN (channels per group); TY, TX
-//   (output block; TX a multiple of 4); PY, PX (patch size).
+//   (output block; TX a multiple of 4); PY, PX (patch size); SHARE, OWN_Y = min(TY·SH, PY),
+//   OWN_X = min(TX·SW, PX) (load_patch, conv_narrow_load8.wgsl).
 //   WG: invocations per workgroup (8 on CPU adapters, where conv_narrow_load8.wgsl needs one
 //   8-lane subgroup per workgroup; 64 on GPUs).
-// Grid: x = groups of WG blocks (one per invocation, numbered row-major over the output grid),
-//   y = channel group, z = image.
+// Grid: x = groups of WG blocks (one per invocation, numbered row-major over the output grid;
+//   with SHARE 2 x 4 groups of blocks, row-major), y = channel group, z = image.
 // The caller takes this kernel only when GW is a multiple of 4: every four columns of a block
 // then lie in or out of the grid together and out and aux are read and written as vec4 (on
 // lavapipe every store costs a loop over the lanes; with scalar stores this kernel was slower
@@ -37,24 +38,20 @@ fn single(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     let b = wg.z;
     let g = wg.y;
     let blocks_x = (p.grid_w + TX - 1u) / TX;
+    // SHARE: the 8 lanes are a 2 x 4 group of neighbouring blocks (lane = 4·ly + lx), which
+    // share the overlaps of their patches (load_patch); otherwise blocks are numbered
+    // row-major.
     let t = wg.x * WG + lane;
-    let oy0 = (t / blocks_x) * TY;
-    let ox0 = (t % blocks_x) * TX;
+    let groups_x = (blocks_x + 3u) / 4u;
+    let oy0 = select(t / blocks_x, (wg.x / groups_x) * 2u + lane / 4u, SHARE) * TY;
+    let ox0 = select(t % blocks_x, (wg.x % groups_x) * 4u + lane % 4u, SHARE) * TX;
     // Patch origin in src.
     let sy0 = i32(oy0 * SH) - i32(p.ph);
     let sx0 = i32(ox0 * SW) - i32(p.pw);
 
     let sbase = b * p.src_h * p.src_w;
     var pt: array<array<f32, PX>, PY>;
-    for (var i = 0u; i < PY; i++) {
-        for (var j = 0u; j < PX; j++) {
-            let sy = sy0 + i32(i);
-            let sx = sx0 + i32(j);
-            let ok = u32(sy) < p.src_h && u32(sx) < p.src_w;
-            let v = src[select(0u, sbase + u32(sy) * p.src_w + u32(sx), ok)];
-            pt[i][j] = select(0.0, v, ok);
-        }
-    }
+    load_patch(&pt, sbase, sy0, sx0, lane);
     let wr = narrow_weights(g, lane);
 
     // acc[n][j][jq]: indexed by loop counters only, so Mesa unrolls every loop (see

@@ -49,12 +49,10 @@ fn wsingle(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
         let sbase = b * p.src_h * p.src_w;
         var pl: array<f32, NPL>;
         for (var i = 0u; i < NPL; i++) {
+            // Elements past the patch (spare lanes of the last load) read rows below it and are
+            // never used.
             let e = 8u * i + lane;
-            let sy = sy0 + i32(e / PX);
-            let sx = sx0 + i32(e % PX);
-            let ok = e < PY * PX && u32(sy) < p.src_h && u32(sx) < p.src_w;
-            let v = src[select(0u, sbase + u32(sy) * p.src_w + u32(sx), ok)];
-            pl[i] = select(0.0, v, ok);
+            pl[i] = src_or_zero(sbase, sy0 + i32(e / PX), sx0 + i32(e % PX));
         }
         var pt: array<array<f32, PX>, PY>;
         for (var r = 0u; r < PY; r++) {
@@ -74,7 +72,8 @@ fn wsingle(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
                     let gv = select(0.0, g[select(0u, gbase + oy * p.grid_w + ox, ok)], ok);
                     for (var kh = 0u; kh < KH; kh++) {
                         for (var kw = 0u; kw < KW; kw++) {
-                            acc[nl][kh][kw] = fma(gv, pt[j * SH + kh][i * SW + kw], acc[nl][kh][kw]);
+                            let x = pt[j * SH + kh][i * SW + kw];
+                            acc[nl][kh][kw] = fma(gv, x, acc[nl][kh][kw]);
                         }
                     }
                 }
