@@ -9,15 +9,11 @@
 //! The target on a CPU adapter is every pass at ≥ 50% of that GEMM rate. On a shared machine
 //! the load changes from one second to the next, so every timed run of a pass is paired with a
 //! run of the GEMM just before it, and the table reports the median over the pairs of the ratio
-//! of the two rates as well as each median rate. On lavapipe (2 cores, subgroup8 family, a
-//! machine shared with other work; ten runs of this bench and `bench_kernels`) the interior
-//! layers run at 48–164% of the GEMM, most passes at 70–100%, and the layers with one image
-//! channel mostly at 30–65%. Below the target: the input gradients of the first convolutions (into
-//! one channel, 33–56%) and of the last transposed convolutions (30–41% at 64×64, 30–55% at
-//! 28×28: a product only 16 deep whose 32 output channels each read the producer's output for
-//! ReLU' and write the gradient, so it moves more elements per pixel than it gathers), the last
-//! transposed convolutions' forwards (36–61%), and in about half the runs the other passes of
-//! those layers (36–70%).
+//! of the two rates as well as each median rate. On lavapipe (2 cores, subgroup8 family, 3 runs
+//! of `bench_kernels --conv-only` with nothing else running; README has the table) every pass
+//! reached 50% or more of the GEMM except the input gradient of the last transposed
+//! convolutions (32 -> 1 channel: 46–49% at 64×64, 38–41% at 28×28), which reads the
+//! producer's output for ReLU' and writes the gradient for every 16 multiply-adds.
 //!
 //! Every pass is its whole prepared program (weight packing, the product, the split-sum
 //! reduction), run twice to warm up and then `--reps` times in a compute pass of its own. Time

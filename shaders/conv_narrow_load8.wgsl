@@ -38,7 +38,7 @@ fn narrow_weights(c: u32, lane: u32) -> array<array<array<f32, KW>, KH>, NN> {
 // rest is the corner of the lane below, to the right or below-right, handed over by
 // subgroupShuffle, and loaded only by lanes on the group's bottom or right edge. On lavapipe
 // every load is a loop over the lanes while a shuffle is a few register moves (the 32 -> 1
-// channel transposed layer ran 1.15-1.3x faster).
+// channel transposed layer ran 1.1-1.3x faster).
 fn load_patch(
     pt: ptr<function, array<array<f32, PX>, PY>>,
     base: u32,

@@ -913,7 +913,7 @@ fn product(
             8
         };
         // On 8-lane subgroups the lanes are 2 x 4 neighbouring blocks that share the overlaps
-        // of their patches, when an overlap is no larger than a block (on lavapipe 1.15-1.3x
+        // of their patches, when an overlap is no larger than a block (on lavapipe 1.1-1.3x
         // faster for the 32 -> 1 channel layers, whose patches are 1.9x their blocks).
         let share = ctx.gemm_variant == GemmVariant::Subgroup8
             && nt.py <= 2 * nt.tqy
