@@ -771,6 +771,33 @@ fn split_sum(
     )
 }
 
+/// Workgroups of a direct kernel (`conv_narrow.wgsl`, `conv_single.wgsl`) over a grid of
+/// (rows, columns) blocks, and whether its lanes share patches (`load_patch`): on 8-lane
+/// subgroups 2 x 4 neighbouring blocks, whose patches start `own` (rows, columns) apart, share
+/// their overlaps when a patch reaches no further than its neighbours' corners (on lavapipe
+/// 1.1-1.3x faster for the 32 -> 1 channel layers, whose patches are 1.9x their blocks). One
+/// 8-lane subgroup per workgroup on CPU adapters, 64 invocations on GPUs.
+/// Returns (invocations per workgroup, workgroups per image, share).
+fn direct_groups(
+    ctx: &GpuContext,
+    (blocks_y, blocks_x): (usize, usize),
+    (py, px): (usize, usize),
+    (own_y, own_x): (usize, usize),
+) -> (usize, usize, bool) {
+    let wg = if ctx.gemm_variant == GemmVariant::Tiled {
+        64
+    } else {
+        8
+    };
+    let share = ctx.gemm_variant == GemmVariant::Subgroup8 && py <= 2 * own_y && px <= 2 * own_x;
+    let groups = if share {
+        blocks_y.div_ceil(2) * blocks_x.div_ceil(4)
+    } else {
+        (blocks_y * blocks_x).div_ceil(wg)
+    };
+    (wg, groups, share)
+}
+
 /// A direct kernel's key with the layer's kernel size and stride as defines.
 fn with_window(key: KernelKey, (kh, kw): (usize, usize), (sh, sw): (usize, usize)) -> KernelKey {
     key.u32("KH", kh as u32)
@@ -904,29 +931,13 @@ fn product(
 
     if let (Some(nt), Operand::Weights(w)) = (narrow_tile(kind, geo), &operand) {
         let (bias, aux) = epilogue_bindings(ctx, &mut params, &epi)?;
-        let blocks =
-            geo.grid_h.div_ceil(sh).div_ceil(nt.tqy) * geo.grid_w.div_ceil(sw).div_ceil(nt.tqx);
-        // One 8-lane subgroup per workgroup on CPU adapters, 64 invocations on GPUs.
-        let wg = if ctx.gemm_variant == GemmVariant::Tiled {
-            64
-        } else {
-            8
-        };
-        // On 8-lane subgroups the lanes are 2 x 4 neighbouring blocks that share the overlaps
-        // of their patches, when an overlap is no larger than a block (on lavapipe 1.1-1.3x
-        // faster for the 32 -> 1 channel layers, whose patches are 1.9x their blocks).
-        let share = ctx.gemm_variant == GemmVariant::Subgroup8
-            && nt.py <= 2 * nt.tqy
-            && nt.px <= 2 * nt.tqx;
         let (blocks_y, blocks_x) = (
             geo.grid_h.div_ceil(sh).div_ceil(nt.tqy),
             geo.grid_w.div_ceil(sw).div_ceil(nt.tqx),
         );
-        let gx = if share {
-            blocks_y.div_ceil(2) * blocks_x.div_ceil(4)
-        } else {
-            blocks.div_ceil(wg)
-        };
+        let blocks = blocks_y * blocks_x;
+        let (wg, gx, share) =
+            direct_groups(ctx, (blocks_y, blocks_x), (nt.py, nt.px), (nt.tqy, nt.tqx));
         if gx > MAX_GROUPS || geo.batch > MAX_GROUPS {
             return Err(shape_err(
                 op,
@@ -977,23 +988,12 @@ fn product(
 
     if let (Some(st), Operand::Weights(w)) = (single_tile(kind, geo), &operand) {
         let (bias, aux) = epilogue_bindings(ctx, &mut params, &epi)?;
-        let blocks = geo.grid_h.div_ceil(st.ty) * geo.grid_w.div_ceil(st.tx);
-        // One 8-lane subgroup per workgroup on CPU adapters, 64 invocations on GPUs.
-        let wg = if ctx.gemm_variant == GemmVariant::Tiled {
-            64
-        } else {
-            8
-        };
-        // As in the narrow kernel: on 8-lane subgroups 2 x 4 neighbouring blocks share the
-        // overlaps of their patches, which start TY·SH rows and TX·SW columns apart.
+        let (blocks_y, blocks_x) = (geo.grid_h.div_ceil(st.ty), geo.grid_w.div_ceil(st.tx));
+        let blocks = blocks_y * blocks_x;
+        // Neighbouring patches start TY·SH rows and TX·SW columns apart.
         let (own_y, own_x) = ((st.ty * sh).min(st.py), (st.tx * sw).min(st.px));
-        let share =
-            ctx.gemm_variant == GemmVariant::Subgroup8 && st.py <= 2 * own_y && st.px <= 2 * own_x;
-        let gx = if share {
-            geo.grid_h.div_ceil(st.ty).div_ceil(2) * geo.grid_w.div_ceil(st.tx).div_ceil(4)
-        } else {
-            blocks.div_ceil(wg)
-        };
+        let (wg, gx, share) =
+            direct_groups(ctx, (blocks_y, blocks_x), (st.py, st.px), (own_y, own_x));
         let groups = n / st.nn;
         if gx > MAX_GROUPS || groups > MAX_GROUPS || geo.batch > MAX_GROUPS {
             return Err(shape_err(
