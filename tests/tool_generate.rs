@@ -448,7 +448,7 @@ fn mnist_model_pictures_and_bad_requests() {
             "--out",
             s(&d.join("w.png")),
         ],
-        &["none.npy"],
+        &["--latents", "none.npy"],
     );
     assert!(!d.join("w.png").exists());
 

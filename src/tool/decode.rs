@@ -297,7 +297,7 @@ pub fn save_grid(path: &Path, vae: &Vae, images: &[f32], n: usize) -> Result<()>
 
 /// Reads `(n, D)` latents from `path` as f32, checked against the model's latent size `d`.
 pub fn read_codes(path: &Path, d: usize, ck_path: &Path) -> Result<Vec<f32>> {
-    let m = crate::metrics::cli::read_latents(path)?;
+    let m = crate::metrics::cli::read_latents(path).context("--latents")?;
     if m.cols() != d {
         bail!(
             "--latents {}: codes of size {}, but the model in {} has {d} latent dimensions",
