@@ -118,9 +118,11 @@ fn invertible_linear_code_is_read_linearly() {
         assert!(lin >= 0.99, "{name}: linear R² {lin}\n{r}");
     }
     // cos 2θ = cos²θ − sin²θ is not linear in (cos θ, sin θ) but a smooth function of the code.
+    // 5 neighbours among 500 points in 5 dimensions, three of them other factors, read it only
+    // roughly (0.79-0.84 over split seeds 0-7), but far better than a line.
     let (lin, knn) = r2(&r, "orientation_cos2");
     assert!(lin < 0.3, "cos 2θ linear R² {lin}\n{r}");
-    assert!(knn > 0.8, "cos 2θ 5-NN R² {knn}\n{r}");
+    assert!(knn > 0.7 && knn > lin + 0.5, "cos 2θ 5-NN R² {knn}\n{r}");
 }
 
 #[test]

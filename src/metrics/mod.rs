@@ -27,9 +27,9 @@
 //! sizes.
 //!
 //! # Randomness
-//! Every draw (factor tuples, the train/test split) comes from [`HostRng`] (SplitMix64, whose
-//! stream is fully specified in [`crate::rng`]) derived from a seed (default 0) and a stream
-//! constant per purpose, so a given seed gives the same figures on every machine.
+//! Every draw (factor tuples, the train/test split) comes from [`HostRng`] (PCG64 MCG, whose
+//! stream is documented as portable; see [`crate::rng`]) derived from a seed (default 0) and a
+//! stream constant per purpose, so a given seed gives the same figures on every machine.
 
 pub mod beta_vae;
 pub mod cli;
