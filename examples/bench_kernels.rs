@@ -592,14 +592,19 @@ fn memory_cases(b: &mut Bench<'_>, quick: bool) -> Result<()> {
     }
 
     // bernoulli with its gradient: reads logits (R, P) and the targets (B, P) (each target row
-    // is reused R/B times; counted once); writes nll (R,) and grad (R, P).
-    {
-        let target = b.uniform("target", &[bs, PIXELS], 0.0, 1.0)?;
-        let rows: &[usize] = if quick { &[bs] } else { &[bs, 100 * bs] };
+    // is reused R/B times; counted once); writes nll (R,) and grad (R, P). P: MNIST's 784 and
+    // the sprites' 64 x 64.
+    for pixels in [PIXELS, 4096] {
+        let target = b.uniform("target", &[bs, pixels], 0.0, 1.0)?;
+        let rows: &[usize] = if quick || pixels != PIXELS {
+            &[bs]
+        } else {
+            &[bs, 100 * bs]
+        };
         for &r in rows {
-            let logits = b.uniform("logits", &[r, PIXELS], -4.0, 4.0)?;
+            let logits = b.uniform("logits", &[r, pixels], -4.0, 4.0)?;
             let nll = b.zeros("nll", &[r])?;
-            let grad = b.zeros("grad", &[r, PIXELS])?;
+            let grad = b.zeros("grad", &[r, pixels])?;
             let disp = wgvae::ops::likelihood::bernoulli(
                 ctx,
                 "bernoulli",
@@ -608,8 +613,8 @@ fn memory_cases(b: &mut Bench<'_>, quick: bool) -> Result<()> {
                 &nll,
                 Some((&grad, 1.0 / bs as f32)),
             )?;
-            let bytes = f32s(r * PIXELS) + f32s(bs * PIXELS) + f32s(r) + f32s(r * PIXELS);
-            let shape = format!("R={r} P={PIXELS} B={bs}");
+            let bytes = f32s(r * pixels) + f32s(bs * pixels) + f32s(r) + f32s(r * pixels);
+            let shape = format!("R={r} P={pixels} B={bs}");
             b.case(
                 "bernoulli",
                 None,

@@ -14,7 +14,7 @@ use wgvae::ops::data::{StepState, gather};
 use wgvae::ops::elementwise;
 use wgvae::ops::gemm::{Epilogue, Trans, gemm_with};
 use wgvae::ops::kl::kl;
-use wgvae::ops::likelihood::{LogSigma, bernoulli, gaussian};
+use wgvae::ops::likelihood::{LogSigma, bernoulli, bernoulli_weighted, gaussian};
 use wgvae::ops::reduce::{self, SUM_GROUPS, metric};
 use wgvae::ops::reparam::{RngStep, Stream, reparam_backward, reparam_forward};
 
@@ -357,7 +357,17 @@ fn kl_capacity_matches_twin_on_both_sides_of_c() {
 #[test]
 fn bernoulli_matches_twin() {
     let ctx = ctx();
-    for &(b, p, k) in &[(1, 1, 1), (7, 33, 1), (33, 784, 3), (5, 129, 2)] {
+    // P a multiple of 4 takes the vec4 kernel (784, 4, 260, 4096), the others the scalar one.
+    let shapes = [
+        (1, 1, 1),
+        (7, 33, 1),
+        (33, 784, 3),
+        (5, 129, 2),
+        (3, 4, 2),
+        (2, 260, 3),
+        (3, 4096, 1),
+    ];
+    for &(b, p, k) in &shapes {
         let r = k * b;
         // Extreme logits check the stable softplus and sigmoid.
         let mut logits_h = data(21, r * p, -12.0, 12.0);
@@ -375,6 +385,38 @@ fn bernoulli_matches_twin() {
         // Per-element terms up to ~80 summed over P in f32: relative 1e-6 per term.
         assert_close("bce nll", &nll.read(ctx).unwrap(), &nll_r, 1e-4, 1e-5);
         assert_close("bce grad", &g.read(ctx).unwrap(), &g_r, 1e-6, 1e-5);
+        // Row weights scale each row's gradient, and a row of weight 0 gets exactly 0.
+        let w_h: Vec<f32> = (0..b).map(|i| if i == b - 1 { 0.0 } else { 1.5 }).collect();
+        let w = Tensor::from_slice(ctx, "w", &[b], &w_h).unwrap();
+        run([bernoulli_weighted(
+            ctx,
+            "bce w",
+            &logits,
+            &target,
+            &nll,
+            Some((&g, 0.5)),
+            Some(&w),
+        )
+        .unwrap()]);
+        let g_w: Vec<f64> = g_r
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| v * w_h[(i / p) % b] as f64)
+            .collect();
+        let got = g.read(ctx).unwrap();
+        assert_close("bce weighted grad", &got, &g_w, 1e-6, 1e-5);
+        assert_close(
+            "bce weighted nll",
+            &nll.read(ctx).unwrap(),
+            &nll_r,
+            1e-4,
+            1e-5,
+        );
+        for (i, &v) in got.iter().enumerate() {
+            if (i / p) % b == b - 1 {
+                assert_eq!(v, 0.0, "({b}, {p}, {k}): element {i} of a row of weight 0");
+            }
+        }
     }
 }
 

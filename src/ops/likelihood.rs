@@ -131,21 +131,28 @@ pub fn bernoulli_weighted(
         use_weights: weights.is_some() as u32,
         ..Default::default()
     };
+    let grad_binding = grad
+        .map(|g| g.0.binding())
+        .unwrap_or(ctx.dummy.as_entire_binding());
+    // Without weights the kernel never reads the slot; the target stands in.
+    let weights = weights.unwrap_or(target).binding();
+    // Rows of a multiple of 4 pixels take the vec4 kernel (the same sums, a quarter of the
+    // loads and stores).
+    let (entry, slots) = if p % 4 == 0 {
+        ("bernoulli4", [10, 11, 12])
+    } else {
+        ("bernoulli", [0, 1, 3])
+    };
     Dispatch::new(
         ctx,
-        &KernelKey::new(Shader::Likelihood, "bernoulli"),
+        &KernelKey::new(Shader::Likelihood, entry),
         label,
         &[
-            (0, logits.binding()),
-            (1, target.binding()),
+            (slots[0], logits.binding()),
+            (slots[1], target.binding()),
             (2, nll.binding()),
-            (
-                3,
-                grad.map(|g| g.0.binding())
-                    .unwrap_or(ctx.dummy.as_entire_binding()),
-            ),
-            // Without weights the kernel never reads the slot; the target stands in.
-            (7, weights.unwrap_or(target).binding()),
+            (slots[2], grad_binding),
+            (7, weights),
         ],
         Some((4, &params)),
         groups(r),
