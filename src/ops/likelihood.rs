@@ -136,7 +136,7 @@ pub fn bernoulli_weighted(
         .unwrap_or(ctx.dummy.as_entire_binding());
     // Without weights the kernel never reads the slot; the target stands in.
     let weights = weights.unwrap_or(target).binding();
-    // Rows of a multiple of 4 pixels take the vec4 kernel (the same sums, a quarter of the
+    // Rows of a multiple of 4 pixels take the vec4 kernel (the same terms, a quarter of the
     // loads and stores).
     let (entry, slots) = if p % 4 == 0 {
         ("bernoulli4", [10, 11, 12])
