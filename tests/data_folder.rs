@@ -408,6 +408,10 @@ fn wgvae_trains_on_a_folder() {
         text.contains("labels from class folders: 0 even, 1 odd"),
         "{text}"
     );
+    // The run records the class names: label i is classes[i].
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("run/config.json")).unwrap()).unwrap();
+    assert_eq!(config["classes"], serde_json::json!(["even", "odd"]));
 }
 
 #[test]

@@ -1179,11 +1179,17 @@ impl<'c> Trainer<'c> {
         };
         let path = ck.save(&self.cfg.out)?;
         self.saved_epoch = Some(self.epoch);
-        let config_json = serde_json::to_vec_pretty(&serde_json::json!({
+        let mut config = serde_json::json!({
             "model": self.vae.cfg,
             "run": self.cfg,
-        }))
-        .map_err(|e| Error::Config(format!("the run configuration cannot be recorded: {e}")))?;
+        });
+        // A folder data set's class names: label i is classes[i] (what `--class`, `--normal`
+        // and the labels in `wgvae` outputs count in).
+        if !self.split.classes.is_empty() {
+            config["classes"] = serde_json::json!(self.split.classes);
+        }
+        let config_json = serde_json::to_vec_pretty(&config)
+            .map_err(|e| Error::Config(format!("the run configuration cannot be recorded: {e}")))?;
         checkpoint::write_atomic(&self.cfg.out.join("config.json"), &config_json)?;
         Ok(path)
     }
